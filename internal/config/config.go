@@ -1,0 +1,200 @@
+// Package config holds the agent's configuration: defaults, validation, and
+// loading from a YAML file. Field comments are the reference documentation for
+// the matching flags and YAML keys.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Config is one agent's configuration. The YAML keys match the flag names.
+type Config struct {
+	// Name identifies the node in the cluster. It must be unique, and it is
+	// fixed once the node has started on a data dir. Default: the host name.
+	Name string `json:"name"`
+	// DataDir holds the store's data and the node's identity (node.json).
+	DataDir string `json:"data-dir"`
+	// Advertise is the IP other nodes and clients use to reach this node.
+	Advertise string `json:"advertise"`
+	// Bind is the IP the node listens on.
+	Bind string `json:"bind"`
+	// APIPort serves the HTTP API (KV, membership, status).
+	APIPort int `json:"api-port"`
+	// PeerPort carries the store's Raft traffic between voters.
+	PeerPort int `json:"peer-port"`
+	// StorePort is the embedded etcd's client endpoint.
+	StorePort int `json:"store-port"`
+	// DNSPort serves DNS (discovery issue).
+	DNSPort int `json:"dns-port"`
+	// ProxyPort serves the HTTP proxy (proxy issue).
+	ProxyPort int `json:"proxy-port"`
+	// Join lists API addresses (host:port) of existing nodes to ask for
+	// admission. Empty on the first node, which bootstraps a new cluster.
+	// Ignored when the data dir already holds a node.
+	Join []string `json:"join"`
+	// Voters is the target number of store voters: 1, 3, 5 or 7.
+	Voters int `json:"voters"`
+	// StoreEndpoints points the agent at an existing external etcd cluster;
+	// the agent then runs no store member.
+	StoreEndpoints []string `json:"store-endpoints"`
+	// DeadVoterTimeout is how long a voter must be dead before autopilot
+	// replaces it with a live client node.
+	DeadVoterTimeout Duration `json:"dead-voter-timeout"`
+	// LeaseTTL is the node liveness lease. A node is alive while its lease is.
+	LeaseTTL Duration `json:"lease-ttl"`
+	// HeartbeatInterval is the Raft heartbeat (etcd --heartbeat-interval).
+	HeartbeatInterval Duration `json:"heartbeat-interval"`
+	// ElectionTimeout is the Raft election timeout (etcd --election-timeout).
+	ElectionTimeout Duration `json:"election-timeout"`
+	// RequestTimeout bounds every store request made for an API call that
+	// does not give its own timeout=.
+	RequestTimeout Duration `json:"request-timeout"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `json:"log-level"`
+}
+
+// Default returns the configuration a node gets when nothing is set.
+//
+// Timer defaults are chosen for a LAN (round trips well under 1 ms):
+//   - heartbeat 50 ms and election timeout 500 ms let followers notice a dead
+//     leader after 0.5–1 s (etcd randomises within [election, 2×election)),
+//     so writes resume within about a second. etcd's defaults (100 ms/1 s) give
+//     1–2 s. Raise both on slower networks or disks: the election timeout should
+//     be at least 10× the round trip and well above fsync latency.
+//   - lease TTL 2 s, kept alive every TTL/3: a dead node is noticed within 2 s,
+//     and a node survives two lost keepalives.
+func Default() Config {
+	return Config{
+		Name:              "",
+		DataDir:           "tandem-data",
+		Advertise:         "127.0.0.1",
+		Bind:              "127.0.0.1",
+		APIPort:           7400,
+		PeerPort:          7401,
+		StorePort:         7402,
+		DNSPort:           7403,
+		ProxyPort:         7404,
+		Voters:            3,
+		DeadVoterTimeout:  Duration(30 * time.Second),
+		LeaseTTL:          Duration(2 * time.Second),
+		HeartbeatInterval: Duration(50 * time.Millisecond),
+		ElectionTimeout:   Duration(500 * time.Millisecond),
+		RequestTimeout:    Duration(3 * time.Second),
+		LogLevel:          "info",
+	}
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// ValidName reports whether s is a valid node name: a DNS label of lowercase
+// letters, digits and dashes, 1 to 63 characters.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// Validate checks the configuration and returns every problem found.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if !ValidName(c.Name) {
+		bad("name %q: use 1-63 lowercase letters, digits or dashes, starting and ending with a letter or digit", c.Name)
+	}
+	if c.DataDir == "" {
+		bad("data-dir is empty: give a directory for the node's data")
+	}
+	for flag, ip := range map[string]string{"advertise": c.Advertise, "bind": c.Bind} {
+		if net.ParseIP(ip) == nil {
+			bad("%s %q is not an IP address", flag, ip)
+		}
+	}
+	if c.Advertise != "" && net.ParseIP(c.Advertise) != nil && net.ParseIP(c.Advertise).IsUnspecified() {
+		bad("advertise %q: give an address other nodes can reach, not the unspecified address", c.Advertise)
+	}
+	ports := map[string]int{"api-port": c.APIPort, "peer-port": c.PeerPort, "store-port": c.StorePort, "dns-port": c.DNSPort, "proxy-port": c.ProxyPort}
+	seen := map[int]string{}
+	for _, flag := range []string{"api-port", "peer-port", "store-port", "dns-port", "proxy-port"} {
+		p := ports[flag]
+		if p < 0 || p > 65535 {
+			bad("%s %d is out of range 0-65535", flag, p)
+		}
+		if other, dup := seen[p]; dup && p != 0 {
+			bad("%s and %s are both %d: give each its own port", other, flag, p)
+		}
+		seen[p] = flag
+	}
+	switch c.Voters {
+	case 1, 3, 5, 7:
+	default:
+		bad("voters %d: use 1, 3, 5 or 7 (an odd number keeps a majority after a split)", c.Voters)
+	}
+	for _, j := range c.Join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			bad("join address %q: want host:port of an existing node's API", j)
+		}
+	}
+	if c.LeaseTTL.D() < time.Second {
+		bad("lease-ttl %s: must be at least 1s", c.LeaseTTL)
+	}
+	if c.HeartbeatInterval.D() < time.Millisecond || c.ElectionTimeout.D() < 5*c.HeartbeatInterval.D() {
+		bad("election-timeout %s must be at least 5x heartbeat-interval %s (and heartbeat at least 1ms)", c.ElectionTimeout, c.HeartbeatInterval)
+	}
+	if c.DeadVoterTimeout.D() < time.Second {
+		bad("dead-voter-timeout %s: must be at least 1s", c.DeadVoterTimeout)
+	}
+	if c.RequestTimeout.D() <= 0 {
+		bad("request-timeout %s: must be positive", c.RequestTimeout)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log-level %q: use debug, info, warn or error", c.LogLevel)
+	}
+	return errors.Join(errs...)
+}
+
+// Load reads YAML from r over the values already in c, so defaults stay for
+// keys the file does not set. Unknown keys are an error.
+func (c *Config) Load(r io.Reader) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	if err := yaml.UnmarshalStrict(data, c); err != nil {
+		return fmt.Errorf("parse config: %w", err)
+	}
+	return nil
+}
+
+// Duration is a time.Duration that reads and writes as a string like "2s".
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return []byte(`"` + d.String() + `"`), nil }
+
+// UnmarshalJSON reads "1.5s" style strings.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: want a number with a unit, like 500ms or 2s", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Set implements pflag.Value.
+func (d *Duration) Set(s string) error { return d.UnmarshalJSON([]byte(s)) }
+
+// Type implements pflag.Value.
+func (d *Duration) Type() string { return "duration" }

@@ -1,0 +1,53 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Errors callers test for.
+var (
+	// ErrNoQuorum means the store could not reach a majority of voters in time.
+	ErrNoQuorum = errors.New("no quorum")
+	// ErrNotFound means the key or node does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrCompacted means a watch asked for history the store has discarded.
+	ErrCompacted = errors.New("revision compacted")
+)
+
+// IsUnavailable reports whether err means the store could not serve a
+// request that needs a quorum: a timeout, no leader, or no reachable member.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrNoQuorum) {
+		return true
+	}
+	switch {
+	case errors.Is(err, rpctypes.ErrTimeout), errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail),
+		errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost), errors.Is(err, rpctypes.ErrNoLeader),
+		errors.Is(err, rpctypes.ErrLeaderChanged), errors.Is(err, rpctypes.ErrNotCapable),
+		errors.Is(err, rpctypes.ErrStopped), errors.Is(err, rpctypes.ErrTooManyRequests):
+		return true
+	}
+	if s, ok := status.FromError(err); ok {
+		switch s.Code() {
+		case codes.Unavailable, codes.DeadlineExceeded:
+			return true
+		}
+	}
+	// v3client returns server errors unwrapped; match their text.
+	msg := err.Error()
+	for _, m := range []string{"request timed out", "no leader", "leader changed", "server stopped"} {
+		if strings.Contains(msg, m) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,111 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap/zapcore"
+)
+
+// MemberConfig describes the embedded etcd member of a voter node.
+type MemberConfig struct {
+	Name      string
+	Dir       string // etcd's data dir
+	BindIP    string
+	PeerURL   string // advertised, http://ip:port
+	ClientURL string // advertised, http://ip:port
+	PeerPort  int
+	StorePort int
+	Heartbeat time.Duration
+	Election  time.Duration
+	// InitialCluster is name=peerURL,... for a member joining an existing
+	// cluster; empty to bootstrap a new one-member cluster (or when Dir
+	// already holds data, in which case it is ignored).
+	InitialCluster string
+}
+
+// HasData reports whether dir holds an etcd member's data.
+func HasData(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "member", "wal"))
+	return err == nil
+}
+
+// Member is a running embedded etcd member.
+type Member struct {
+	Etcd *embed.Etcd
+}
+
+// StartMember starts the embedded etcd member and waits until it has joined
+// Raft and is ready to serve, or ctx ends. A member that is restarting on its
+// data dir can only become ready once a quorum of voters is up, so callers
+// that start several members at once must start them all before waiting.
+func StartMember(ctx context.Context, mc MemberConfig, log *slog.Logger) (*Member, error) {
+	cfg := embed.NewConfig()
+	cfg.Name = mc.Name
+	cfg.Dir = mc.Dir
+	cfg.TickMs = uint(mc.Heartbeat / time.Millisecond)
+	cfg.ElectionMs = uint(mc.Election / time.Millisecond)
+	cfg.MaxLearners = 3
+	cfg.AutoCompactionMode = embed.CompactorModeRevision
+	cfg.AutoCompactionRetention = "100000"
+	cfg.SnapshotCount = 20000
+	cfg.InitialClusterToken = "tandem"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(ZapLogger(log.With("component", "etcd"), zapcore.WarnLevel))
+	cfg.Metrics = "basic"
+
+	mustURL := func(s string) url.URL {
+		u, _ := url.Parse(s)
+		return *u
+	}
+	cfg.ListenPeerUrls = []url.URL{mustURL(fmt.Sprintf("http://%s:%d", mc.BindIP, mc.PeerPort))}
+	cfg.ListenClientUrls = []url.URL{mustURL(fmt.Sprintf("http://%s:%d", mc.BindIP, mc.StorePort))}
+	cfg.AdvertisePeerUrls = []url.URL{mustURL(mc.PeerURL)}
+	cfg.AdvertiseClientUrls = []url.URL{mustURL(mc.ClientURL)}
+	if mc.InitialCluster != "" && !HasData(mc.Dir) {
+		cfg.InitialCluster = mc.InitialCluster
+		cfg.ClusterState = embed.ClusterStateFlagExisting
+	} else {
+		cfg.InitialCluster = mc.Name + "=" + mc.PeerURL
+		cfg.ClusterState = embed.ClusterStateFlagNew
+	}
+	if err := os.MkdirAll(mc.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create store dir: %w", err)
+	}
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		if strings.Contains(err.Error(), "address already in use") {
+			return nil, fmt.Errorf("start store member: %w (another process holds the peer or store port; pick others with --peer-port/--store-port)", err)
+		}
+		return nil, fmt.Errorf("start store member: %w", err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		return &Member{Etcd: e}, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("store member failed: %w", err)
+	case <-e.Server.StopNotify():
+		e.Close()
+		return nil, errors.New("store member stopped before it was ready (was this member removed from the cluster? then remove the data dir and join again)")
+	case <-ctx.Done():
+		e.Close()
+		return nil, ctx.Err()
+	}
+}
+
+// ID is the member's etcd ID.
+func (m *Member) ID() uint64 { return uint64(m.Etcd.Server.MemberID()) }
+
+// IsLeader reports whether this member is the Raft leader now.
+func (m *Member) IsLeader() bool { return m.Etcd.Server.Lead() == m.ID() }
+
+// Close stops the member, handing over leadership first if it holds it.
+func (m *Member) Close() { m.Etcd.Close() }

@@ -1,0 +1,224 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
+	"go.uber.org/zap/zapcore"
+)
+
+// Store is a node's handle on the replicated store. On a voter it talks to
+// the embedded member in-process; on a client node it talks to the voters'
+// client endpoints over gRPC and follows membership changes.
+//
+// Client may be called from any goroutine; the client it returns can change
+// when a client node is promoted to voter, so callers fetch it per operation.
+type Store struct {
+	log    *slog.Logger
+	client atomic.Pointer[clientv3.Client]
+	member atomic.Pointer[Member]
+
+	// probe is a gRPC client used only to ask members for their status.
+	probe *clientv3.Client
+
+	mu     sync.Mutex
+	health Health
+}
+
+// Health is the last measured reachability of the voters from this node.
+type Health struct {
+	Voters    int       // voting members in the last known membership
+	Reachable int       // of those, how many answered a status probe
+	LeaderID  uint64    // leader reported by a reachable member, 0 if none
+	Measured  time.Time // when the probe ran; zero if never
+}
+
+// Quorum is the number of voters needed for a majority.
+func (h Health) Quorum() int { return h.Voters/2 + 1 }
+
+// NewRemote returns a Store that reaches the store through endpoints (client
+// URLs of voters or of an external etcd cluster) and keeps the list current
+// as membership changes.
+func NewRemote(endpoints []string, log *slog.Logger) (*Store, error) {
+	c, err := newGRPCClient(endpoints, log, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	s, err := newStore(log)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	s.client.Store(c)
+	return s, nil
+}
+
+// NewLocal returns a Store backed by the embedded member m.
+func NewLocal(m *Member, log *slog.Logger) (*Store, error) {
+	s, err := newStore(log)
+	if err != nil {
+		return nil, err
+	}
+	s.UseMember(m)
+	return s, nil
+}
+
+func newStore(log *slog.Logger) (*Store, error) {
+	probe, err := newGRPCClient(nil, log, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{log: log, probe: probe}, nil
+}
+
+func newGRPCClient(endpoints []string, log *slog.Logger, autoSync time.Duration) (*clientv3.Client, error) {
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:            endpoints,
+		AutoSyncInterval:     autoSync,
+		DialTimeout:          2 * time.Second,
+		DialKeepAliveTime:    2 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
+		Logger:               ZapLogger(log.With("component", "etcd-client"), zapcore.ErrorLevel),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to store %v: %w", endpoints, err)
+	}
+	return c, nil
+}
+
+// UseMember switches the store to the embedded member m, in-process.
+// The previous client, if any, is closed.
+func (s *Store) UseMember(m *Member) {
+	s.member.Store(m)
+	old := s.client.Swap(v3client.New(m.Etcd.Server))
+	if old != nil {
+		old.Close()
+	}
+}
+
+// Client returns the etcd client to use for the next operation.
+func (s *Store) Client() *clientv3.Client { return s.client.Load() }
+
+// Member returns the embedded member, or nil on a client node.
+func (s *Store) Member() *Member { return s.member.Load() }
+
+// Endpoints returns the client URLs this node currently uses to reach the
+// store (its own on a voter).
+func (s *Store) Endpoints() []string {
+	if m := s.Member(); m != nil {
+		var eps []string
+		for _, u := range m.Etcd.Config().AdvertiseClientUrls {
+			eps = append(eps, u.String())
+		}
+		return eps
+	}
+	return s.Client().Endpoints()
+}
+
+// Close releases the clients and stops the embedded member, if any.
+func (s *Store) Close() {
+	if c := s.client.Load(); c != nil {
+		c.Close()
+	}
+	s.probe.Close()
+	if m := s.Member(); m != nil {
+		m.Close()
+	}
+}
+
+// Health returns the last probe result.
+func (s *Store) Health() Health {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.health
+}
+
+// RunProbe measures voter reachability every interval until ctx ends. The
+// result names the cause when a request fails for want of a quorum.
+func (s *Store) RunProbe(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var voterURLs []string
+	for {
+		voterURLs = s.probeOnce(ctx, voterURLs, interval)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Store) probeOnce(ctx context.Context, last []string, timeout time.Duration) []string {
+	urls := last
+	if m := s.Member(); m != nil {
+		urls = nil
+		if rc, ok := m.Etcd.Server.Cluster().(*membership.RaftCluster); ok {
+			for _, vm := range rc.VotingMembers() {
+				if len(vm.ClientURLs) > 0 {
+					urls = append(urls, vm.ClientURLs[0])
+				}
+			}
+		}
+	} else {
+		lctx, cancel := context.WithTimeout(ctx, timeout)
+		resp, err := s.Client().MemberList(lctx, clientv3.WithSerializable())
+		cancel()
+		if err == nil {
+			urls = nil
+			for _, vm := range resp.Members {
+				if !vm.IsLearner && len(vm.ClientURLs) > 0 {
+					urls = append(urls, vm.ClientURLs[0])
+				}
+			}
+		}
+	}
+	sort.Strings(urls)
+	h := Health{Voters: len(urls), Measured: time.Now()}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, u := range urls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			st, err := s.probe.Status(pctx, u)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			h.Reachable++
+			if st.Leader != 0 {
+				h.LeaderID = st.Leader
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	s.mu.Lock()
+	s.health = h
+	s.mu.Unlock()
+	return urls
+}
+
+// Unavailable builds the error for a request that failed for want of a
+// quorum, naming how many voters this node can reach.
+func (s *Store) Unavailable(cause error) error {
+	h := s.Health()
+	if h.Measured.IsZero() || h.Voters == 0 {
+		return fmt.Errorf("%w: the store did not answer in time (%v); check the voters with 'tandem members'", ErrNoQuorum, cause)
+	}
+	if h.Reachable >= h.Quorum() {
+		return fmt.Errorf("%w: %d of %d voters reachable but the request timed out (%v): the store may be electing a leader or overloaded; retry", ErrNoQuorum, h.Reachable, h.Voters, cause)
+	}
+	return fmt.Errorf("%w: %d of %d voters reachable, %d needed; this node is cut off from the majority or voters are down", ErrNoQuorum, h.Reachable, h.Voters, h.Quorum())
+}

@@ -29,3 +29,13 @@ func UserKey(k string) string { return KVPrefix + k }
 
 // FromUserKey maps a store key back to the user's key.
 func FromUserKey(k string) string { return strings.TrimPrefix(k, KVPrefix) }
+
+// ClusterKey holds the cluster-wide settings fixed at bootstrap (ClusterInfo).
+const ClusterKey = Prefix + "cluster"
+
+// MembershipLock serialises store membership changes (joins, autopilot,
+// leave, remove) so that two never run at once.
+const MembershipLock = LockPrefix + "membership"
+
+// AutopilotElection is the election autopilot's holder wins.
+const AutopilotElection = ElectionPrefix + "autopilot"

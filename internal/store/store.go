@@ -52,7 +52,7 @@ func NewRemote(endpoints []string, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := newStore(log)
+	s, err := newStore(endpoints, log)
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -63,7 +63,11 @@ func NewRemote(endpoints []string, log *slog.Logger) (*Store, error) {
 
 // NewLocal returns a Store backed by the embedded member m.
 func NewLocal(m *Member, log *slog.Logger) (*Store, error) {
-	s, err := newStore(log)
+	var eps []string
+	for _, u := range m.Etcd.Config().AdvertiseClientUrls {
+		eps = append(eps, u.String())
+	}
+	s, err := newStore(eps, log)
 	if err != nil {
 		return nil, err
 	}
@@ -71,8 +75,10 @@ func NewLocal(m *Member, log *slog.Logger) (*Store, error) {
 	return s, nil
 }
 
-func newStore(log *slog.Logger) (*Store, error) {
-	probe, err := newGRPCClient(nil, log, 0)
+// newStore makes the Store with its probe client; endpoints are only the
+// probe's initial connection, each probe dials the member it asks.
+func newStore(endpoints []string, log *slog.Logger) (*Store, error) {
+	probe, err := newGRPCClient(endpoints, log, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -221,4 +227,16 @@ func (s *Store) Unavailable(cause error) error {
 		return fmt.Errorf("%w: %d of %d voters reachable but the request timed out (%v): the store may be electing a leader or overloaded; retry", ErrNoQuorum, h.Reachable, h.Voters, cause)
 	}
 	return fmt.Errorf("%w: %d of %d voters reachable, %d needed; this node is cut off from the majority or voters are down", ErrNoQuorum, h.Reachable, h.Voters, h.Quorum())
+}
+
+// MemberStatus asks the member at clientURL for its status.
+func (s *Store) MemberStatus(ctx context.Context, clientURL string) (*clientv3.StatusResponse, error) {
+	if m := s.Member(); m != nil {
+		for _, u := range m.Etcd.Config().AdvertiseClientUrls {
+			if u.String() == clientURL {
+				return s.Client().Status(ctx, clientURL)
+			}
+		}
+	}
+	return s.probe.Status(ctx, clientURL)
 }

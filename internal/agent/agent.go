@@ -1,0 +1,303 @@
+// Package agent wires one node together: the store (embedded member or
+// client), membership, and the API, run under one errgroup. It holds no
+// feature logic of its own.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tandemhq/tandem/internal/api"
+	"github.com/tandemhq/tandem/internal/client"
+	"github.com/tandemhq/tandem/internal/cluster"
+	"github.com/tandemhq/tandem/internal/config"
+	"github.com/tandemhq/tandem/internal/store"
+)
+
+// Version is the agent's version, set at build time.
+var Version = "dev"
+
+// Agent is one running node.
+type Agent struct {
+	cfg   config.Config
+	log   *slog.Logger
+	ready chan struct{}
+
+	mu      sync.Mutex
+	apiAddr string
+	st      *store.Store
+	left    bool
+}
+
+// New checks cfg and returns an agent ready to Run.
+func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Agent{cfg: cfg, log: log.With("node", cfg.Name), ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once the node has joined the cluster and serves its API.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// APIAddr is the API's host:port once Ready.
+func (a *Agent) APIAddr() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.apiAddr
+}
+
+// Store returns the node's store handle once Ready.
+func (a *Agent) Store() *store.Store {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.st
+}
+
+func (a *Agent) storeDir() string { return filepath.Join(a.cfg.DataDir, "store") }
+
+func (a *Agent) url(port int) string {
+	return "http://" + net.JoinHostPort(a.cfg.Advertise, strconv.Itoa(port))
+}
+
+func (a *Agent) memberConfig(initialCluster string) store.MemberConfig {
+	return store.MemberConfig{
+		Name: a.cfg.Name, Dir: a.storeDir(), BindIP: a.cfg.Bind,
+		PeerURL: a.url(a.cfg.PeerPort), ClientURL: a.url(a.cfg.StorePort),
+		PeerPort: a.cfg.PeerPort, StorePort: a.cfg.StorePort,
+		Heartbeat: a.cfg.HeartbeatInterval.D(), Election: a.cfg.ElectionTimeout.D(),
+		InitialCluster: initialCluster,
+	}
+}
+
+func (a *Agent) identity(role string, endpoints []string, external bool) *cluster.Identity {
+	return &cluster.Identity{
+		Name: a.cfg.Name, Role: role, Endpoints: endpoints, External: external,
+		Advertise: a.cfg.Advertise, Bind: a.cfg.Bind,
+		APIPort: a.cfg.APIPort, PeerPort: a.cfg.PeerPort, StorePort: a.cfg.StorePort,
+		DNSPort: a.cfg.DNSPort, ProxyPort: a.cfg.ProxyPort,
+	}
+}
+
+// Run runs the node until ctx ends or it leaves the cluster.
+func (a *Agent) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.APIPort)))
+	if err != nil {
+		return fmt.Errorf("listen for the API: %w (is another agent running with --api-port %d?)", err, a.cfg.APIPort)
+	}
+	defer ln.Close()
+	apiAddr := net.JoinHostPort(a.cfg.Advertise, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+
+	st, role, err := a.openStore(ctx, apiAddr)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	self := cluster.NodeRecord{
+		Name: a.cfg.Name, Role: role, API: apiAddr,
+		PeerURL: a.url(a.cfg.PeerPort), StoreURL: a.url(a.cfg.StorePort),
+		DNS:      net.JoinHostPort(a.cfg.Advertise, strconv.Itoa(a.cfg.DNSPort)),
+		Proxy:    net.JoinHostPort(a.cfg.Advertise, strconv.Itoa(a.cfg.ProxyPort)),
+		External: len(a.cfg.StoreEndpoints) > 0, Started: time.Now().UTC(), Version: Version,
+	}
+	if self.External {
+		self.PeerURL, self.StoreURL = "", ""
+	}
+	if m := st.Member(); m != nil {
+		self.MemberID = m.ID()
+	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	cm := cluster.New(st, self, cluster.Options{
+		Target:           a.cfg.Voters,
+		DeadVoterTimeout: a.cfg.DeadVoterTimeout.D(),
+		LeaseTTL:         a.cfg.LeaseTTL.D(),
+		StartMember: func(ctx context.Context, initialCluster string) (*store.Member, error) {
+			return store.StartMember(ctx, a.memberConfig(initialCluster), a.log)
+		},
+		OnRoleChange: func(role string) error {
+			return a.identity(role, nil, false).Save(a.cfg.DataDir)
+		},
+	}, a.log)
+	if role == cluster.RoleVoter && len(a.cfg.Join) == 0 {
+		// First start of a bootstrap node (or a restart, where this is a no-op).
+		bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := retry(bctx, func() error { return cm.Bootstrap(bctx) })
+		cancel()
+		if err != nil {
+			return fmt.Errorf("record cluster settings: %w", err)
+		}
+	}
+	srv := api.New(st, cm, a.cfg.RequestTimeout.D(), a.log)
+	srv.OnLeave = func() {
+		a.mu.Lock()
+		a.left = true
+		a.mu.Unlock()
+		stop()
+	}
+
+	a.mu.Lock()
+	a.apiAddr, a.st = apiAddr, st
+	a.mu.Unlock()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx, ln) })
+	g.Go(func() error { return cm.RunLiveness(gctx) })
+	g.Go(func() error { return cm.RunAutopilot(gctx) })
+	g.Go(func() error { return cm.RunLeaderEvents(gctx) })
+	g.Go(func() error { return cm.RunPromotion(gctx) })
+	g.Go(func() error { return st.RunProbe(gctx, time.Second) })
+	if role == cluster.RoleClient && !self.External {
+		g.Go(func() error { return a.keepEndpoints(gctx, st, cm) })
+	}
+	a.log.Info("node ready", "role", role, "api", apiAddr, "store", st.Endpoints())
+	close(a.ready)
+	err = g.Wait()
+	a.mu.Lock()
+	left := a.left
+	a.mu.Unlock()
+	if left {
+		a.log.Info("left the cluster; clearing the data dir's store and identity")
+		st.Close()
+		_ = os.RemoveAll(a.storeDir())
+		_ = os.Remove(filepath.Join(a.cfg.DataDir, "node.json"))
+	}
+	return err
+}
+
+// openStore starts or reaches the store as this node's identity says, or
+// bootstraps or joins on first start. It returns the node's role.
+func (a *Agent) openStore(ctx context.Context, apiAddr string) (*store.Store, string, error) {
+	id, err := cluster.LoadIdentity(a.cfg.DataDir)
+	if err != nil {
+		return nil, "", err
+	}
+	switch {
+	case len(a.cfg.StoreEndpoints) > 0 || (id != nil && id.External):
+		eps := a.cfg.StoreEndpoints
+		if len(eps) == 0 {
+			eps = id.Endpoints
+		}
+		st, err := store.NewRemote(eps, a.log)
+		if err != nil {
+			return nil, "", err
+		}
+		return st, cluster.RoleClient, a.identity(cluster.RoleClient, eps, true).Save(a.cfg.DataDir)
+
+	case (id != nil && id.Role == cluster.RoleVoter) || store.HasData(a.storeDir()):
+		a.log.Info("restarting store member from its data dir")
+		m, err := store.StartMember(ctx, a.memberConfig(""), a.log)
+		if err != nil {
+			return nil, "", err
+		}
+		st, err := store.NewLocal(m, a.log)
+		return st, cluster.RoleVoter, err
+
+	case id != nil && id.Role == cluster.RoleClient:
+		st, err := store.NewRemote(id.Endpoints, a.log)
+		return st, cluster.RoleClient, err
+
+	case len(a.cfg.Join) == 0:
+		a.log.Info("bootstrapping a new cluster")
+		m, err := store.StartMember(ctx, a.memberConfig(""), a.log)
+		if err != nil {
+			return nil, "", err
+		}
+		if err := a.identity(cluster.RoleVoter, nil, false).Save(a.cfg.DataDir); err != nil {
+			m.Close()
+			return nil, "", err
+		}
+		st, err := store.NewLocal(m, a.log)
+		return st, cluster.RoleVoter, err
+	}
+
+	jctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	req := cluster.JoinRequest{Name: a.cfg.Name, PeerURL: a.url(a.cfg.PeerPort), StoreURL: a.url(a.cfg.StorePort), API: apiAddr}
+	resp, err := client.New(a.cfg.Join).Join(jctx, req)
+	if err != nil {
+		return nil, "", fmt.Errorf("join the cluster through %v: %w", a.cfg.Join, err)
+	}
+	remote, err := store.NewRemote(resp.Endpoints, a.log)
+	if err != nil {
+		return nil, "", err
+	}
+	if resp.Role == cluster.RoleClient {
+		a.log.Info("joined as a client node", "endpoints", resp.Endpoints)
+		return remote, cluster.RoleClient, a.identity(cluster.RoleClient, resp.Endpoints, false).Save(a.cfg.DataDir)
+	}
+	a.log.Info("joining as a store learner", "initial_cluster", resp.InitialCluster)
+	m, err := store.StartMember(jctx, a.memberConfig(resp.InitialCluster), a.log)
+	if err != nil {
+		remote.Close()
+		return nil, "", err
+	}
+	if err := a.identity(cluster.RoleVoter, nil, false).Save(a.cfg.DataDir); err != nil {
+		m.Close()
+		remote.Close()
+		return nil, "", err
+	}
+	if err := cluster.PromoteSelf(jctx, remote.Client(), resp.MemberID); err != nil {
+		m.Close()
+		remote.Close()
+		return nil, "", err
+	}
+	a.log.Info("promoted to store voter")
+	remote.UseMember(m)
+	return remote, cluster.RoleVoter, nil
+}
+
+// keepEndpoints saves a client node's voter list when membership changes, so
+// a restart can reach the store even after every original voter is gone.
+func (a *Agent) keepEndpoints(ctx context.Context, st *store.Store, cm *cluster.Manager) error {
+	last := st.Endpoints()
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if cm.Self().Role != cluster.RoleClient {
+			return nil
+		}
+		eps := st.Endpoints()
+		slices.Sort(eps)
+		if len(eps) == 0 || slices.Equal(eps, last) {
+			continue
+		}
+		if err := a.identity(cluster.RoleClient, eps, false).Save(a.cfg.DataDir); err != nil {
+			a.log.Warn("save store endpoints", "err", err)
+			continue
+		}
+		last = eps
+	}
+}
+
+// retry calls f until it succeeds or ctx ends.
+func retry(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,352 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tandemhq/tandem/internal/cluster"
+	"github.com/tandemhq/tandem/internal/store"
+)
+
+// MemberInfo is one row of GET /v1/members.
+type MemberInfo struct {
+	Name     string    `json:"name"`
+	Role     string    `json:"role"` // voter, learner or client
+	Leader   bool      `json:"leader"`
+	Alive    bool      `json:"alive"`
+	LastSeen time.Time `json:"last_seen,omitzero"` // zero while alive
+	API      string    `json:"api"`
+	PeerURL  string    `json:"peer_url,omitempty"`
+	StoreURL string    `json:"store_url,omitempty"`
+	DNS      string    `json:"dns"`
+	Proxy    string    `json:"proxy"`
+	MemberID string    `json:"member_id,omitempty"`
+}
+
+// Members answers GET /v1/members.
+type Members struct {
+	// Stale is true when the cluster had no quorum and this answer comes
+	// from the answering node's own, possibly outdated, copy.
+	Stale   bool         `json:"stale"`
+	Members []MemberInfo `json:"members"`
+}
+
+// Status answers GET /v1/status.
+type Status struct {
+	Stale          bool   `json:"stale"`
+	Node           string `json:"node"`
+	TargetVoters   int    `json:"target_voters"`
+	Voters         int    `json:"voters"`
+	VotersAlive    int    `json:"voters_alive"`
+	Quorum         int    `json:"quorum"`
+	FaultTolerance int    `json:"fault_tolerance"` // node failures survivable now; -1: no quorum
+	Leader         string `json:"leader"`
+	Term           uint64 `json:"term"`
+	AppliedIndex   uint64 `json:"applied_index"`
+	Revision       int64  `json:"revision"`
+	StoreSizeBytes int64  `json:"store_size_bytes"`
+	Autopilot      string `json:"autopilot"`
+	Nodes          int    `json:"nodes"`
+	NodesAlive     int    `json:"nodes_alive"`
+}
+
+// snapshot is the membership state both endpoints are built from.
+type snapshot struct {
+	stale   bool
+	members []*etcdserverpb.Member
+	recs    map[string]cluster.NodeRecord
+	alive   map[string]bool
+	leader  uint64
+}
+
+func (s *Server) snapshot(ctx context.Context) (*snapshot, error) {
+	snap, err := s.readSnapshot(ctx, false)
+	if err != nil && store.IsUnavailable(err) {
+		// No quorum: answer from this node's own copy, and say so.
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if snap2, err2 := s.readSnapshot(sctx, true); err2 == nil {
+			return snap2, nil
+		}
+	}
+	return snap, err
+}
+
+func (s *Server) readSnapshot(ctx context.Context, stale bool) (*snapshot, error) {
+	c := s.st.Client()
+	var opts []clientv3.OpOption
+	if stale {
+		opts = append(opts, clientv3.WithSerializable())
+	}
+	ml, err := c.MemberList(ctx, opts...)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Get(ctx, store.NodesPrefix, append(opts, clientv3.WithPrefix())...)
+	if err != nil {
+		return nil, err
+	}
+	aresp, err := c.Get(ctx, store.AlivePrefix, append(opts, clientv3.WithPrefix(), clientv3.WithKeysOnly())...)
+	if err != nil {
+		return nil, err
+	}
+	snap := &snapshot{stale: stale, members: ml.Members, recs: map[string]cluster.NodeRecord{}, alive: map[string]bool{}}
+	for _, kv := range resp.Kvs {
+		var rec cluster.NodeRecord
+		if json.Unmarshal(kv.Value, &rec) == nil && rec.Name != "" {
+			snap.recs[rec.Name] = rec
+		}
+	}
+	for _, kv := range aresp.Kvs {
+		snap.alive[string(kv.Key)[len(store.AlivePrefix):]] = true
+	}
+	if m := s.st.Member(); m != nil {
+		snap.leader = m.Etcd.Server.Lead()
+	} else {
+		snap.leader = s.st.Health().LeaderID
+	}
+	if stale {
+		// Leases do not expire without a leader: the alive keys say nothing.
+		// Trust only what this node can reach.
+		snap.leader = 0
+	}
+	return snap, nil
+}
+
+func (snap *snapshot) rows() []MemberInfo {
+	byName := map[string]*etcdserverpb.Member{}
+	for _, m := range snap.members {
+		byName[m.Name] = m
+	}
+	var rows []MemberInfo
+	seen := map[string]bool{}
+	for name, rec := range snap.recs {
+		row := MemberInfo{Name: name, Role: cluster.RoleClient, Alive: snap.alive[name], API: rec.API, PeerURL: rec.PeerURL, DNS: rec.DNS, Proxy: rec.Proxy}
+		if !row.Alive {
+			row.LastSeen = rec.LastSeen
+		}
+		mem := byName[name]
+		if mem == nil {
+			for _, m := range snap.members {
+				if len(m.PeerURLs) > 0 && m.PeerURLs[0] == rec.PeerURL {
+					mem = m
+				}
+			}
+		}
+		if mem != nil {
+			seen[fmt.Sprint(mem.ID)] = true
+			row.Role = cluster.RoleVoter
+			if mem.IsLearner {
+				row.Role = "learner"
+			}
+			row.StoreURL = rec.StoreURL
+			row.MemberID = fmt.Sprintf("%x", mem.ID)
+			row.Leader = mem.ID == snap.leader && snap.leader != 0
+		} else {
+			row.PeerURL = ""
+		}
+		rows = append(rows, row)
+	}
+	// Store members with no node record (an external tool added them, or
+	// their node never started): list them so nothing is hidden.
+	for _, m := range snap.members {
+		if seen[fmt.Sprint(m.ID)] {
+			continue
+		}
+		row := MemberInfo{Name: m.Name, Role: cluster.RoleVoter, MemberID: fmt.Sprintf("%x", m.ID), Leader: m.ID == snap.leader}
+		if m.IsLearner {
+			row.Role = "learner"
+		}
+		if row.Name == "" {
+			row.Name = "(unstarted " + row.MemberID + ")"
+		}
+		if len(m.PeerURLs) > 0 {
+			row.PeerURL = m.PeerURLs[0]
+		}
+		rows = append(rows, row)
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
+	return rows
+}
+
+func (s *Server) members(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel, err := s.requestContext(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	defer cancel()
+	snap, err := s.snapshot(ctx)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, Members{Stale: snap.stale, Members: snap.rows()})
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel, err := s.requestContext(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	defer cancel()
+	snap, err := s.snapshot(ctx)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	st := Status{Stale: snap.stale, Node: s.cm.Self().Name, Nodes: len(snap.recs)}
+	if !snap.stale {
+		if info, err := s.cm.Info(ctx); err == nil {
+			st.TargetVoters = info.Voters
+		}
+		st.Autopilot, _ = cluster.AutopilotHolder(ctx, s.st.Client())
+	}
+	for name := range snap.recs {
+		if snap.alive[name] {
+			st.NodesAlive++
+		}
+	}
+	var leaderURL string
+	for _, row := range snap.rows() {
+		if row.Role != cluster.RoleVoter {
+			continue
+		}
+		st.Voters++
+		if row.Alive {
+			st.VotersAlive++
+		}
+		if row.Leader {
+			st.Leader = row.Name
+			leaderURL = row.StoreURL
+		}
+	}
+	st.Quorum = st.Voters/2 + 1
+	if h := s.st.Health(); !h.Measured.IsZero() && h.Reachable < st.VotersAlive {
+		// Leases cannot expire without a leader; what this node can reach
+		// is the better measure then.
+		st.VotersAlive = h.Reachable
+	}
+	if snap.stale {
+		st.VotersAlive = s.st.Health().Reachable
+	}
+	st.FaultTolerance = st.VotersAlive - st.Quorum
+	if st.FaultTolerance < 0 {
+		st.FaultTolerance = -1
+	}
+	if leaderURL != "" {
+		if ms, err := s.st.MemberStatus(ctx, leaderURL); err == nil {
+			st.Term = ms.RaftTerm
+			st.AppliedIndex = ms.RaftAppliedIndex
+			st.Revision = ms.Header.Revision
+			st.StoreSizeBytes = ms.DbSize
+		}
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// events lists recent events (?limit=N, default 50) and with ?watch=true
+// streams new ones as JSON lines.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	watch, err := parseBool(r, "watch")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	limit := int64(50)
+	if v := r.URL.Query().Get("limit"); v != "" {
+		limit, err = strconv.ParseInt(v, 10, 64)
+		if err != nil || limit < 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: want a whole number 0 or greater", v))
+			return
+		}
+	}
+	if watch {
+		rev, _, err := parseRev(r, "rev")
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		s.stream(w, r, store.EventsPrefix, true, rev, func(ev *clientv3.Event) any {
+			var e cluster.Event
+			_ = json.Unmarshal(ev.Kv.Value, &e)
+			return struct {
+				cluster.Event
+				Revision int64 `json:"revision"`
+			}{e, ev.Kv.ModRevision}
+		})
+		return
+	}
+	ctx, cancel, err := s.requestContext(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	defer cancel()
+	resp, err := s.st.Client().Get(ctx, store.EventsPrefix, clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(limit))
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	out := struct {
+		Revision int64           `json:"revision"`
+		Events   []cluster.Event `json:"events"`
+	}{Revision: resp.Header.Revision, Events: []cluster.Event{}}
+	for i := len(resp.Kvs) - 1; i >= 0; i-- {
+		var e cluster.Event
+		if json.Unmarshal(resp.Kvs[i].Value, &e) == nil {
+			out.Events = append(out.Events, e)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) join(w http.ResponseWriter, r *http.Request) {
+	var req cluster.JoinRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "join request: "+err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
+	defer cancel()
+	resp, err := s.cm.Admit(ctx, req)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) leave(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
+	defer cancel()
+	if err := s.cm.Leave(ctx); err != nil {
+		s.storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"left": s.cm.Self().Name})
+	if s.OnLeave != nil {
+		go s.OnLeave()
+	}
+}
+
+func (s *Server) removeNode(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
+	defer cancel()
+	if err := s.cm.RemoveNode(ctx, name); err != nil {
+		s.storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"removed": name})
+}

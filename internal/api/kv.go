@@ -1,0 +1,398 @@
+package api
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tandemhq/tandem/internal/store"
+)
+
+// KV is one key and its value. Value holds text; a value that is not valid
+// UTF-8 comes in ValueBase64 instead.
+type KV struct {
+	Key            string `json:"key"`
+	Value          string `json:"value,omitempty"`
+	ValueBase64    string `json:"value_base64,omitempty"`
+	CreateRevision int64  `json:"create_revision"`
+	ModRevision    int64  `json:"mod_revision"`
+	Version        int64  `json:"version"`
+}
+
+// Bytes returns the value.
+func (kv KV) Bytes() []byte {
+	if kv.ValueBase64 != "" {
+		b, _ := base64.StdEncoding.DecodeString(kv.ValueBase64)
+		return b
+	}
+	return []byte(kv.Value)
+}
+
+// ReadInfo says how a read was served. For a stale read, Revision is the
+// revision the answering node had applied and LastContactMs how long ago it
+// last heard from the store leader.
+type ReadInfo struct {
+	Consistency   string `json:"consistency"`
+	Revision      int64  `json:"revision"`
+	LastContactMs *int64 `json:"last_contact_ms,omitempty"`
+}
+
+// GetResult answers GET /v1/kv/KEY.
+type GetResult struct {
+	ReadInfo
+	KV
+}
+
+// ListResult answers GET /v1/kv/PREFIX?prefix=true.
+type ListResult struct {
+	ReadInfo
+	Items []KV `json:"items"`
+	Count int64 `json:"count"`
+	More  bool  `json:"more"`
+}
+
+// WriteResult answers PUT and DELETE.
+type WriteResult struct {
+	Key      string `json:"key"`
+	Revision int64  `json:"revision"`
+	Deleted  int64  `json:"deleted,omitempty"`
+}
+
+// WatchEvent is one line of a watch stream.
+type WatchEvent struct {
+	Type     string `json:"type"` // put, delete, or error
+	Revision int64  `json:"revision"`
+	KV       *KV    `json:"kv,omitempty"`
+	Error    string `json:"error,omitempty"`
+	// CompactRevision is set on an error when the requested revision was
+	// compacted: resume from it (history before it is gone).
+	CompactRevision int64 `json:"compact_revision,omitempty"`
+}
+
+func toKV(kv *mvccpb.KeyValue) KV {
+	out := KV{Key: store.FromUserKey(string(kv.Key)), CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version}
+	if utf8.Valid(kv.Value) {
+		out.Value = string(kv.Value)
+	} else {
+		out.ValueBase64 = base64.StdEncoding.EncodeToString(kv.Value)
+	}
+	return out
+}
+
+// userKey validates the key of a request. Prefix requests may use an empty
+// key (the whole namespace).
+func userKey(r *http.Request, prefix bool) (string, error) {
+	k := r.PathValue("key")
+	if k == "" && !prefix {
+		return "", errors.New("empty key: give a key after /v1/kv/, like /v1/kv/app/config")
+	}
+	if len(k) > MaxKeyBytes {
+		return "", fmt.Errorf("key is %d bytes; the limit is %d (1 KiB)", len(k), MaxKeyBytes)
+	}
+	if !utf8.ValidString(k) {
+		return "", errors.New("key is not valid UTF-8")
+	}
+	return k, nil
+}
+
+// consistency reads consistency= and returns whether the read may be stale.
+func consistency(r *http.Request) (bool, error) {
+	switch v := r.URL.Query().Get("consistency"); v {
+	case "", "linearizable":
+		return false, nil
+	case "stale":
+		return true, nil
+	default:
+		return false, fmt.Errorf("consistency %q: use linearizable (the default) or stale", v)
+	}
+}
+
+func (s *Server) readInfo(stale bool, rev int64) ReadInfo {
+	if !stale {
+		return ReadInfo{Consistency: "linearizable", Revision: rev}
+	}
+	info := ReadInfo{Consistency: "stale", Revision: rev}
+	if lc := s.cm.LastContact(); !lc.IsZero() {
+		ms := time.Since(lc).Milliseconds()
+		info.LastContactMs = &ms
+	}
+	return info
+}
+
+func (s *Server) kvGet(w http.ResponseWriter, r *http.Request) {
+	prefix, err := parseBool(r, "prefix")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	key, err := userKey(r, prefix)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	stale, err := consistency(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	keysOnly, err := parseBool(r, "keys")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	limit := int64(0)
+	if v := r.URL.Query().Get("limit"); v != "" {
+		limit, err = strconv.ParseInt(v, 10, 64)
+		if err != nil || limit < 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: want a whole number 0 or greater (0: no limit)", v))
+			return
+		}
+	}
+	ctx, cancel, err := s.requestContext(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	defer cancel()
+	var opts []clientv3.OpOption
+	if stale {
+		opts = append(opts, clientv3.WithSerializable())
+	}
+	if prefix {
+		opts = append(opts, clientv3.WithPrefix(), clientv3.WithLimit(limit))
+		if keysOnly {
+			opts = append(opts, clientv3.WithKeysOnly())
+		}
+	}
+	resp, err := s.st.Client().Get(ctx, store.UserKey(key), opts...)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	info := s.readInfo(stale, resp.Header.Revision)
+	if prefix {
+		out := ListResult{ReadInfo: info, Items: make([]KV, 0, len(resp.Kvs)), Count: resp.Count, More: resp.More}
+		for _, kv := range resp.Kvs {
+			out.Items = append(out.Items, toKV(kv))
+		}
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	if len(resp.Kvs) == 0 {
+		writeJSON(w, http.StatusNotFound, struct {
+			Error string `json:"error"`
+			ReadInfo
+		}{fmt.Sprintf("key %q not found", key), info})
+		return
+	}
+	writeJSON(w, http.StatusOK, GetResult{ReadInfo: info, KV: toKV(resp.Kvs[0])})
+}
+
+func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
+	key, err := userKey(r, false)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	cas, hasCAS, err := parseRev(r, "cas")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	value, err := io.ReadAll(io.LimitReader(r.Body, MaxValueBytes+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "read value: "+err.Error())
+		return
+	}
+	if len(value) > MaxValueBytes {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("value is over the limit of %d bytes (1 MiB); store large data elsewhere and keep a reference here", MaxValueBytes))
+		return
+	}
+	ctx, cancel, err := s.requestContext(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	defer cancel()
+	sk := store.UserKey(key)
+	c := s.st.Client()
+	if !hasCAS {
+		resp, err := c.Put(ctx, sk, string(value))
+		if err != nil {
+			s.storeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, WriteResult{Key: key, Revision: resp.Header.Revision})
+		return
+	}
+	resp, err := c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(sk), "=", cas)).
+		Then(clientv3.OpPut(sk, string(value))).Else(clientv3.OpGet(sk, clientv3.WithKeysOnly())).Commit()
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	if !resp.Succeeded {
+		casFailed(w, key, cas, resp)
+		return
+	}
+	writeJSON(w, http.StatusOK, WriteResult{Key: key, Revision: resp.Header.Revision})
+}
+
+func casFailed(w http.ResponseWriter, key string, want int64, resp *clientv3.TxnResponse) {
+	cur := int64(0)
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		cur = kvs[0].ModRevision
+	}
+	msg := fmt.Sprintf("compare-and-set failed: key %q is at mod_revision %d, not %d; read it again and retry", key, cur, want)
+	if cur == 0 {
+		msg = fmt.Sprintf("compare-and-set failed: key %q does not exist (cas=%d); use cas=0 to create it", key, want)
+	}
+	writeJSON(w, http.StatusConflict, Error{Error: msg, ModRevision: &cur})
+}
+
+func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
+	prefix, err := parseBool(r, "prefix")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	key, err := userKey(r, false)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	cas, hasCAS, err := parseRev(r, "cas")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if hasCAS && prefix {
+		writeError(w, http.StatusBadRequest, "cas and prefix cannot be combined: compare-and-set works on one key")
+		return
+	}
+	ctx, cancel, err := s.requestContext(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	defer cancel()
+	sk := store.UserKey(key)
+	c := s.st.Client()
+	if !hasCAS {
+		var opts []clientv3.OpOption
+		if prefix {
+			opts = append(opts, clientv3.WithPrefix())
+		}
+		resp, err := c.Delete(ctx, sk, opts...)
+		if err != nil {
+			s.storeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, WriteResult{Key: key, Revision: resp.Header.Revision, Deleted: resp.Deleted})
+		return
+	}
+	resp, err := c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(sk), "=", cas)).
+		Then(clientv3.OpDelete(sk)).Else(clientv3.OpGet(sk, clientv3.WithKeysOnly())).Commit()
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	if !resp.Succeeded {
+		casFailed(w, key, cas, resp)
+		return
+	}
+	writeJSON(w, http.StatusOK, WriteResult{Key: key, Revision: resp.Header.Revision, Deleted: resp.Responses[0].GetResponseDeleteRange().Deleted})
+}
+
+// kvWatch streams changes as JSON lines from rev= (default: now). A client
+// resumes after a broken stream by asking again from its last revision + 1.
+func (s *Server) kvWatch(w http.ResponseWriter, r *http.Request) {
+	prefix, err := parseBool(r, "prefix")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	key, err := userKey(r, prefix)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	rev, _, err := parseRev(r, "rev")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	s.stream(w, r, store.UserKey(key), prefix, rev, func(ev *clientv3.Event) any {
+		kv := toKV(ev.Kv)
+		typ := "put"
+		if ev.Type == mvccpb.DELETE {
+			typ = "delete"
+		}
+		return WatchEvent{Type: typ, Revision: ev.Kv.ModRevision, KV: &kv}
+	})
+}
+
+// stream runs a store watch and writes one JSON line per event, plus an
+// empty heartbeat line every 10 s so dead connections are noticed.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, key string, prefix bool, rev int64, line func(*clientv3.Event) any) {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, "streaming not supported")
+		return
+	}
+	opts := []clientv3.OpOption{}
+	if prefix {
+		opts = append(opts, clientv3.WithPrefix())
+	}
+	if rev > 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	ctx := clientv3.WithRequireLeader(r.Context())
+	wch := s.st.Client().Watch(ctx, key, opts...)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	fl.Flush()
+	enc := json.NewEncoder(w)
+	hb := time.NewTicker(10 * time.Second)
+	defer hb.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-hb.C:
+			_, _ = w.Write([]byte("\n"))
+			fl.Flush()
+		case wr, ok := <-wch:
+			if !ok {
+				return
+			}
+			if err := wr.Err(); err != nil {
+				ev := WatchEvent{Type: "error", Error: err.Error(), CompactRevision: wr.CompactRevision}
+				if errors.Is(err, rpctypes.ErrCompacted) || wr.CompactRevision != 0 {
+					ev.Error = fmt.Sprintf("revision %d is compacted; resume from %d (history before it is gone)", rev, wr.CompactRevision)
+				} else if store.IsUnavailable(err) {
+					ev.Error = s.st.Unavailable(err).Error()
+				}
+				_ = enc.Encode(ev)
+				fl.Flush()
+				return
+			}
+			for _, e := range wr.Events {
+				if err := enc.Encode(line(e)); err != nil {
+					return
+				}
+			}
+			fl.Flush()
+		}
+	}
+}

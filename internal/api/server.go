@@ -1,0 +1,158 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/tandemhq/tandem/internal/cluster"
+	"github.com/tandemhq/tandem/internal/store"
+)
+
+// Limits on user input.
+const (
+	MaxKeyBytes   = 1024
+	MaxValueBytes = 1 << 20
+	MaxTimeout    = 60 * time.Second
+)
+
+// Server is the HTTP API of one node.
+type Server struct {
+	st             *store.Store
+	cm             *cluster.Manager
+	log            *slog.Logger
+	defaultTimeout time.Duration
+	// OnLeave is called after this node has left the cluster through the API;
+	// the agent stops itself.
+	OnLeave func()
+	mux     *http.ServeMux
+}
+
+// New returns the API server for a node.
+func New(st *store.Store, cm *cluster.Manager, defaultTimeout time.Duration, log *slog.Logger) *Server {
+	s := &Server{st: st, cm: cm, log: log, defaultTimeout: defaultTimeout, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /v1/health", s.health)
+	s.mux.HandleFunc("GET /v1/kv/{key...}", s.kvGet)
+	s.mux.HandleFunc("PUT /v1/kv/{key...}", s.kvPut)
+	s.mux.HandleFunc("DELETE /v1/kv/{key...}", s.kvDelete)
+	s.mux.HandleFunc("GET /v1/watch/{key...}", s.kvWatch)
+	s.mux.HandleFunc("GET /v1/members", s.members)
+	s.mux.HandleFunc("GET /v1/status", s.status)
+	s.mux.HandleFunc("GET /v1/events", s.events)
+	s.mux.HandleFunc("POST /v1/cluster/join", s.join)
+	s.mux.HandleFunc("POST /v1/agent/leave", s.leave)
+	s.mux.HandleFunc("DELETE /v1/nodes/{name}", s.removeNode)
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s; see docs/API.md", r.Method, r.URL.Path))
+	})
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Run serves on ln until ctx ends.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("api server: %w", err)
+	}
+}
+
+// Error is the JSON body of every error response.
+type Error struct {
+	Error string `json:"error"`
+	// ModRevision is set on a failed compare-and-set: the key's current
+	// mod revision (0 when the key does not exist).
+	ModRevision *int64 `json:"mod_revision,omitempty"`
+	// CompactRevision is set when a watch asked for compacted history.
+	CompactRevision int64 `json:"compact_revision,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, Error{Error: msg})
+}
+
+// storeError maps a store failure to a response.
+func (s *Server) storeError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case cluster.IsConflict(err):
+		writeError(w, http.StatusConflict, err.Error())
+	case store.IsUnavailable(err):
+		writeError(w, http.StatusServiceUnavailable, s.st.Unavailable(err).Error())
+	case errors.Is(err, context.Canceled):
+		writeError(w, 499, "request cancelled by the client")
+	default:
+		s.log.Warn("store request failed", "err", err)
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+// requestContext applies timeout= (default: the agent's request timeout).
+func (s *Server) requestContext(r *http.Request) (context.Context, context.CancelFunc, error) {
+	d := s.defaultTimeout
+	if v := r.URL.Query().Get("timeout"); v != "" {
+		t, err := time.ParseDuration(v)
+		if err != nil || t <= 0 || t > MaxTimeout {
+			return nil, nil, fmt.Errorf("timeout %q: want a duration between 1ms and %s, like 500ms or 3s", v, MaxTimeout)
+		}
+		d = t
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), d)
+	return ctx, cancel, nil
+}
+
+// parseRev reads a non-negative revision from query parameter name; ok is
+// false when it is absent.
+func parseRev(r *http.Request, name string) (rev int64, ok bool, err error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return 0, false, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, false, fmt.Errorf("%s %q: want a revision, a whole number 0 or greater", name, v)
+	}
+	return n, true, nil
+}
+
+func parseBool(r *http.Request, name string) (bool, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%s %q: want true or false", name, v)
+	}
+	return b, nil
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	self := s.cm.Self()
+	writeJSON(w, http.StatusOK, map[string]any{"node": self.Name, "role": self.Role, "ok": true})
+}

@@ -1,0 +1,151 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/tandemhq/tandem/internal/agent"
+	"github.com/tandemhq/tandem/internal/cluster"
+	"github.com/tandemhq/tandem/internal/config"
+)
+
+func newAgentCmd() *cobra.Command {
+	fl := config.Default()
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run a tandem node",
+		Long: `Run a tandem node. The first node (no --join) bootstraps a new cluster; others
+join through any existing node's API. A node restarted on its data dir comes
+back with its identity and data: no first-start flags are needed again.
+
+Settings come from, lowest first: defaults, the data dir's node.json, the
+--config YAML file (keys are the flag names), and flags given explicitly.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := resolveAgentConfig(cmd, fl, configFile)
+			if err != nil {
+				return err
+			}
+			log := newLogger(cfg.LogLevel)
+			a, err := agent.New(cfg, log)
+			if err != nil {
+				return fmt.Errorf("invalid configuration:\n%w", err)
+			}
+			return a.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "YAML file with agent settings (keys are the flag names)")
+	f.StringVar(&fl.Name, "name", "", "node name, unique in the cluster (default: the host name)")
+	f.StringVar(&fl.DataDir, "data-dir", fl.DataDir, "directory for the node's data and identity")
+	f.StringVar(&fl.Advertise, "advertise", fl.Advertise, "IP other nodes use to reach this one")
+	f.StringVar(&fl.Bind, "bind", fl.Bind, "IP to listen on")
+	f.IntVar(&fl.APIPort, "api-port", fl.APIPort, "HTTP API port")
+	f.IntVar(&fl.PeerPort, "peer-port", fl.PeerPort, "store peer (Raft) port")
+	f.IntVar(&fl.StorePort, "store-port", fl.StorePort, "store client port")
+	f.IntVar(&fl.DNSPort, "dns-port", fl.DNSPort, "DNS port")
+	f.IntVar(&fl.ProxyPort, "proxy-port", fl.ProxyPort, "HTTP proxy port")
+	f.StringSliceVar(&fl.Join, "join", nil, "API addresses (host:port) of existing nodes to join through")
+	f.IntVar(&fl.Voters, "voters", fl.Voters, "target number of store voters: 1, 3, 5 or 7")
+	f.StringSliceVar(&fl.StoreEndpoints, "store-endpoints", nil, "use this external etcd cluster (client URLs) instead of an embedded store")
+	f.Var(&fl.DeadVoterTimeout, "dead-voter-timeout", "replace a voter dead this long with a live client node")
+	f.Var(&fl.LeaseTTL, "lease-ttl", "node liveness lease TTL")
+	f.Var(&fl.HeartbeatInterval, "heartbeat-interval", "store Raft heartbeat interval")
+	f.Var(&fl.ElectionTimeout, "election-timeout", "store Raft election timeout")
+	f.Var(&fl.RequestTimeout, "request-timeout", "default bound on a request that needs a quorum")
+	f.StringVar(&fl.LogLevel, "log-level", fl.LogLevel, "debug, info, warn or error")
+	return cmd
+}
+
+// resolveAgentConfig layers defaults, the data dir's identity, the config
+// file and explicitly set flags, lowest first.
+func resolveAgentConfig(cmd *cobra.Command, fl config.Config, configFile string) (config.Config, error) {
+	var fromFile *config.Config
+	if configFile != "" {
+		fh, err := os.Open(configFile)
+		if err != nil {
+			return config.Config{}, fmt.Errorf("open config file: %w", err)
+		}
+		defer fh.Close()
+		c := config.Default()
+		if err := c.Load(fh); err != nil {
+			return config.Config{}, fmt.Errorf("%s: %w", configFile, err)
+		}
+		fromFile = &c
+	}
+	dataDir := config.Default().DataDir
+	if fromFile != nil {
+		dataDir = fromFile.DataDir
+	}
+	if cmd.Flags().Changed("data-dir") {
+		dataDir = fl.DataDir
+	}
+	id, err := cluster.LoadIdentity(dataDir)
+	if err != nil {
+		return config.Config{}, err
+	}
+
+	cfg := config.Default()
+	if id != nil {
+		cfg.Name, cfg.Advertise, cfg.Bind = id.Name, id.Advertise, id.Bind
+		cfg.APIPort, cfg.PeerPort, cfg.StorePort, cfg.DNSPort, cfg.ProxyPort = id.APIPort, id.PeerPort, id.StorePort, id.DNSPort, id.ProxyPort
+	}
+	if fromFile != nil {
+		keep := cfg
+		cfg = *fromFile
+		if id != nil { // the file may not rename a node
+			if cfg.Name != "" && cfg.Name != id.Name {
+				return config.Config{}, fmt.Errorf("data dir %s belongs to node %q, but %s names it %q", dataDir, id.Name, configFile, cfg.Name)
+			}
+			cfg.Name = keep.Name
+		}
+	}
+	cfg.DataDir = dataDir
+	// Copy the flags given explicitly, through their JSON names (= flag names).
+	all := map[string]json.RawMessage{}
+	b, _ := json.Marshal(fl)
+	_ = json.Unmarshal(b, &all)
+	set := map[string]json.RawMessage{}
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if v, ok := all[f.Name]; ok {
+			set[f.Name] = v
+		}
+	})
+	b, _ = json.Marshal(set)
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return config.Config{}, err
+	}
+	if id != nil && cfg.Name != id.Name {
+		return config.Config{}, fmt.Errorf("data dir %s belongs to node %q; it cannot be renamed to %q (use another --data-dir for a new node)", dataDir, id.Name, cfg.Name)
+	}
+	if cfg.Name == "" {
+		cfg.Name = hostName()
+	}
+	return cfg, nil
+}
+
+// hostName turns the host name into a valid node name.
+func hostName() string {
+	h, _ := os.Hostname()
+	h = strings.ToLower(strings.SplitN(h, ".", 2)[0])
+	h = regexp.MustCompile(`[^a-z0-9-]+`).ReplaceAllString(h, "-")
+	h = strings.Trim(h, "-")
+	if h == "" {
+		h = "node"
+	}
+	return h
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}

@@ -1,0 +1,358 @@
+// Package client is the Go client of tandem's HTTP API. It takes several node
+// addresses and moves to the next when one does not answer, so no single
+// node is a point of failure for the CLI or for programs.
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tandemhq/tandem/internal/api"
+	"github.com/tandemhq/tandem/internal/cluster"
+)
+
+// Client talks to any of a cluster's nodes.
+type Client struct {
+	addrs []string
+	http  *http.Client
+
+	mu   sync.Mutex
+	next int // index of the address that last answered
+}
+
+// New returns a client for the nodes at addrs (host:port of their APIs).
+func New(addrs []string) *Client {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	return &Client{addrs: addrs, http: &http.Client{Transport: tr}}
+}
+
+// Error is an error answered by a node.
+type Error struct {
+	Status int
+	Body   api.Error
+}
+
+func (e *Error) Error() string { return e.Body.Error }
+
+// CompactRevision is set when a watch asked for compacted history.
+func (e *Error) CompactRevision() int64 { return e.Body.CompactRevision }
+
+// IsStatus reports whether err is an API error with HTTP status code.
+func IsStatus(err error, code int) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == code
+}
+
+// do sends one request, moving to the next address when a node cannot be
+// reached. A request that may change state moves on only when the
+// connection was never made, so it is never applied twice.
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte) (*http.Response, error) {
+	if len(c.addrs) == 0 {
+		return nil, errors.New("no node address: give --addr host:port or set TANDEM_ADDR")
+	}
+	c.mu.Lock()
+	start := c.next
+	c.mu.Unlock()
+	var errs []error
+	for i := range c.addrs {
+		idx := (start + i) % len(c.addrs)
+		addr := c.addrs[idx]
+		u := url.URL{Scheme: "http", Host: addr, Path: path, RawQuery: q.Encode()}
+		req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.http.Do(req)
+		if err == nil {
+			c.mu.Lock()
+			c.next = idx
+			c.mu.Unlock()
+			return resp, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, path, ctx.Err())
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+		var op *net.OpError
+		dialFailed := errors.As(err, &op) && op.Op == "dial"
+		if method != http.MethodGet && !dialFailed {
+			break // the request may have reached the node: do not send it twice
+		}
+	}
+	return nil, fmt.Errorf("no node answered: %w", errors.Join(errs...))
+}
+
+// call sends a request and decodes a JSON answer into out.
+func (c *Client) call(ctx context.Context, method, path string, q url.Values, body []byte, out any) error {
+	resp, err := c.do(ctx, method, path, q, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("read answer: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		e := &Error{Status: resp.StatusCode}
+		if json.Unmarshal(data, &e.Body) != nil || e.Body.Error == "" {
+			e.Body.Error = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+		}
+		return e
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decode answer: %w", err)
+	}
+	return nil
+}
+
+// kvPath joins the API path and the key; url.URL escapes it on the wire.
+func kvPath(base, key string) string {
+	return base + key
+}
+
+// ReadOptions tune a read.
+type ReadOptions struct {
+	Stale   bool
+	Timeout time.Duration
+}
+
+func (o ReadOptions) query() url.Values {
+	q := url.Values{}
+	if o.Stale {
+		q.Set("consistency", "stale")
+	}
+	if o.Timeout > 0 {
+		q.Set("timeout", o.Timeout.String())
+	}
+	return q
+}
+
+// Get reads one key.
+func (c *Client) Get(ctx context.Context, key string, o ReadOptions) (*api.GetResult, error) {
+	var out api.GetResult
+	return &out, c.call(ctx, http.MethodGet, kvPath("/v1/kv/", key), o.query(), nil, &out)
+}
+
+// List reads every key under prefix.
+func (c *Client) List(ctx context.Context, prefix string, keysOnly bool, o ReadOptions) (*api.ListResult, error) {
+	q := o.query()
+	q.Set("prefix", "true")
+	if keysOnly {
+		q.Set("keys", "true")
+	}
+	var out api.ListResult
+	return &out, c.call(ctx, http.MethodGet, kvPath("/v1/kv/", prefix), q, nil, &out)
+}
+
+// WriteOptions tune a write. CAS, when set, makes the write conditional on
+// the key's mod revision (0: the key must not exist).
+type WriteOptions struct {
+	CAS     *int64
+	Prefix  bool // delete only
+	Timeout time.Duration
+}
+
+func (o WriteOptions) query() url.Values {
+	q := url.Values{}
+	if o.CAS != nil {
+		q.Set("cas", fmt.Sprint(*o.CAS))
+	}
+	if o.Prefix {
+		q.Set("prefix", "true")
+	}
+	if o.Timeout > 0 {
+		q.Set("timeout", o.Timeout.String())
+	}
+	return q
+}
+
+// Put writes a key.
+func (c *Client) Put(ctx context.Context, key string, value []byte, o WriteOptions) (*api.WriteResult, error) {
+	var out api.WriteResult
+	return &out, c.call(ctx, http.MethodPut, kvPath("/v1/kv/", key), o.query(), value, &out)
+}
+
+// Delete removes a key (or every key under it with Prefix).
+func (c *Client) Delete(ctx context.Context, key string, o WriteOptions) (*api.WriteResult, error) {
+	var out api.WriteResult
+	return &out, c.call(ctx, http.MethodDelete, kvPath("/v1/kv/", key), o.query(), nil, &out)
+}
+
+// Watch streams changes to key (or every key under it with prefix) from rev
+// (0: from now), calling f for each event until ctx ends or f returns an
+// error. When a node goes away it resumes on another from the next revision.
+func (c *Client) Watch(ctx context.Context, key string, prefix bool, rev int64, f func(api.WatchEvent) error) error {
+	return c.stream(ctx, kvPath("/v1/watch/", key), prefix, rev, func(line []byte) (int64, error) {
+		var ev api.WatchEvent
+		if err := json.Unmarshal(line, &ev); err != nil {
+			return 0, fmt.Errorf("decode watch event: %w", err)
+		}
+		if ev.Type == "error" {
+			return 0, &Error{Status: http.StatusServiceUnavailable, Body: api.Error{Error: ev.Error, CompactRevision: ev.CompactRevision}}
+		}
+		return ev.Revision, f(ev)
+	})
+}
+
+// WatchEvents streams cluster events from rev (0: from now).
+func (c *Client) WatchEvents(ctx context.Context, rev int64, f func(cluster.Event) error) error {
+	return c.stream(ctx, "/v1/events", false, rev, func(line []byte) (int64, error) {
+		var ev struct {
+			cluster.Event
+			Revision int64  `json:"revision"`
+			Type     string `json:"type"`
+			Error    string `json:"error"`
+		}
+		if err := json.Unmarshal(line, &ev); err != nil {
+			return 0, fmt.Errorf("decode event: %w", err)
+		}
+		if ev.Type == "error" {
+			return 0, &Error{Status: http.StatusServiceUnavailable, Body: api.Error{Error: ev.Error}}
+		}
+		ev.Event.Type = ev.Type
+		return ev.Revision, f(ev.Event)
+	})
+}
+
+func (c *Client) stream(ctx context.Context, path string, prefix bool, rev int64, line func([]byte) (int64, error)) error {
+	for {
+		q := url.Values{}
+		if prefix {
+			q.Set("prefix", "true")
+		}
+		if path == "/v1/events" {
+			q.Set("watch", "true")
+		}
+		if rev > 0 {
+			q.Set("rev", fmt.Sprint(rev))
+		}
+		resp, err := c.do(ctx, http.MethodGet, path, q, nil)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
+		if resp.StatusCode >= 300 {
+			data, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			e := &Error{Status: resp.StatusCode}
+			_ = json.Unmarshal(data, &e.Body)
+			return e
+		}
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 64<<10), 4<<20)
+		var ferr error
+		for sc.Scan() {
+			b := bytes.TrimSpace(sc.Bytes())
+			if len(b) == 0 {
+				continue
+			}
+			r, err := line(b)
+			if err != nil {
+				var apiErr *Error
+				if errors.As(err, &apiErr) && apiErr.Body.CompactRevision == 0 {
+					break // node lost the leader: resume elsewhere
+				}
+				ferr = err
+				break
+			}
+			if r > 0 {
+				rev = r + 1
+			}
+		}
+		resp.Body.Close()
+		if ferr != nil {
+			return ferr
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.mu.Lock()
+		c.next = (c.next + 1) % len(c.addrs)
+		c.mu.Unlock()
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Members lists the cluster's nodes.
+func (c *Client) Members(ctx context.Context) (*api.Members, error) {
+	var out api.Members
+	return &out, c.call(ctx, http.MethodGet, "/v1/members", nil, nil, &out)
+}
+
+// Status summarises the cluster.
+func (c *Client) Status(ctx context.Context) (*api.Status, error) {
+	var out api.Status
+	return &out, c.call(ctx, http.MethodGet, "/v1/status", nil, nil, &out)
+}
+
+// Events lists the newest limit events, oldest first.
+func (c *Client) Events(ctx context.Context, limit int) ([]cluster.Event, int64, error) {
+	var out struct {
+		Revision int64           `json:"revision"`
+		Events   []cluster.Event `json:"events"`
+	}
+	err := c.call(ctx, http.MethodGet, "/v1/events", url.Values{"limit": {fmt.Sprint(limit)}}, nil, &out)
+	return out.Events, out.Revision, err
+}
+
+// Health asks one node whether it serves.
+func (c *Client) Health(ctx context.Context) (map[string]any, error) {
+	var out map[string]any
+	return out, c.call(ctx, http.MethodGet, "/v1/health", nil, nil, &out)
+}
+
+// Leave asks the node at the first address to leave the cluster.
+func (c *Client) Leave(ctx context.Context) error {
+	return c.call(ctx, http.MethodPost, "/v1/agent/leave", nil, nil, nil)
+}
+
+// RemoveNode removes a dead node from the cluster.
+func (c *Client) RemoveNode(ctx context.Context, name string) error {
+	return c.call(ctx, http.MethodDelete, "/v1/nodes/"+url.PathEscape(name), nil, nil, nil)
+}
+
+// Join asks any of the client's nodes to admit a new node, retrying until
+// ctx ends while no node answers (the cluster may still be starting).
+func (c *Client) Join(ctx context.Context, req cluster.JoinRequest) (cluster.JoinResponse, error) {
+	body, _ := json.Marshal(req)
+	var out cluster.JoinResponse
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		err := c.call(rctx, http.MethodPost, "/v1/cluster/join", nil, body, &out)
+		cancel()
+		if err == nil {
+			return out, nil
+		}
+		var apiErr *Error
+		if errors.As(err, &apiErr) && apiErr.Status < 500 {
+			return out, err // refused: retrying will not help
+		}
+		select {
+		case <-ctx.Done():
+			return out, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,184 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/tandemhq/tandem/internal/store"
+)
+
+// autopilotInterval is how often the holder re-reads membership and liveness.
+const autopilotInterval = 500 * time.Millisecond
+
+// RunAutopilot campaigns for the autopilot election and, while holding it,
+// keeps the voter count at target (see Plan) and records node up/down
+// events. Any node can hold it; when the holder dies its session lease
+// expires and another node's campaign wins.
+func (m *Manager) RunAutopilot(ctx context.Context) error {
+	ttl := max(int(m.opts.LeaseTTL/time.Second), 1)
+	for ctx.Err() == nil {
+		sess, err := concurrency.NewSession(m.st.Client(), concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
+		if err != nil {
+			sleep(ctx, 500*time.Millisecond)
+			continue
+		}
+		el := concurrency.NewElection(sess, store.AutopilotElection)
+		if err := el.Campaign(ctx, m.Self().Name); err != nil {
+			sess.Close()
+			sleep(ctx, 200*time.Millisecond)
+			continue
+		}
+		m.event(ctx, EventAutopilot, m.Self().Name, "%s now runs autopilot", m.Self().Name)
+		m.lead(ctx, sess)
+		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = el.Resign(rctx)
+		cancel()
+		sess.Close()
+	}
+	return nil
+}
+
+// AutopilotHolder returns the name of the node running autopilot.
+func AutopilotHolder(ctx context.Context, c *clientv3.Client) (string, error) {
+	resp, err := c.Get(ctx, store.AutopilotElection+"/", append(clientv3.WithFirstCreate(), clientv3.WithPrefix())...)
+	if err != nil {
+		return "", err
+	}
+	if len(resp.Kvs) == 0 {
+		return "", nil
+	}
+	return string(resp.Kvs[0].Value), nil
+}
+
+func (m *Manager) lead(ctx context.Context, sess *concurrency.Session) {
+	downSince := map[string]time.Time{}
+	var prevAlive map[string]bool
+	lastWhy := ""
+	lastTrim := time.Time{}
+	t := time.NewTicker(autopilotInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sess.Done():
+			m.log.Warn("autopilot: lost the election session; campaigning again")
+			return
+		case <-t.C:
+		}
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		why, err := m.step(sctx, downSince, &prevAlive)
+		if err == nil && time.Since(lastTrim) > time.Minute {
+			if err := TrimEvents(sctx, m.st.Client()); err == nil {
+				lastTrim = time.Now()
+			}
+		}
+		cancel()
+		if err != nil {
+			m.log.Debug("autopilot step", "err", err)
+			continue
+		}
+		if why != lastWhy && why != "" {
+			m.log.Info("autopilot: not acting", "why", why)
+		}
+		lastWhy = why
+	}
+}
+
+func (m *Manager) step(ctx context.Context, downSince map[string]time.Time, prevAlive *map[string]bool) (string, error) {
+	c := m.st.Client()
+	recs, alive, err := readNodes(ctx, c)
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	first := *prevAlive == nil
+	for name, rec := range recs {
+		if alive[name] {
+			delete(downSince, name)
+			if !first && !(*prevAlive)[name] {
+				m.event(ctx, EventNodeUp, name, "%s is up (%s)", name, rec.Role)
+			}
+			continue
+		}
+		if _, ok := downSince[name]; !ok {
+			downSince[name] = now
+			if first && !rec.LastSeen.IsZero() {
+				downSince[name] = rec.LastSeen
+			}
+		}
+		if !first && (*prevAlive)[name] {
+			m.event(ctx, EventNodeDown, name, "%s is down (lease expired)", name)
+			rec.LastSeen = now.UTC()
+			b, _ := json.Marshal(rec)
+			if _, err := c.Put(ctx, store.NodeKey(name), string(b)); err != nil {
+				return "", err
+			}
+		}
+	}
+	*prevAlive = alive
+
+	if m.Self().External {
+		return "", nil
+	}
+	info, err := m.Info(ctx)
+	if err != nil {
+		return "", err
+	}
+	ml, err := c.MemberList(ctx)
+	if err != nil {
+		return "", err
+	}
+	in := PlanInput{Now: now, Target: info.Voters, DeadVoterTimeout: m.opts.DeadVoterTimeout}
+	for _, mem := range ml.Members {
+		mm := Member{ID: mem.ID, Name: mem.Name, Learner: mem.IsLearner}
+		if len(mem.PeerURLs) > 0 {
+			mm.PeerURL = mem.PeerURLs[0]
+		}
+		in.Members = append(in.Members, mm)
+	}
+	for name, rec := range recs {
+		in.Nodes = append(in.Nodes, NodeState{Name: name, Role: rec.Role, PeerURL: rec.PeerURL, Alive: alive[name], DownSince: downSince[name]})
+	}
+	a, why := Plan(in)
+	if a == nil {
+		return why, nil
+	}
+	m.log.Info("autopilot: acting", "action", a.Kind, "node", a.Node, "reason", a.Reason)
+	return "", m.withMembershipLock(ctx, func(c *clientv3.Client) error { return m.execute(ctx, c, *a, recs) })
+}
+
+func (m *Manager) execute(ctx context.Context, c *clientv3.Client, a Action, recs map[string]NodeRecord) error {
+	switch a.Kind {
+	case AddLearner:
+		resp, err := c.MemberAddAsLearner(ctx, []string{a.PeerURL})
+		if err != nil {
+			return fmt.Errorf("add learner %s: %w", a.Node, err)
+		}
+		jr := memberResponse(resp.Members, resp.Member.ID, a.Node)
+		b, _ := json.Marshal(jr)
+		if _, err := c.Put(ctx, store.PromoteKey(a.Node), string(b)); err != nil {
+			return err
+		}
+		m.event(ctx, EventLearnerAdded, a.Node, "autopilot adds %s as a store learner: %s", a.Node, a.Reason)
+	case RemoveMember:
+		if _, err := c.MemberRemove(ctx, a.MemberID); err != nil {
+			return fmt.Errorf("remove member %s: %w", a.Node, err)
+		}
+		if rec, ok := recs[a.Node]; ok {
+			rec.Role = RoleClient
+			rec.MemberID = 0
+			b, _ := json.Marshal(rec)
+			if _, err := c.Put(ctx, store.NodeKey(a.Node), string(b)); err != nil {
+				return err
+			}
+		}
+		m.event(ctx, EventVoterRemoved, a.Node, "autopilot removes store member %s: %s", a.Node, a.Reason)
+	}
+	return nil
+}

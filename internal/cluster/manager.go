@@ -1,0 +1,188 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/tandemhq/tandem/internal/store"
+)
+
+// Errors callers test for.
+var (
+	// ErrConflict means the request clashes with the cluster's state (a name
+	// in use, a node that is still alive, a change that would lose quorum).
+	ErrConflict = errors.New("conflict")
+)
+
+// ClusterInfo holds settings fixed when the cluster was bootstrapped.
+type ClusterInfo struct {
+	Voters  int       `json:"voters"`
+	Created time.Time `json:"created"`
+}
+
+// Options configure a Manager.
+type Options struct {
+	Target           int // target voters, used when the cluster has no ClusterInfo yet
+	DeadVoterTimeout time.Duration
+	LeaseTTL         time.Duration
+	// StartMember starts this node's store member joining with the given
+	// initial cluster. Client nodes need it to be promoted to voter.
+	StartMember func(ctx context.Context, initialCluster string) (*store.Member, error)
+	// OnRoleChange is called after the node became a voter, to persist it.
+	OnRoleChange func(role string) error
+}
+
+// Manager runs this node's part in membership: its record and liveness
+// lease, autopilot when it holds the election, promotion when autopilot picks
+// it, and the admission of other nodes through the API.
+//
+// Its Run methods are called once each, from the agent's errgroup; the other
+// methods may be called from any goroutine.
+type Manager struct {
+	st   *store.Store
+	log  *slog.Logger
+	opts Options
+
+	mu   sync.Mutex
+	self NodeRecord
+
+	lastContact atomic.Int64 // unix nanos of the last keepalive answered
+	leaseID     atomic.Int64
+	promoting   atomic.Bool
+}
+
+// New returns a Manager for the node described by self.
+func New(st *store.Store, self NodeRecord, opts Options, log *slog.Logger) *Manager {
+	return &Manager{st: st, self: self, opts: opts, log: log}
+}
+
+// Self returns this node's record as last written.
+func (m *Manager) Self() NodeRecord {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.self
+}
+
+// LastContact is when this node last had a keepalive answered by the store
+// leader; stale reads report the time since.
+func (m *Manager) LastContact() time.Time {
+	n := m.lastContact.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// Info reads the cluster settings, falling back to the local target.
+func (m *Manager) Info(ctx context.Context) (ClusterInfo, error) {
+	resp, err := m.st.Client().Get(ctx, store.ClusterKey)
+	if err != nil {
+		return ClusterInfo{}, err
+	}
+	info := ClusterInfo{Voters: m.opts.Target}
+	if len(resp.Kvs) == 1 {
+		if err := json.Unmarshal(resp.Kvs[0].Value, &info); err != nil {
+			return ClusterInfo{}, fmt.Errorf("decode cluster info: %w", err)
+		}
+	}
+	return info, nil
+}
+
+// Bootstrap records the cluster settings if no node has yet.
+func (m *Manager) Bootstrap(ctx context.Context) error {
+	b, _ := json.Marshal(ClusterInfo{Voters: m.opts.Target, Created: time.Now().UTC()})
+	_, err := m.st.Client().Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(store.ClusterKey), "=", 0)).
+		Then(clientv3.OpPut(store.ClusterKey, string(b))).Commit()
+	return err
+}
+
+// withMembershipLock runs f while holding the cluster-wide membership lock.
+func (m *Manager) withMembershipLock(ctx context.Context, f func(c *clientv3.Client) error) error {
+	c := m.st.Client()
+	sess, err := concurrency.NewSession(c, concurrency.WithTTL(5), concurrency.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("membership lock: %w", err)
+	}
+	defer sess.Close()
+	mu := concurrency.NewMutex(sess, store.MembershipLock)
+	if err := mu.Lock(ctx); err != nil {
+		return fmt.Errorf("membership lock: %w", err)
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = mu.Unlock(uctx)
+	}()
+	return f(c)
+}
+
+// putSelf writes this node's record.
+func (m *Manager) putSelf(ctx context.Context) error {
+	rec := m.Self()
+	b, _ := json.Marshal(rec)
+	_, err := m.st.Client().Put(ctx, store.NodeKey(rec.Name), string(b))
+	return err
+}
+
+func (m *Manager) setRole(role string, memberID uint64) {
+	m.mu.Lock()
+	m.self.Role = role
+	m.self.MemberID = memberID
+	m.mu.Unlock()
+}
+
+// event records e, logging instead of failing when the store is unavailable.
+func (m *Manager) event(ctx context.Context, typ, node, format string, args ...any) {
+	e := Event{Time: time.Now().UTC(), Type: typ, Node: node, Message: fmt.Sprintf(format, args...)}
+	m.log.Info("cluster event", "type", typ, "node", node, "msg", e.Message)
+	ectx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := RecordEvent(ectx, m.st.Client(), e); err != nil {
+		m.log.Warn("record event", "type", typ, "err", err)
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// nodes reads every node record and the set of live nodes.
+func readNodes(ctx context.Context, c *clientv3.Client) (map[string]NodeRecord, map[string]bool, error) {
+	resp, err := c.Txn(ctx).Then(
+		clientv3.OpGet(store.NodesPrefix, clientv3.WithPrefix()),
+		clientv3.OpGet(store.AlivePrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+	).Commit()
+	if err != nil {
+		return nil, nil, err
+	}
+	recs := map[string]NodeRecord{}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		var r NodeRecord
+		if json.Unmarshal(kv.Value, &r) == nil && r.Name != "" {
+			recs[r.Name] = r
+		}
+	}
+	alive := map[string]bool{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		alive[string(kv.Key)[len(store.AlivePrefix):]] = true
+	}
+	return recs, alive, nil
+}

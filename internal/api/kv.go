@@ -56,7 +56,7 @@ type GetResult struct {
 // ListResult answers GET /v1/kv/PREFIX?prefix=true.
 type ListResult struct {
 	ReadInfo
-	Items []KV `json:"items"`
+	Items []KV  `json:"items"`
 	Count int64 `json:"count"`
 	More  bool  `json:"more"`
 }

@@ -78,7 +78,7 @@ func (m *Manager) RunLeaderEvents(ctx context.Context) error {
 		ch := mem.Etcd.Server.LeaderChangedNotify()
 		isLeader := mem.IsLeader()
 		if isLeader && !wasLeader {
-			m.event(ctx, EventLeader, m.Self().Name, "%s is the store leader (term %d)", m.Self().Name, mem.Etcd.Server.Term())
+			m.event(ctx, EventLeader, m.Self().Name, "%s is the store leader", m.Self().Name)
 		}
 		wasLeader = isLeader
 		select {

@@ -6,10 +6,10 @@ import "strings"
 // node's whole view; the user's key-value namespace lives under KVPrefix.
 const (
 	Prefix         = "/tandem/"
-	NodesPrefix    = Prefix + "nodes/"    // node record, persistent
-	AlivePrefix    = Prefix + "alive/"    // bound to the node's lease: liveness
-	PromotePrefix  = Prefix + "promote/"  // autopilot asks a client node to become a voter
-	EventsPrefix   = Prefix + "events/"   // bounded cluster event history
+	NodesPrefix    = Prefix + "nodes/"   // node record, persistent
+	AlivePrefix    = Prefix + "alive/"   // bound to the node's lease: liveness
+	PromotePrefix  = Prefix + "promote/" // autopilot asks a client node to become a voter
+	EventsPrefix   = Prefix + "events/"  // bounded cluster event history
 	ElectionPrefix = Prefix + "elections/"
 	LockPrefix     = Prefix + "locks/"
 	KVPrefix       = "/kv/"

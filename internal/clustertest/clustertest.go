@@ -1,0 +1,499 @@
+// Package clustertest starts real tandem clusters for tests: nodes in-process
+// on free loopback ports, or as OS processes of the built binary (kill -9
+// and SIGSTOP need processes). Helpers wait for state by polling with a
+// deadline, never by fixed sleeps.
+package clustertest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tandemhq/tandem/internal/agent"
+	"github.com/tandemhq/tandem/internal/api"
+	"github.com/tandemhq/tandem/internal/client"
+	"github.com/tandemhq/tandem/internal/config"
+)
+
+// Mode says how nodes run.
+type Mode int
+
+const (
+	// InProcess runs each node as an agent in the test process.
+	InProcess Mode = iota
+	// Processes runs each node as a child process of the tandem binary.
+	Processes
+)
+
+// Options tune a test cluster.
+type Options struct {
+	Mode    Mode
+	Voters  int // default 3
+	Flags   []string
+	Timeout time.Duration // for WaitHealthy and joins; default 60s
+}
+
+// Cluster is a test cluster.
+type Cluster struct {
+	t     testing.TB
+	opts  Options
+	dir   string
+	mu    sync.Mutex
+	Nodes []*Node
+}
+
+// Node is one node of a test cluster.
+type Node struct {
+	c       *Cluster
+	Name    string
+	API     string
+	DataDir string
+	Log     string
+	ports   [4]int // peer, store, dns, proxy
+	apiPort int
+	join    []string
+
+	// process mode
+	cmd    *exec.Cmd
+	waited chan struct{}
+	// in-process mode
+	cancel context.CancelFunc
+	done   chan error
+	agent  *agent.Agent
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago. The
+// store's ports must be known before the store starts, so they cannot be
+// bound to :0 by the store itself; collisions are rare and fail loudly.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary builds the tandem binary once per test run (or uses $TANDEM_BIN).
+func Binary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("TANDEM_BIN"); p != "" {
+		return p
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "tandem-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "tandem")
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/tandem")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build tandem: %v", buildErr)
+	}
+	return binPath
+}
+
+// Start starts an n-node cluster: the first node bootstraps, the others join
+// one at a time, and Start returns once it is healthy.
+func Start(t testing.TB, n int, opts Options) *Cluster {
+	t.Helper()
+	if opts.Voters == 0 {
+		opts.Voters = 3
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 60 * time.Second
+	}
+	c := &Cluster{t: t, opts: opts, dir: t.TempDir()}
+	t.Cleanup(c.shutdown)
+	for i := 0; i < n; i++ {
+		c.AddNode()
+	}
+	c.WaitHealthy()
+	return c
+}
+
+// AddNode starts one more node, joining the nodes already up, and waits
+// until it serves its API.
+func (c *Cluster) AddNode() *Node {
+	c.t.Helper()
+	c.mu.Lock()
+	i := len(c.Nodes)
+	nd := &Node{c: c, Name: fmt.Sprintf("n%d", i+1), DataDir: filepath.Join(c.dir, fmt.Sprintf("n%d", i+1)), Log: filepath.Join(c.dir, fmt.Sprintf("n%d.log", i+1))}
+	for _, o := range c.Nodes {
+		if o.Running() {
+			nd.join = append(nd.join, o.API)
+		}
+	}
+	nd.apiPort = FreePort(c.t)
+	for k := range nd.ports {
+		nd.ports[k] = FreePort(c.t)
+	}
+	nd.API = net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.apiPort))
+	c.Nodes = append(c.Nodes, nd)
+	c.mu.Unlock()
+	nd.start()
+	nd.WaitServing()
+	return nd
+}
+
+func (nd *Node) args() []string {
+	c := nd.c
+	args := []string{"--name", nd.Name, "--data-dir", nd.DataDir,
+		"--api-port", strconv.Itoa(nd.apiPort), "--peer-port", strconv.Itoa(nd.ports[0]),
+		"--store-port", strconv.Itoa(nd.ports[1]), "--dns-port", strconv.Itoa(nd.ports[2]),
+		"--proxy-port", strconv.Itoa(nd.ports[3]), "--voters", strconv.Itoa(c.opts.Voters)}
+	for _, j := range nd.join {
+		args = append(args, "--join", j)
+	}
+	return append(args, c.opts.Flags...)
+}
+
+func (nd *Node) start() {
+	c := nd.c
+	c.t.Helper()
+	logf, err := os.OpenFile(nd.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if c.opts.Mode == Processes {
+		cmd := exec.Command(Binary(c.t), append([]string{"agent"}, nd.args()...)...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			c.t.Fatalf("start %s: %v", nd.Name, err)
+		}
+		nd.cmd, nd.waited = cmd, make(chan struct{})
+		go func() {
+			_ = cmd.Wait()
+			logf.Close()
+			close(nd.waited)
+		}()
+		return
+	}
+	cfg, err := inProcessConfig(nd.args())
+	if err != nil {
+		c.t.Fatalf("config for %s: %v", nd.Name, err)
+	}
+	a, err := agent.New(cfg, newLogger(logf))
+	if err != nil {
+		c.t.Fatalf("agent %s: %v", nd.Name, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	nd.agent, nd.cancel, nd.done = a, cancel, make(chan error, 1)
+	go func() {
+		nd.done <- a.Run(ctx)
+		logf.Close()
+	}()
+}
+
+// Running reports whether the node's process or agent is running.
+func (nd *Node) Running() bool {
+	if nd.cmd != nil {
+		select {
+		case <-nd.waited:
+			return false
+		default:
+			return true
+		}
+	}
+	if nd.done == nil {
+		return false
+	}
+	return len(nd.done) == 0
+}
+
+// Client returns a client of this node alone.
+func (nd *Node) Client() *client.Client { return client.New([]string{nd.API}) }
+
+// WaitServing waits until the node answers its health check.
+func (nd *Node) WaitServing() {
+	c := nd.c
+	c.t.Helper()
+	c.Eventually(c.opts.Timeout, nd.Name+" serves its API", func() error {
+		if !nd.Running() {
+			return fmt.Errorf("%s exited; log:\n%s", nd.Name, tail(nd.Log, 30))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := nd.Client().Health(ctx)
+		return err
+	})
+}
+
+// Client returns a client of every node, failing over between them.
+func (c *Cluster) Client() *client.Client {
+	var addrs []string
+	for _, nd := range c.Nodes {
+		addrs = append(addrs, nd.API)
+	}
+	return client.New(addrs)
+}
+
+// Eventually polls f every 50 ms until it returns nil or timeout passes.
+func (c *Cluster) Eventually(timeout time.Duration, what string, f func() error) {
+	c.t.Helper()
+	if err := Poll(timeout, f); err != nil {
+		c.t.Fatalf("%s: not true after %s: %v", what, timeout, err)
+	}
+}
+
+// Poll calls f every 50 ms until it returns nil or timeout passes, and
+// returns the last error.
+func Poll(timeout time.Duration, f func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Status asks the running nodes, in turn, for the cluster status.
+func (c *Cluster) Status() (*api.Status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return c.RunningClient().Status(ctx)
+}
+
+// RunningClient is a client of the nodes whose processes run.
+func (c *Cluster) RunningClient() *client.Client {
+	var addrs []string
+	for _, nd := range c.Nodes {
+		if nd.Running() {
+			addrs = append(addrs, nd.API)
+		}
+	}
+	return client.New(addrs)
+}
+
+// WaitHealthy waits until every running node is alive, the voters are at
+// target and alive, and there is a leader.
+func (c *Cluster) WaitHealthy() {
+	c.t.Helper()
+	c.Eventually(c.opts.Timeout, "cluster healthy", func() error {
+		running := 0
+		for _, nd := range c.Nodes {
+			if nd.Running() {
+				running++
+			}
+		}
+		st, err := c.Status()
+		if err != nil {
+			return err
+		}
+		want := min(c.opts.Voters, running)
+		if st.NodesAlive != running || st.VotersAlive != want || st.Leader == "" {
+			return fmt.Errorf("%d/%d nodes alive, %d/%d voters alive, leader %q", st.NodesAlive, running, st.VotersAlive, want, st.Leader)
+		}
+		return nil
+	})
+}
+
+// Leader returns the node holding store leadership.
+func (c *Cluster) Leader() *Node {
+	c.t.Helper()
+	var leader *Node
+	c.Eventually(c.opts.Timeout, "a store leader", func() error {
+		st, err := c.Status()
+		if err != nil {
+			return err
+		}
+		for _, nd := range c.Nodes {
+			if nd.Name == st.Leader && nd.Running() {
+				leader = nd
+				return nil
+			}
+		}
+		return fmt.Errorf("no running leader (status says %q)", st.Leader)
+	})
+	return leader
+}
+
+// Node returns the node called name.
+func (c *Cluster) Node(name string) *Node {
+	for _, nd := range c.Nodes {
+		if nd.Name == name {
+			return nd
+		}
+	}
+	c.t.Fatalf("no node %s", name)
+	return nil
+}
+
+// Kill kills the node at once: SIGKILL for a process; for an in-process
+// node, its agent is cancelled (which is a clean stop, not a crash).
+func (nd *Node) Kill() {
+	nd.c.t.Helper()
+	if nd.cmd != nil {
+		_ = syscall.Kill(-nd.cmd.Process.Pid, syscall.SIGKILL)
+		<-nd.waited
+		return
+	}
+	nd.cancel()
+	<-nd.done
+	nd.done <- nil // keep Running() false
+}
+
+// Stop freezes the node's process with SIGSTOP.
+func (nd *Node) Stop() { nd.signal(syscall.SIGSTOP) }
+
+// Cont resumes a stopped process with SIGCONT.
+func (nd *Node) Cont() { nd.signal(syscall.SIGCONT) }
+
+// Term asks the node's process to stop cleanly and waits for it.
+func (nd *Node) Term() {
+	nd.signal(syscall.SIGTERM)
+	select {
+	case <-nd.waited:
+	case <-time.After(30 * time.Second):
+		nd.c.t.Fatalf("%s did not stop within 30s of SIGTERM", nd.Name)
+	}
+}
+
+func (nd *Node) signal(sig syscall.Signal) {
+	nd.c.t.Helper()
+	if nd.cmd == nil {
+		nd.c.t.Fatalf("%s: signals need Mode: Processes", nd.Name)
+	}
+	if err := syscall.Kill(-nd.cmd.Process.Pid, sig); err != nil {
+		nd.c.t.Fatalf("signal %s: %v", nd.Name, err)
+	}
+}
+
+// Restart starts a stopped or killed node again on its data dir, with no
+// join flags (it must come back from its identity), and waits until it serves.
+func (nd *Node) Restart() {
+	nd.c.t.Helper()
+	if nd.Running() {
+		nd.Kill()
+	}
+	nd.join = nil
+	nd.start()
+	nd.WaitServing()
+}
+
+func (c *Cluster) shutdown() {
+	for _, nd := range c.Nodes {
+		if nd.cmd != nil && nd.Running() {
+			_ = syscall.Kill(-nd.cmd.Process.Pid, syscall.SIGCONT)
+			_ = syscall.Kill(-nd.cmd.Process.Pid, syscall.SIGKILL)
+			<-nd.waited
+		} else if nd.cmd == nil && nd.Running() {
+			nd.cancel()
+			<-nd.done
+		}
+	}
+	if c.t.Failed() {
+		for _, nd := range c.Nodes {
+			c.t.Logf("---- log of %s (last 60 lines) ----\n%s", nd.Name, tail(nd.Log, 60))
+		}
+	}
+	for _, nd := range c.Nodes {
+		if b, err := os.ReadFile(nd.Log); err == nil && (strings.Contains(string(b), "panic:") || strings.Contains(string(b), "DATA RACE")) {
+			c.t.Errorf("%s's log shows a panic or data race:\n%s", nd.Name, tail(nd.Log, 80))
+		}
+	}
+}
+
+func tail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+func inProcessConfig(args []string) (config.Config, error) {
+	cfg := config.Default()
+	for i := 0; i+1 < len(args); i += 2 {
+		k, v := strings.TrimPrefix(args[i], "--"), args[i+1]
+		var err error
+		switch k {
+		case "name":
+			cfg.Name = v
+		case "data-dir":
+			cfg.DataDir = v
+		case "api-port":
+			cfg.APIPort, err = strconv.Atoi(v)
+		case "peer-port":
+			cfg.PeerPort, err = strconv.Atoi(v)
+		case "store-port":
+			cfg.StorePort, err = strconv.Atoi(v)
+		case "dns-port":
+			cfg.DNSPort, err = strconv.Atoi(v)
+		case "proxy-port":
+			cfg.ProxyPort, err = strconv.Atoi(v)
+		case "voters":
+			cfg.Voters, err = strconv.Atoi(v)
+		case "join":
+			cfg.Join = append(cfg.Join, v)
+		case "dead-voter-timeout":
+			err = cfg.DeadVoterTimeout.Set(v)
+		case "request-timeout":
+			err = cfg.RequestTimeout.Set(v)
+		default:
+			return cfg, fmt.Errorf("in-process nodes do not take --%s", k)
+		}
+		if err != nil {
+			return cfg, fmt.Errorf("--%s: %w", k, err)
+		}
+	}
+	return cfg, nil
+}
+
+// RestartAll starts every stopped node again on its data dir at once (a
+// restarting voter needs a quorum of the others before it serves) and waits
+// until all serve.
+func (c *Cluster) RestartAll() {
+	c.t.Helper()
+	for _, nd := range c.Nodes {
+		if !nd.Running() {
+			nd.join = nil
+			nd.start()
+		}
+	}
+	for _, nd := range c.Nodes {
+		nd.WaitServing()
+	}
+}

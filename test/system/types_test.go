@@ -1,0 +1,5 @@
+package system
+
+import "github.com/tandemhq/tandem/internal/api"
+
+type apiWatchEvent = api.WatchEvent

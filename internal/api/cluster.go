@@ -186,7 +186,7 @@ func (s *Server) members(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	snap, err := s.snapshot(ctx)
 	if err != nil {
-		s.storeError(w, err)
+		s.storeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, Members{Stale: snap.stale, Members: snap.rows()})
@@ -201,7 +201,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	snap, err := s.snapshot(ctx)
 	if err != nil {
-		s.storeError(w, err)
+		s.storeError(w, r, err)
 		return
 	}
 	st := Status{Stale: snap.stale, Node: s.cm.Self().Name, Nodes: len(snap.recs)}
@@ -295,7 +295,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	resp, err := s.st.Client().Get(ctx, store.EventsPrefix, clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(limit))
 	if err != nil {
-		s.storeError(w, err)
+		s.storeError(w, r, err)
 		return
 	}
 	out := struct {
@@ -321,7 +321,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	resp, err := s.cm.Admit(ctx, req)
 	if err != nil {
-		s.storeError(w, err)
+		s.storeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
@@ -331,7 +331,7 @@ func (s *Server) leave(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	defer cancel()
 	if err := s.cm.Leave(ctx); err != nil {
-		s.storeError(w, err)
+		s.storeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"left": s.cm.Self().Name})
@@ -345,7 +345,7 @@ func (s *Server) removeNode(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	defer cancel()
 	if err := s.cm.RemoveNode(ctx, name); err != nil {
-		s.storeError(w, err)
+		s.storeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"removed": name})

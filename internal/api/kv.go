@@ -176,7 +176,7 @@ func (s *Server) kvGet(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, err := s.st.Client().Get(ctx, store.UserKey(key), opts...)
 	if err != nil {
-		s.storeError(w, err)
+		s.storeError(w, r, err)
 		return
 	}
 	info := s.readInfo(stale, resp.Header.Revision)
@@ -229,7 +229,7 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 	if !hasCAS {
 		resp, err := c.Put(ctx, sk, string(value))
 		if err != nil {
-			s.storeError(w, err)
+			s.storeError(w, r, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, WriteResult{Key: key, Revision: resp.Header.Revision})
@@ -238,7 +238,7 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 	resp, err := c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(sk), "=", cas)).
 		Then(clientv3.OpPut(sk, string(value))).Else(clientv3.OpGet(sk, clientv3.WithKeysOnly())).Commit()
 	if err != nil {
-		s.storeError(w, err)
+		s.storeError(w, r, err)
 		return
 	}
 	if !resp.Succeeded {
@@ -295,7 +295,7 @@ func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
 		}
 		resp, err := c.Delete(ctx, sk, opts...)
 		if err != nil {
-			s.storeError(w, err)
+			s.storeError(w, r, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, WriteResult{Key: key, Revision: resp.Header.Revision, Deleted: resp.Deleted})
@@ -304,7 +304,7 @@ func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
 	resp, err := c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(sk), "=", cas)).
 		Then(clientv3.OpDelete(sk)).Else(clientv3.OpGet(sk, clientv3.WithKeysOnly())).Commit()
 	if err != nil {
-		s.storeError(w, err)
+		s.storeError(w, r, err)
 		return
 	}
 	if !resp.Succeeded {

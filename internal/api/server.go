@@ -95,15 +95,23 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, Error{Error: msg})
 }
 
-// storeError maps a store failure to a response.
-func (s *Server) storeError(w http.ResponseWriter, err error) {
+// storeError maps a store failure to a response. For want of a quorum it
+// probes the voters, within the time requestContext kept back, to name the
+// cause.
+func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
 	case cluster.IsConflict(err):
 		writeError(w, http.StatusConflict, err.Error())
 	case store.IsUnavailable(err):
-		writeError(w, http.StatusServiceUnavailable, s.st.Unavailable(err).Error())
+		budget := time.Duration(0)
+		if d, ok := r.Context().Value(budgetKey{}).(time.Duration); ok {
+			budget = d
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), budget)
+		defer cancel()
+		writeError(w, http.StatusServiceUnavailable, s.st.Diagnose(ctx, err, budget).Error())
 	case errors.Is(err, context.Canceled):
 		writeError(w, 499, "request cancelled by the client")
 	default:
@@ -112,7 +120,11 @@ func (s *Server) storeError(w http.ResponseWriter, err error) {
 	}
 }
 
-// requestContext applies timeout= (default: the agent's request timeout).
+type budgetKey struct{}
+
+// requestContext applies timeout= (default: the agent's request timeout),
+// keeping back store.ProbeBudget of it to diagnose a failure; the request's
+// context carries that budget for storeError.
 func (s *Server) requestContext(r *http.Request) (context.Context, context.CancelFunc, error) {
 	d := s.defaultTimeout
 	if v := r.URL.Query().Get("timeout"); v != "" {
@@ -122,7 +134,9 @@ func (s *Server) requestContext(r *http.Request) (context.Context, context.Cance
 		}
 		d = t
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), d)
+	budget := store.ProbeBudget(d)
+	*r = *r.WithContext(context.WithValue(r.Context(), budgetKey{}, budget))
+	ctx, cancel := context.WithTimeout(r.Context(), d-budget)
 	return ctx, cancel, nil
 }
 

@@ -73,17 +73,22 @@ type Node struct {
 	agent  *agent.Agent
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago. The
-// store's ports must be known before the store starts, so they cannot be
-// bound to :0 by the store itself; collisions are rare and fail loudly.
-func FreePort(t testing.TB) int {
+// FreePorts returns n distinct loopback TCP ports that were free a moment
+// ago (all are held open together, so none repeats). The store's ports must
+// be known before the store starts, so they cannot be bound to :0 by the
+// store itself; a collision with another process is rare and fails loudly.
+func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("find a free port: %v", err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 var (
@@ -150,10 +155,9 @@ func (c *Cluster) AddNode() *Node {
 			nd.join = append(nd.join, o.API)
 		}
 	}
-	nd.apiPort = FreePort(c.t)
-	for k := range nd.ports {
-		nd.ports[k] = FreePort(c.t)
-	}
+	ports := FreePorts(c.t, 5)
+	nd.apiPort = ports[0]
+	copy(nd.ports[:], ports[1:])
 	nd.API = net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.apiPort))
 	c.Nodes = append(c.Nodes, nd)
 	c.mu.Unlock()

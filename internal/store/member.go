@@ -54,6 +54,12 @@ func StartMember(ctx context.Context, mc MemberConfig, log *slog.Logger) (*Membe
 	cfg.TickMs = uint(mc.Heartbeat / time.Millisecond)
 	cfg.ElectionMs = uint(mc.Election / time.Millisecond)
 	cfg.MaxLearners = 3
+	// etcd's strict check refuses even a learner while one voter of three is
+	// down, which would stop autopilot from adding a replacement before it
+	// removes the dead voter. tandem checks quorum itself before every
+	// change (cluster.Plan, checkQuorumAfterRemoval); etcd still refuses to
+	// promote a learner that has not caught up.
+	cfg.StrictReconfigCheck = false
 	cfg.AutoCompactionMode = embed.CompactorModeRevision
 	cfg.AutoCompactionRetention = "100000"
 	cfg.SnapshotCount = 20000

@@ -29,8 +29,9 @@ type Store struct {
 	// probe is a gRPC client used only to ask members for their status.
 	probe *clientv3.Client
 
-	mu     sync.Mutex
-	health Health
+	mu       sync.Mutex
+	health   Health
+	lastURLs []string
 }
 
 // Health is the last measured reachability of the voters from this node.
@@ -212,8 +213,25 @@ func (s *Store) probeOnce(ctx context.Context, last []string, timeout time.Durat
 	wg.Wait()
 	s.mu.Lock()
 	s.health = h
+	s.lastURLs = urls
 	s.mu.Unlock()
 	return urls
+}
+
+// ProbeBudget is the part of a request's time kept back to measure, after a
+// failure, how many voters this node can reach.
+func ProbeBudget(timeout time.Duration) time.Duration { return min(250*time.Millisecond, timeout/5) }
+
+// Diagnose probes the voters now, within budget, and returns the error for
+// a request that failed for want of a quorum.
+func (s *Store) Diagnose(ctx context.Context, cause error, budget time.Duration) error {
+	s.mu.Lock()
+	urls := s.lastURLs
+	s.mu.Unlock()
+	if len(urls) > 0 && budget > 0 {
+		s.probeOnce(ctx, urls, budget)
+	}
+	return s.Unavailable(cause)
 }
 
 // Unavailable builds the error for a request that failed for want of a

@@ -140,7 +140,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("record cluster settings: %w", err)
 		}
 	}
-	srv := api.New(st, cm, a.cfg.RequestTimeout.D(), a.log)
+	srv := api.New(st, cm, api.Options{
+		RequestTimeout: a.cfg.RequestTimeout.D(),
+		AttemptTimeout: max(2*a.cfg.ElectionTimeout.D(), 200*time.Millisecond),
+	}, a.log)
 	srv.OnLeave = func() {
 		a.mu.Lock()
 		a.left = true

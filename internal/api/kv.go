@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -174,7 +175,11 @@ func (s *Server) kvGet(w http.ResponseWriter, r *http.Request) {
 			opts = append(opts, clientv3.WithKeysOnly())
 		}
 	}
-	resp, err := s.st.Client().Get(ctx, store.UserKey(key), opts...)
+	var resp *clientv3.GetResponse
+	err = s.retry(ctx, func(ctx context.Context) (err error) {
+		resp, err = s.st.Client().Get(ctx, store.UserKey(key), opts...)
+		return err
+	})
 	if err != nil {
 		s.storeError(w, r, err)
 		return
@@ -227,7 +232,11 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 	sk := store.UserKey(key)
 	c := s.st.Client()
 	if !hasCAS {
-		resp, err := c.Put(ctx, sk, string(value))
+		var resp *clientv3.PutResponse
+		err := s.retry(ctx, func(ctx context.Context) (err error) {
+			resp, err = c.Put(ctx, sk, string(value))
+			return err
+		})
 		if err != nil {
 			s.storeError(w, r, err)
 			return
@@ -293,7 +302,11 @@ func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
 		if prefix {
 			opts = append(opts, clientv3.WithPrefix())
 		}
-		resp, err := c.Delete(ctx, sk, opts...)
+		var resp *clientv3.DeleteResponse
+		err := s.retry(ctx, func(ctx context.Context) (err error) {
+			resp, err = c.Delete(ctx, sk, opts...)
+			return err
+		})
 		if err != nil {
 			s.storeError(w, r, err)
 			return

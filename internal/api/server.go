@@ -28,15 +28,26 @@ type Server struct {
 	cm             *cluster.Manager
 	log            *slog.Logger
 	defaultTimeout time.Duration
+	attemptTimeout time.Duration
 	// OnLeave is called after this node has left the cluster through the API;
 	// the agent stops itself.
 	OnLeave func()
 	mux     *http.ServeMux
 }
 
+// Options tune the API.
+type Options struct {
+	// RequestTimeout bounds a request that gives no timeout= of its own.
+	RequestTimeout time.Duration
+	// AttemptTimeout bounds one attempt of a request that is safe to retry
+	// (about two election timeouts: long enough for a healthy store, short
+	// enough to move on from a leader that died).
+	AttemptTimeout time.Duration
+}
+
 // New returns the API server for a node.
-func New(st *store.Store, cm *cluster.Manager, defaultTimeout time.Duration, log *slog.Logger) *Server {
-	s := &Server{st: st, cm: cm, log: log, defaultTimeout: defaultTimeout, mux: http.NewServeMux()}
+func New(st *store.Store, cm *cluster.Manager, opts Options, log *slog.Logger) *Server {
+	s := &Server{st: st, cm: cm, log: log, defaultTimeout: opts.RequestTimeout, attemptTimeout: opts.AttemptTimeout, mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /v1/health", s.health)
 	s.mux.HandleFunc("GET /v1/kv/{key...}", s.kvGet)
 	s.mux.HandleFunc("PUT /v1/kv/{key...}", s.kvPut)
@@ -111,7 +122,11 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), budget)
 		defer cancel()
-		writeError(w, http.StatusServiceUnavailable, s.st.Diagnose(ctx, err, budget).Error())
+		msg := s.st.Diagnose(ctx, err, budget).Error()
+		if r.Method != http.MethodGet {
+			msg += "; the write was not confirmed: it may still be applied if it reached the leader before the failure, so read before retrying a compare-and-set"
+		}
+		writeError(w, http.StatusServiceUnavailable, msg)
 	case errors.Is(err, context.Canceled):
 		writeError(w, 499, "request cancelled by the client")
 	default:

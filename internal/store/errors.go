@@ -44,7 +44,7 @@ func IsUnavailable(err error) bool {
 	}
 	// v3client returns server errors unwrapped; match their text.
 	msg := err.Error()
-	for _, m := range []string{"request timed out", "no leader", "leader changed", "server stopped"} {
+	for _, m := range []string{"request timed out", "no leader", "leader changed", "server stopped", "proposal dropped"} {
 		if strings.Contains(msg, m) {
 			return true
 		}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -40,7 +41,8 @@ func HasData(dir string) bool {
 
 // Member is a running embedded etcd member.
 type Member struct {
-	Etcd *embed.Etcd
+	Etcd      *embed.Etcd
+	closeOnce sync.Once
 }
 
 // StartMember starts the embedded etcd member and waits until it has joined
@@ -114,4 +116,5 @@ func (m *Member) ID() uint64 { return uint64(m.Etcd.Server.MemberID()) }
 func (m *Member) IsLeader() bool { return m.Etcd.Server.Lead() == m.ID() }
 
 // Close stops the member, handing over leadership first if it holds it.
-func (m *Member) Close() { m.Etcd.Close() }
+// It may be called more than once.
+func (m *Member) Close() { m.closeOnce.Do(m.Etcd.Close) }

@@ -29,6 +29,8 @@ type Store struct {
 	// probe is a gRPC client used only to ask members for their status.
 	probe *clientv3.Client
 
+	closeOnce sync.Once
+
 	mu       sync.Mutex
 	health   Health
 	lastURLs []string
@@ -130,15 +132,18 @@ func (s *Store) Endpoints() []string {
 	return s.Client().Endpoints()
 }
 
-// Close releases the clients and stops the embedded member, if any.
+// Close releases the clients and stops the embedded member, if any. It may
+// be called more than once.
 func (s *Store) Close() {
-	if c := s.client.Load(); c != nil {
-		c.Close()
-	}
-	s.probe.Close()
-	if m := s.Member(); m != nil {
-		m.Close()
-	}
+	s.closeOnce.Do(func() {
+		if c := s.client.Load(); c != nil {
+			c.Close()
+		}
+		s.probe.Close()
+		if m := s.Member(); m != nil {
+			m.Close()
+		}
+	})
 }
 
 // Health returns the last probe result.

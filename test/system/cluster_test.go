@@ -303,9 +303,9 @@ func TestMinorityNodeServesStaleRefusesRest(t *testing.T) {
 		_, err := cl.Put(ctxT(t, 5*time.Second), "after/heal", []byte("ok"), client.WriteOptions{})
 		return err
 	})
-	if _, err := cl.Get(ctxT(t, 5*time.Second), "during/cut", client.ReadOptions{}); !client.IsStatus(err, http.StatusNotFound) {
-		t.Fatalf("a refused write must not appear after healing: %v", err)
-	}
+	// A refused write has an unknown outcome (it may have reached the old
+	// leader's log), so it is not checked here; the robustness suite's
+	// checker treats such writes as indeterminate.
 }
 
 // TestRestartRejoins restarts a killed node on its data dir, with no join

@@ -1,0 +1,138 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandemhq/tandem/internal/client"
+	"github.com/tandemhq/tandem/internal/clustertest"
+)
+
+const (
+	// writersPerNode is how many writers hammer each surviving node.
+	writersPerNode = 4
+	// writeTimeout is the timeout= each failover write gives the API, so a
+	// write stuck on the dead leader gives way to a fresh one quickly.
+	writeTimeout = 300 * time.Millisecond
+	// retryPause keeps a writer whose write failed fast from spinning.
+	retryPause = 10 * time.Millisecond
+	// failoverLimit is how long a run may wait for its first write.
+	failoverLimit = 30 * time.Second
+)
+
+// BenchmarkFailover measures how long writes stop when the store leader
+// dies: on a 3-node process cluster it kills the leader with SIGKILL and
+// times, from just before the kill, until the first write acknowledged by a
+// surviving node's HTTP API. The killed node is restarted and the cluster
+// is healthy again before the next run. It reports the median, min, max and
+// p90 (nearest rank) over -bench.runs runs, in milliseconds.
+func BenchmarkFailover(b *testing.B) {
+	c := startCluster(b)
+	var times []time.Duration
+	failures := map[string]int{} // failed writes during failovers, by kind
+	for run := 1; run <= *runs; run++ {
+		leader := c.Leader()
+		var survivors []*clustertest.Node
+		for _, nd := range c.Nodes {
+			if nd != leader {
+				survivors = append(survivors, nd)
+			}
+		}
+
+		start := time.Now()
+		leader.Kill()
+		acked, err := firstAck(survivors, failures)
+		if err != nil {
+			b.Fatalf("run %d: killed %s: %v", run, leader.Name, err)
+		}
+		d := acked.Sub(start)
+		times = append(times, d)
+		b.Logf("run %2d: killed leader %s; first write acknowledged after %v", run, leader.Name, d.Round(time.Millisecond))
+
+		leader.Restart()
+		c.WaitHealthy()
+	}
+
+	slices.Sort(times)
+	b.ReportMetric(0, "ns/op") // wall time of all runs: meaningless per op
+	b.ReportMetric(ms(median(times)), "median_ms")
+	b.ReportMetric(ms(times[0]), "min_ms")
+	b.ReportMetric(ms(times[len(times)-1]), "max_ms")
+	b.ReportMetric(ms(percentile(times, 0.90)), "p90_ms")
+	for _, k := range slices.Sorted(maps.Keys(failures)) {
+		b.Logf("failed writes during failover: %4d × %s", failures[k], k)
+	}
+}
+
+// firstAck hammers PUTs through every survivor's API, writersPerNode
+// writers per node, until one is acknowledged, and returns when. Writers
+// start staggered over one writeTimeout so that their timeouts do not line
+// up; each failed write is counted in failures by kind.
+func firstAck(survivors []*clustertest.Node, failures map[string]int) (time.Time, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), failoverLimit)
+	defer cancel()
+	var (
+		mu    sync.Mutex
+		first time.Time
+		wg    sync.WaitGroup
+	)
+	writers := writersPerNode * len(survivors)
+	for i := range writers {
+		cl := survivors[i%len(survivors)].Client()
+		stagger := time.Duration(i) * writeTimeout / time.Duration(writers)
+		wg.Go(func() {
+			select {
+			case <-time.After(stagger):
+			case <-ctx.Done():
+				return
+			}
+			const key = "bench/failover"
+			for ctx.Err() == nil {
+				rctx, rcancel := context.WithTimeout(ctx, 2*writeTimeout)
+				_, err := cl.Put(rctx, key, []byte("x"), client.WriteOptions{Timeout: writeTimeout})
+				at := time.Now()
+				rcancel()
+				mu.Lock()
+				switch {
+				case err == nil:
+					if first.IsZero() || at.Before(first) {
+						first = at
+					}
+					cancel()
+				case ctx.Err() == nil:
+					failures[failureKind(err)]++
+				}
+				mu.Unlock()
+				if err == nil {
+					return
+				}
+				time.Sleep(retryPause)
+			}
+		})
+	}
+	wg.Wait()
+	if first.IsZero() {
+		return first, fmt.Errorf("no write acknowledged within %s", failoverLimit)
+	}
+	return first, nil
+}
+
+// failureKind names a failed write for the failure counts: the HTTP status
+// and the start of the message, or the transport error.
+func failureKind(err error) string {
+	var apiErr *client.Error
+	msg := err.Error()
+	if errors.As(err, &apiErr) {
+		msg = fmt.Sprintf("HTTP %d: %s", apiErr.Status, apiErr.Body.Error)
+	}
+	if len(msg) > 110 {
+		msg = msg[:110] + "…"
+	}
+	return msg
+}

@@ -1,0 +1,263 @@
+package system
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tandemhq/tandem/internal/api"
+	"github.com/tandemhq/tandem/internal/clustertest"
+)
+
+// tandem runs the CLI and returns its standard output.
+func tandem(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(clustertest.Binary(t), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Env = append(os.Environ(), "TANDEM_ADDR=")
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String(), fmt.Errorf("tandem %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+func mustTandem(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := tandem(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestCLIFailsOverBetweenAddresses gives the CLI a dead address first: every
+// command moves on to a live node.
+func TestCLIFailsOverBetweenAddresses(t *testing.T) {
+	c := clustertest.Start(t, 3, clustertest.Options{Mode: clustertest.Processes})
+	dead := c.Nodes[0]
+	dead.Kill()
+	addr := "--addr=" + dead.API + "," + c.Nodes[1].API + "," + c.Nodes[2].API
+
+	if out := mustTandem(t, "kv", "put", addr, "cli/key", "hello"); !strings.HasPrefix(out, "OK revision") {
+		t.Fatalf("put: %q", out)
+	}
+	if out := mustTandem(t, "kv", "get", addr, "cli/key"); out != "hello\n" {
+		t.Fatalf("get: %q", out)
+	}
+	var got api.GetResult
+	if err := json.Unmarshal([]byte(mustTandem(t, "kv", "get", addr, "--stale", "--json", "cli/key")), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Value != "hello" || got.Consistency != "stale" || got.LastContactMs == nil {
+		t.Fatalf("stale get --json: %+v", got)
+	}
+	if out := mustTandem(t, "kv", "ls", addr, "cli/"); !strings.Contains(out, "KEY") || !strings.Contains(out, "cli/key") {
+		t.Fatalf("ls: %q", out)
+	}
+	members := mustTandem(t, "members", addr)
+	if !strings.Contains(members, "NAME") || !strings.Contains(members, dead.Name) {
+		t.Fatalf("members: %q", members)
+	}
+	c.Eventually(15*time.Second, "members shows the killed node dead", func() error {
+		for _, line := range strings.Split(mustTandem(t, "members", addr), "\n") {
+			if strings.HasPrefix(line, dead.Name+" ") && strings.Contains(line, "dead") {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s not shown dead", dead.Name)
+	})
+	status := mustTandem(t, "status", addr)
+	for _, want := range []string{"fault tolerance:", "store leader:", "autopilot:", "2 alive of 3"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("status lacks %q:\n%s", want, status)
+		}
+	}
+	if out := mustTandem(t, "kv", "del", addr, "cli/key"); !strings.HasPrefix(out, "deleted 1") {
+		t.Fatalf("del: %q", out)
+	}
+	if _, err := tandem(t, "kv", "get", addr, "cli/key"); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("get after delete: %v", err)
+	}
+	if _, err := tandem(t, "kv", "get", "--addr=127.0.0.1:1", "x"); err == nil || !strings.Contains(err.Error(), "no node answered") {
+		t.Fatalf("no live address: want a clear error, got %v", err)
+	}
+}
+
+// TestLeaveAndRemove: a voter leaves cleanly and autopilot promotes the
+// client node; a killed node is removed by the operator.
+func TestLeaveAndRemove(t *testing.T) {
+	c := clustertest.Start(t, 4, clustertest.Options{Mode: clustertest.Processes})
+	leaver := c.Leader()
+	mustTandem(t, "leave", "--addr="+leaver.API)
+	c.Eventually(30*time.Second, leaver.Name+" exits after leaving", func() error {
+		if leaver.Running() {
+			return fmt.Errorf("still running")
+		}
+		return nil
+	})
+	c.Eventually(60*time.Second, "a client node is promoted to keep 3 voters", func() error {
+		st, err := c.Status()
+		if err != nil {
+			return err
+		}
+		if st.Voters != 3 || st.VotersAlive != 3 || st.FaultTolerance != 1 || st.Nodes != 3 {
+			return fmt.Errorf("%d voters, %d alive, tolerance %d, %d nodes", st.Voters, st.VotersAlive, st.FaultTolerance, st.Nodes)
+		}
+		return nil
+	})
+
+	var victim *clustertest.Node
+	for _, nd := range c.Nodes {
+		if nd.Running() && nd != c.Leader() {
+			victim = nd
+			break
+		}
+	}
+	addr := "--addr=" + c.Leader().API
+	if _, err := tandem(t, "node", "remove", addr, victim.Name); err == nil || !strings.Contains(err.Error(), "alive") {
+		t.Fatalf("removing a live node must be refused, got %v", err)
+	}
+	victim.Kill()
+	c.Eventually(15*time.Second, "remove the dead node", func() error {
+		_, err := tandem(t, "node", "remove", addr, victim.Name)
+		return err
+	})
+	out := mustTandem(t, "members", addr)
+	if strings.Contains(out, victim.Name+" ") {
+		t.Fatalf("removed node still listed:\n%s", out)
+	}
+}
+
+// freeBase finds a base port with the 10 ports of each of n nodes free.
+func freeBase(t *testing.T, n int) int {
+	for range 50 {
+		base := 20000 + 10*rand.IntN(3000)
+		ok := true
+		var lns []net.Listener
+		for p := base; p < base+10*n; p++ {
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				ok = false
+				break
+			}
+			lns = append(lns, ln)
+		}
+		for _, ln := range lns {
+			ln.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatal("no free port range")
+	return 0
+}
+
+// TestUp runs `tandem up` as a user would: it starts three agents, prints
+// them, writes cluster.json, stops them all on Ctrl-C, and restarts the same
+// cluster with its data.
+func TestUp(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "local")
+	base := freeBase(t, 3)
+	addr := fmt.Sprintf("--addr=127.0.0.1:%d,127.0.0.1:%d", base, base+10)
+
+	run := func(wantLine string) (*exec.Cmd, *bytes.Buffer) {
+		cmd := exec.Command(clustertest.Binary(t), "up", "--nodes", "3", "--dir", dir, "--base-port", fmt.Sprint(base))
+		pr, pw, _ := os.Pipe()
+		cmd.Stdout, cmd.Stderr = pw, pw
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pw.Close()
+		t.Cleanup(func() { _ = cmd.Process.Kill() })
+		out := &bytes.Buffer{}
+		seen := make(chan struct{})
+		go func() {
+			sc := bufio.NewScanner(pr)
+			closed := false
+			for sc.Scan() {
+				out.WriteString(sc.Text() + "\n")
+				if !closed && strings.Contains(sc.Text(), wantLine) {
+					close(seen)
+					closed = true
+				}
+			}
+			if !closed {
+				close(seen)
+			}
+		}()
+		select {
+		case <-seen:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("up did not print %q in 2 minutes", wantLine)
+		}
+		if !strings.Contains(out.String(), wantLine) {
+			t.Fatalf("up exited without %q:\n%s", wantLine, out)
+		}
+		return cmd, out
+	}
+	stop := func(cmd *exec.Cmd) []int {
+		var lc struct {
+			Nodes []struct {
+				PID int `json:"pid"`
+			} `json:"nodes"`
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "cluster.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &lc); err != nil || len(lc.Nodes) != 3 {
+			t.Fatalf("cluster.json: %v %s", err, b)
+		}
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("up after Ctrl-C: %v", err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("up did not stop within a minute of Ctrl-C")
+		}
+		var pids []int
+		for _, nd := range lc.Nodes {
+			pids = append(pids, nd.PID)
+			if syscall.Kill(nd.PID, 0) == nil {
+				t.Errorf("agent %d still runs after up stopped", nd.PID)
+			}
+		}
+		return pids
+	}
+
+	cmd, out := run("cluster started")
+	for _, want := range []string{"NAME", "n1", "n2", "n3", fmt.Sprintf("127.0.0.1:%d", base+20)} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("up output lacks %q:\n%s", want, out)
+		}
+	}
+	mustTandem(t, "kv", "put", addr, "up/key", "kept")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = ctx
+	stop(cmd)
+
+	cmd, _ = run("cluster restarted")
+	if got := mustTandem(t, "kv", "get", addr, "up/key"); got != "kept\n" {
+		t.Fatalf("after restart: %q", got)
+	}
+	stop(cmd)
+}

@@ -17,6 +17,18 @@ import (
 )
 
 func newAgentCmd() *cobra.Command {
+	return agentCmd(func(cmd *cobra.Command, cfg config.Config) error {
+		log := newLogger(cfg.LogLevel)
+		a, err := agent.New(cfg, log)
+		if err != nil {
+			return fmt.Errorf("invalid configuration:\n%w", err)
+		}
+		return a.Run(cmd.Context())
+	})
+}
+
+// agentCmd builds the agent command; run gets the resolved configuration.
+func agentCmd(run func(*cobra.Command, config.Config) error) *cobra.Command {
 	fl := config.Default()
 	var configFile string
 	cmd := &cobra.Command{
@@ -34,12 +46,7 @@ Settings come from, lowest first: defaults, the data dir's node.json, the
 			if err != nil {
 				return err
 			}
-			log := newLogger(cfg.LogLevel)
-			a, err := agent.New(cfg, log)
-			if err != nil {
-				return fmt.Errorf("invalid configuration:\n%w", err)
-			}
-			return a.Run(cmd.Context())
+			return run(cmd, cfg)
 		},
 	}
 	f := cmd.Flags()

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/tandemhq/tandem/internal/store"
@@ -16,7 +17,8 @@ import (
 // multi-second outage.
 //
 // Only operations that are safe to repeat may go through retry: reads, and
-// plain puts and deletes (a repeat leaves the same final state).
+// plain puts and deletes (a repeat leaves the same final value, though a put
+// that had committed and is repeated makes a second revision and watch event).
 // Compare-and-set runs once, because a repeat of an attempt that did commit
 // would report a false conflict.
 func (s *Server) retry(ctx context.Context, op func(ctx context.Context) error) error {
@@ -26,15 +28,20 @@ func (s *Server) retry(ctx context.Context, op func(ctx context.Context) error) 
 		err := op(actx)
 		stop()
 		cancel()
-		if err == nil || ctx.Err() != nil {
-			return err
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			// The request's own deadline (or the client) ended it: report
+			// that, not an attempt cut short by a leader change.
+			return fmt.Errorf("%w (last attempt: %v)", ctx.Err(), err)
 		}
 		if !store.IsUnavailable(err) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 			return err
 		}
 		select {
 		case <-ctx.Done():
-			return err
+			return fmt.Errorf("%w (last attempt: %v)", ctx.Err(), err)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -42,6 +42,8 @@ type Options struct {
 	Voters  int // default 3
 	Flags   []string
 	Timeout time.Duration // for WaitHealthy and joins; default 60s
+	// StoreEndpoints points every node at an external etcd cluster.
+	StoreEndpoints []string
 }
 
 // Cluster is a test cluster.
@@ -174,6 +176,9 @@ func (nd *Node) args() []string {
 		"--proxy-port", strconv.Itoa(nd.ports[3]), "--voters", strconv.Itoa(c.opts.Voters)}
 	for _, j := range nd.join {
 		args = append(args, "--join", j)
+	}
+	for _, e := range c.opts.StoreEndpoints {
+		args = append(args, "--store-endpoints", e)
 	}
 	return append(args, c.opts.Flags...)
 }
@@ -315,6 +320,12 @@ func (c *Cluster) WaitHealthy() {
 		st, err := c.Status()
 		if err != nil {
 			return err
+		}
+		if len(c.opts.StoreEndpoints) > 0 {
+			if st.NodesAlive != running || st.Leader == "" {
+				return fmt.Errorf("%d/%d nodes alive, leader %q", st.NodesAlive, running, st.Leader)
+			}
+			return nil
 		}
 		want := min(c.opts.Voters, running)
 		if st.NodesAlive != running || st.VotersAlive != want || st.Leader == "" {
@@ -472,6 +483,8 @@ func inProcessConfig(args []string) (config.Config, error) {
 			cfg.Voters, err = strconv.Atoi(v)
 		case "join":
 			cfg.Join = append(cfg.Join, v)
+		case "store-endpoints":
+			cfg.StoreEndpoints = append(cfg.StoreEndpoints, v)
 		case "dead-voter-timeout":
 			err = cfg.DeadVoterTimeout.Set(v)
 		case "request-timeout":

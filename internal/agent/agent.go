@@ -25,6 +25,10 @@ import (
 	"github.com/tandemhq/tandem/internal/store"
 )
 
+// shutdownGrace is how long parts get to stop cleanly (revoke the liveness
+// lease, resign elections) before the store is closed under them.
+const shutdownGrace = 3 * time.Second
+
 // Version is the agent's version, set at build time.
 var Version = "dev"
 
@@ -167,7 +171,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("node ready", "role", role, "api", apiAddr, "store", st.Endpoints())
 	close(a.ready)
+	// A store that cannot be reached must not hold up shutdown: some etcd
+	// client calls (an election's resign) run on the client's own context,
+	// so after a grace period close the store under them.
+	finished := make(chan struct{})
+	go func() {
+		<-gctx.Done()
+		select {
+		case <-finished:
+		case <-time.After(shutdownGrace):
+			a.log.Warn("parts still stopping after the grace period; closing the store under them")
+			st.Close()
+		}
+	}()
 	err = g.Wait()
+	close(finished)
 	a.mu.Lock()
 	left := a.left
 	a.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tandemhq/tandem/internal/config"
@@ -227,7 +228,9 @@ func (m *Manager) Leave(ctx context.Context) error {
 			if _, err := c.Delete(ctx, store.NodeKey(self.Name)); err != nil {
 				return err
 			}
-			if _, err := c.MemberRemove(ctx, mem.ID()); err != nil {
+			// The member stops itself the moment its own removal is applied,
+			// so the answer may be "server stopped": that is success.
+			if _, err := c.MemberRemove(ctx, mem.ID()); err != nil && !errors.Is(err, rpctypes.ErrStopped) && !strings.Contains(err.Error(), "server stopped") {
 				return fmt.Errorf("remove store member: %w", err)
 			}
 			return nil

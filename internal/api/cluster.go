@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
-	"strconv"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -178,9 +177,8 @@ func (snap *snapshot) rows() []MemberInfo {
 }
 
 func (s *Server) members(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel, err := s.requestContext(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	ctx, cancel, ok := s.requestContext(w, r)
+	if !ok {
 		return
 	}
 	defer cancel()
@@ -193,9 +191,8 @@ func (s *Server) members(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel, err := s.requestContext(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	ctx, cancel, ok := s.requestContext(w, r)
+	if !ok {
 		return
 	}
 	defer cancel()
@@ -257,25 +254,14 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 // events lists recent events (?limit=N, default 50) and with ?watch=true
 // streams new ones as JSON lines.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
-	watch, err := parseBool(r, "watch")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	p := params{r: r}
+	watch := p.bool("watch")
+	limit := p.count("limit", 50)
+	rev, _ := p.rev("rev")
+	if !p.check(w) {
 		return
 	}
-	limit := int64(50)
-	if v := r.URL.Query().Get("limit"); v != "" {
-		limit, err = strconv.ParseInt(v, 10, 64)
-		if err != nil || limit < 0 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: want a whole number 0 or greater", v))
-			return
-		}
-	}
 	if watch {
-		rev, _, err := parseRev(r, "rev")
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
-			return
-		}
 		s.stream(w, r, store.EventsPrefix, true, rev, func(ev *clientv3.Event) any {
 			var e cluster.Event
 			_ = json.Unmarshal(ev.Kv.Value, &e)
@@ -286,9 +272,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	ctx, cancel, err := s.requestContext(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	ctx, cancel, ok := s.requestContext(w, r)
+	if !ok {
 		return
 	}
 	defer cancel()

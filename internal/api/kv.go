@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -90,34 +89,6 @@ func toKV(kv *mvccpb.KeyValue) KV {
 	return out
 }
 
-// userKey validates the key of a request. Prefix requests may use an empty
-// key (the whole namespace).
-func userKey(r *http.Request, prefix bool) (string, error) {
-	k := r.PathValue("key")
-	if k == "" && !prefix {
-		return "", errors.New("empty key: give a key after /v1/kv/, like /v1/kv/app/config")
-	}
-	if len(k) > MaxKeyBytes {
-		return "", fmt.Errorf("key is %d bytes; the limit is %d (1 KiB)", len(k), MaxKeyBytes)
-	}
-	if !utf8.ValidString(k) {
-		return "", errors.New("key is not valid UTF-8")
-	}
-	return k, nil
-}
-
-// consistency reads consistency= and returns whether the read may be stale.
-func consistency(r *http.Request) (bool, error) {
-	switch v := r.URL.Query().Get("consistency"); v {
-	case "", "linearizable":
-		return false, nil
-	case "stale":
-		return true, nil
-	default:
-		return false, fmt.Errorf("consistency %q: use linearizable (the default) or stale", v)
-	}
-}
-
 func (s *Server) readInfo(stale bool, rev int64) ReadInfo {
 	if !stale {
 		return ReadInfo{Consistency: "linearizable", Revision: rev}
@@ -131,37 +102,17 @@ func (s *Server) readInfo(stale bool, rev int64) ReadInfo {
 }
 
 func (s *Server) kvGet(w http.ResponseWriter, r *http.Request) {
-	prefix, err := parseBool(r, "prefix")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	p := params{r: r}
+	prefix := p.bool("prefix")
+	key := p.key(prefix)
+	stale := p.stale()
+	keysOnly := p.bool("keys")
+	limit := p.count("limit", 0)
+	if !p.check(w) {
 		return
 	}
-	key, err := userKey(r, prefix)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	stale, err := consistency(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	keysOnly, err := parseBool(r, "keys")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	limit := int64(0)
-	if v := r.URL.Query().Get("limit"); v != "" {
-		limit, err = strconv.ParseInt(v, 10, 64)
-		if err != nil || limit < 0 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: want a whole number 0 or greater (0: no limit)", v))
-			return
-		}
-	}
-	ctx, cancel, err := s.requestContext(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	ctx, cancel, ok := s.requestContext(w, r)
+	if !ok {
 		return
 	}
 	defer cancel()
@@ -176,7 +127,7 @@ func (s *Server) kvGet(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var resp *clientv3.GetResponse
-	err = s.retry(ctx, func(ctx context.Context) (err error) {
+	err := s.retry(ctx, func(ctx context.Context) (err error) {
 		resp, err = s.st.Client().Get(ctx, store.UserKey(key), opts...)
 		return err
 	})
@@ -204,14 +155,10 @@ func (s *Server) kvGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
-	key, err := userKey(r, false)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	cas, hasCAS, err := parseRev(r, "cas")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	p := params{r: r}
+	key := p.key(false)
+	cas, hasCAS := p.rev("cas")
+	if !p.check(w) {
 		return
 	}
 	value, err := io.ReadAll(io.LimitReader(r.Body, MaxValueBytes+1))
@@ -223,9 +170,8 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("value is over the limit of %d bytes (1 MiB); store large data elsewhere and keep a reference here", MaxValueBytes))
 		return
 	}
-	ctx, cancel, err := s.requestContext(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	ctx, cancel, ok := s.requestContext(w, r)
+	if !ok {
 		return
 	}
 	defer cancel()
@@ -244,8 +190,18 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, WriteResult{Key: key, Revision: resp.Header.Revision})
 		return
 	}
-	resp, err := c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(sk), "=", cas)).
-		Then(clientv3.OpPut(sk, string(value))).Else(clientv3.OpGet(sk, clientv3.WithKeysOnly())).Commit()
+	s.compareAndSet(w, r, ctx, key, cas, clientv3.OpPut(sk, string(value)), func(resp *clientv3.TxnResponse) WriteResult {
+		return WriteResult{Key: key, Revision: resp.Header.Revision}
+	})
+}
+
+// compareAndSet runs op if key is at mod revision cas and answers with
+// result, or 409 with the key's current revision. It is tried once: a repeat
+// of an attempt that did commit would report a false conflict.
+func (s *Server) compareAndSet(w http.ResponseWriter, r *http.Request, ctx context.Context, key string, cas int64, op clientv3.Op, result func(*clientv3.TxnResponse) WriteResult) {
+	sk := store.UserKey(key)
+	resp, err := s.st.Client().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(sk), "=", cas)).
+		Then(op).Else(clientv3.OpGet(sk, clientv3.WithKeysOnly())).Commit()
 	if err != nil {
 		s.storeError(w, r, err)
 		return
@@ -254,7 +210,7 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 		casFailed(w, key, cas, resp)
 		return
 	}
-	writeJSON(w, http.StatusOK, WriteResult{Key: key, Revision: resp.Header.Revision})
+	writeJSON(w, http.StatusOK, result(resp))
 }
 
 func casFailed(w http.ResponseWriter, key string, want int64, resp *clientv3.TxnResponse) {
@@ -270,28 +226,18 @@ func casFailed(w http.ResponseWriter, key string, want int64, resp *clientv3.Txn
 }
 
 func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
-	prefix, err := parseBool(r, "prefix")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	key, err := userKey(r, false)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	cas, hasCAS, err := parseRev(r, "cas")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
+	p := params{r: r}
+	prefix := p.bool("prefix")
+	key := p.key(false)
+	cas, hasCAS := p.rev("cas")
 	if hasCAS && prefix {
-		writeError(w, http.StatusBadRequest, "cas and prefix cannot be combined: compare-and-set works on one key")
+		p.fail("cas and prefix cannot be combined: compare-and-set works on one key")
+	}
+	if !p.check(w) {
 		return
 	}
-	ctx, cancel, err := s.requestContext(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	ctx, cancel, ok := s.requestContext(w, r)
+	if !ok {
 		return
 	}
 	defer cancel()
@@ -314,35 +260,19 @@ func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, WriteResult{Key: key, Revision: resp.Header.Revision, Deleted: resp.Deleted})
 		return
 	}
-	resp, err := c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(sk), "=", cas)).
-		Then(clientv3.OpDelete(sk)).Else(clientv3.OpGet(sk, clientv3.WithKeysOnly())).Commit()
-	if err != nil {
-		s.storeError(w, r, err)
-		return
-	}
-	if !resp.Succeeded {
-		casFailed(w, key, cas, resp)
-		return
-	}
-	writeJSON(w, http.StatusOK, WriteResult{Key: key, Revision: resp.Header.Revision, Deleted: resp.Responses[0].GetResponseDeleteRange().Deleted})
+	s.compareAndSet(w, r, ctx, key, cas, clientv3.OpDelete(sk), func(resp *clientv3.TxnResponse) WriteResult {
+		return WriteResult{Key: key, Revision: resp.Header.Revision, Deleted: resp.Responses[0].GetResponseDeleteRange().Deleted}
+	})
 }
 
 // kvWatch streams changes as JSON lines from rev= (default: now). A client
 // resumes after a broken stream by asking again from its last revision + 1.
 func (s *Server) kvWatch(w http.ResponseWriter, r *http.Request) {
-	prefix, err := parseBool(r, "prefix")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	key, err := userKey(r, prefix)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	rev, _, err := parseRev(r, "rev")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	p := params{r: r}
+	prefix := p.bool("prefix")
+	key := p.key(prefix)
+	rev, _ := p.rev("rev")
+	if !p.check(w) {
 		return
 	}
 	s.stream(w, r, store.UserKey(key), prefix, rev, func(ev *clientv3.Event) any {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/tandemhq/tandem/internal/cluster"
@@ -97,9 +96,7 @@ type Error struct {
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	_ = json.NewEncoder(w).Encode(v) // compact: the CLI and jq pretty-print
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
@@ -139,46 +136,18 @@ type budgetKey struct{}
 
 // requestContext applies timeout= (default: the agent's request timeout),
 // keeping back store.ProbeBudget of it to diagnose a failure; the request's
-// context carries that budget for storeError.
-func (s *Server) requestContext(r *http.Request) (context.Context, context.CancelFunc, error) {
-	d := s.defaultTimeout
-	if v := r.URL.Query().Get("timeout"); v != "" {
-		t, err := time.ParseDuration(v)
-		if err != nil || t <= 0 || t > MaxTimeout {
-			return nil, nil, fmt.Errorf("timeout %q: want a duration between 1ms and %s, like 500ms or 3s", v, MaxTimeout)
-		}
-		d = t
+// context carries that budget for storeError. A bad timeout is answered 400
+// and ok is false.
+func (s *Server) requestContext(w http.ResponseWriter, r *http.Request) (ctx context.Context, cancel context.CancelFunc, ok bool) {
+	p := params{r: r}
+	d := p.timeout(s.defaultTimeout)
+	if !p.check(w) {
+		return nil, nil, false
 	}
 	budget := store.ProbeBudget(d)
 	*r = *r.WithContext(context.WithValue(r.Context(), budgetKey{}, budget))
-	ctx, cancel := context.WithTimeout(r.Context(), d-budget)
-	return ctx, cancel, nil
-}
-
-// parseRev reads a non-negative revision from query parameter name; ok is
-// false when it is absent.
-func parseRev(r *http.Request, name string) (rev int64, ok bool, err error) {
-	v := r.URL.Query().Get(name)
-	if v == "" {
-		return 0, false, nil
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return 0, false, fmt.Errorf("%s %q: want a revision, a whole number 0 or greater", name, v)
-	}
-	return n, true, nil
-}
-
-func parseBool(r *http.Request, name string) (bool, error) {
-	v := r.URL.Query().Get(name)
-	if v == "" {
-		return false, nil
-	}
-	b, err := strconv.ParseBool(v)
-	if err != nil {
-		return false, fmt.Errorf("%s %q: want true or false", name, v)
-	}
-	return b, nil
+	ctx, cancel = context.WithTimeout(r.Context(), d-budget)
+	return ctx, cancel, true
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {

@@ -79,10 +79,18 @@ func TestFourthNodeJoinsAsClient(t *testing.T) {
 	if _, err := n4.Client().Put(ctxT(t, 5*time.Second), "via/n4", []byte("x"), client.WriteOptions{}); err != nil {
 		t.Fatalf("write through the client node: %v", err)
 	}
-	got, err := n4.Client().Get(ctxT(t, 5*time.Second), "via/n4", client.ReadOptions{Stale: true})
-	if err != nil || got.Value != "x" || got.Consistency != "stale" {
-		t.Fatalf("stale read through the client node: %v %+v", err, got)
-	}
+	// A stale read may be served by a voter that has not applied the write
+	// yet; it must see it soon.
+	c.Eventually(10*time.Second, "stale read through the client node", func() error {
+		got, err := n4.Client().Get(ctxT(t, 5*time.Second), "via/n4", client.ReadOptions{Stale: true})
+		if err != nil {
+			return err
+		}
+		if got.Value != "x" || got.Consistency != "stale" {
+			return fmt.Errorf("%+v", got)
+		}
+		return nil
+	})
 }
 
 // TestKillLeaderUnderWriteLoad kills -9 the store leader while clients write

@@ -19,10 +19,14 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tandemhq/tandem/internal/api"
+	"github.com/tandemhq/tandem/internal/catalog"
 	"github.com/tandemhq/tandem/internal/client"
 	"github.com/tandemhq/tandem/internal/cluster"
 	"github.com/tandemhq/tandem/internal/config"
+	"github.com/tandemhq/tandem/internal/dns"
+	"github.com/tandemhq/tandem/internal/registry"
 	"github.com/tandemhq/tandem/internal/store"
+	"github.com/tandemhq/tandem/internal/view"
 )
 
 // shutdownGrace is how long parts get to stop cleanly (revoke the liveness
@@ -41,6 +45,8 @@ type Agent struct {
 	mu      sync.Mutex
 	apiAddr string
 	st      *store.Store
+	view    *view.View
+	dns     *dns.Server
 	left    bool
 }
 
@@ -67,6 +73,23 @@ func (a *Agent) Store() *store.Store {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.st
+}
+
+// View returns the node's local view once Ready.
+func (a *Agent) View() *view.View {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.view
+}
+
+// DNSAddr is the DNS server's host:port once Ready.
+func (a *Agent) DNSAddr() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.dns == nil {
+		return ""
+	}
+	return a.dns.Addr()
 }
 
 func (a *Agent) storeDir() string { return filepath.Join(a.cfg.DataDir, "store") }
@@ -144,9 +167,21 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("record cluster settings: %w", err)
 		}
 	}
+	v := view.New(st.Client, a.log.With("component", "view"))
+	cat := catalog.New(st, a.cfg.Name, registry.Rules{AllowExec: a.cfg.EnableExecChecks})
+	runner := catalog.NewRunner(st, v, a.cfg.Name, cm.LeaseID, a.log.With("component", "health"))
+	dnsSrv, err := dns.New(dns.Config{
+		Domain: a.cfg.DNSDomain, TTL: uint32(a.cfg.DNSTTL),
+		Addr: net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.DNSPort)),
+	}, v, a.log.With("component", "dns"))
+	if err != nil {
+		return fmt.Errorf("dns: %w", err)
+	}
 	srv := api.New(st, cm, api.Options{
 		RequestTimeout: a.cfg.RequestTimeout.D(),
 		AttemptTimeout: max(2*a.cfg.ElectionTimeout.D(), 200*time.Millisecond),
+		View:           v,
+		Catalog:        cat,
 	}, a.log)
 	srv.OnLeave = func() {
 		a.mu.Lock()
@@ -156,7 +191,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	a.mu.Lock()
-	a.apiAddr, a.st = apiAddr, st
+	a.apiAddr, a.st, a.view, a.dns = apiAddr, st, v, dnsSrv
 	a.mu.Unlock()
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -166,6 +201,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return cm.RunLeaderEvents(gctx) })
 	g.Go(func() error { return cm.RunPromotion(gctx) })
 	g.Go(func() error { return st.RunProbe(gctx, time.Second) })
+	g.Go(func() error { return v.Run(gctx) })
+	g.Go(func() error { return runner.Run(gctx) })
+	g.Go(func() error { return dnsSrv.Run(gctx) })
 	if role == cluster.RoleClient && !self.External {
 		g.Go(func() error { return a.keepEndpoints(gctx, st, cm) })
 	}

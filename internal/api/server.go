@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tandemhq/tandem/internal/catalog"
 	"github.com/tandemhq/tandem/internal/cluster"
 	"github.com/tandemhq/tandem/internal/store"
+	"github.com/tandemhq/tandem/internal/view"
 )
 
 // Limits on user input.
@@ -28,6 +30,8 @@ type Server struct {
 	log            *slog.Logger
 	defaultTimeout time.Duration
 	attemptTimeout time.Duration
+	view           *view.View
+	catalog        *catalog.Catalog
 	// OnLeave is called after this node has left the cluster through the API;
 	// the agent stops itself.
 	OnLeave func()
@@ -42,11 +46,15 @@ type Options struct {
 	// (about two election timeouts: long enough for a healthy store, short
 	// enough to move on from a leader that died).
 	AttemptTimeout time.Duration
+	// View and Catalog serve the service catalog.
+	View    *view.View
+	Catalog *catalog.Catalog
 }
 
 // New returns the API server for a node.
 func New(st *store.Store, cm *cluster.Manager, opts Options, log *slog.Logger) *Server {
-	s := &Server{st: st, cm: cm, log: log, defaultTimeout: opts.RequestTimeout, attemptTimeout: opts.AttemptTimeout, mux: http.NewServeMux()}
+	s := &Server{st: st, cm: cm, log: log, defaultTimeout: opts.RequestTimeout, attemptTimeout: opts.AttemptTimeout,
+		view: opts.View, catalog: opts.Catalog, mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /v1/health", s.health)
 	s.mux.HandleFunc("GET /v1/kv/{key...}", s.kvGet)
 	s.mux.HandleFunc("PUT /v1/kv/{key...}", s.kvPut)
@@ -58,6 +66,7 @@ func New(st *store.Store, cm *cluster.Manager, opts Options, log *slog.Logger) *
 	s.mux.HandleFunc("POST /v1/cluster/join", s.join)
 	s.mux.HandleFunc("POST /v1/agent/leave", s.leave)
 	s.mux.HandleFunc("DELETE /v1/nodes/{name}", s.removeNode)
+	s.routeServices()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s; see docs/API.md", r.Method, r.URL.Path))
 	})

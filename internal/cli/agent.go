@@ -69,6 +69,9 @@ Settings come from, lowest first: defaults, the data dir's node.json, the
 	f.Var(&fl.ElectionTimeout, "election-timeout", "store Raft election timeout")
 	f.Var(&fl.RequestTimeout, "request-timeout", "default bound on a request that needs a quorum")
 	f.StringVar(&fl.LogLevel, "log-level", fl.LogLevel, "debug, info, warn or error")
+	f.BoolVar(&fl.EnableExecChecks, "enable-exec-checks", false, "allow exec health checks (they run commands on this node)")
+	f.StringVar(&fl.DNSDomain, "dns-domain", fl.DNSDomain, "domain DNS answers for")
+	f.IntVar(&fl.DNSTTL, "dns-ttl", fl.DNSTTL, "TTL of DNS answers, seconds")
 	return cmd
 }
 

@@ -66,6 +66,7 @@ func newRoot(out io.Writer) *cobra.Command {
 		newEventsCmd(g),
 		newLeaveCmd(g),
 		newNodeCmd(g),
+		newServiceCmd(g),
 	)
 	return root
 }

@@ -186,3 +186,7 @@ func readNodes(ctx context.Context, c *clientv3.Client) (map[string]NodeRecord, 
 	}
 	return recs, alive, nil
 }
+
+// LeaseID is this node's current liveness lease (0 before the first grant).
+// Keys bound to it vanish when the node dies.
+func (m *Manager) LeaseID() clientv3.LeaseID { return clientv3.LeaseID(m.leaseID.Load()) }

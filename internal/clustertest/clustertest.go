@@ -60,6 +60,7 @@ type Node struct {
 	c       *Cluster
 	Name    string
 	API     string
+	DNS     string // host:port of the node's DNS server (UDP and TCP)
 	DataDir string
 	Log     string
 	ports   [4]int // peer, store, dns, proxy
@@ -161,6 +162,7 @@ func (c *Cluster) AddNode() *Node {
 	nd.apiPort = ports[0]
 	copy(nd.ports[:], ports[1:])
 	nd.API = net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.apiPort))
+	nd.DNS = net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.ports[2]))
 	c.Nodes = append(c.Nodes, nd)
 	c.mu.Unlock()
 	nd.start()
@@ -236,6 +238,9 @@ func (nd *Node) Running() bool {
 	}
 	return len(nd.done) == 0
 }
+
+// Agent returns an in-process node's agent (nil for a process).
+func (nd *Node) Agent() *agent.Agent { return nd.agent }
 
 // Client returns a client of this node alone.
 func (nd *Node) Client() *client.Client { return client.New([]string{nd.API}) }
@@ -489,6 +494,8 @@ func inProcessConfig(args []string) (config.Config, error) {
 			err = cfg.DeadVoterTimeout.Set(v)
 		case "request-timeout":
 			err = cfg.RequestTimeout.Set(v)
+		case "enable-exec-checks":
+			cfg.EnableExecChecks, err = strconv.ParseBool(v)
 		default:
 			return cfg, fmt.Errorf("in-process nodes do not take --%s", k)
 		}

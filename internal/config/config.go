@@ -59,6 +59,14 @@ type Config struct {
 	RequestTimeout Duration `json:"request-timeout"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `json:"log-level"`
+	// EnableExecChecks allows exec health checks (they run commands on this
+	// node) in registrations this node accepts. Off by default.
+	EnableExecChecks bool `json:"enable-exec-checks"`
+	// DNSDomain is the domain DNS answers for, like "tandem.".
+	DNSDomain string `json:"dns-domain"`
+	// DNSTTL is the TTL of DNS answers in seconds. 0 (the default) makes
+	// resolvers ask again each time, so failover is seen at once.
+	DNSTTL int `json:"dns-ttl"`
 }
 
 // Default returns the configuration a node gets when nothing is set.
@@ -89,6 +97,7 @@ func Default() Config {
 		ElectionTimeout:   Duration(500 * time.Millisecond),
 		RequestTimeout:    Duration(3 * time.Second),
 		LogLevel:          "info",
+		DNSDomain:         "tandem.",
 	}
 }
 
@@ -149,6 +158,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RequestTimeout.D() <= 0 {
 		bad("request-timeout %s: must be positive", c.RequestTimeout)
+	}
+	if !strings.HasSuffix(c.DNSDomain, ".") || len(c.DNSDomain) < 2 || strings.Contains(c.DNSDomain, "..") || strings.HasPrefix(c.DNSDomain, ".") {
+		bad("dns-domain %q: give a domain ending in a dot, like tandem. or svc.example.com.", c.DNSDomain)
+	}
+	if c.DNSTTL < 0 || c.DNSTTL > 86400 {
+		bad("dns-ttl %d: want 0-86400 seconds", c.DNSTTL)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

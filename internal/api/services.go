@@ -1,0 +1,259 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/tandemhq/tandem/internal/catalog"
+	"github.com/tandemhq/tandem/internal/registry"
+	"github.com/tandemhq/tandem/internal/view"
+)
+
+// ServiceSummary is one row of GET /v1/services.
+type ServiceSummary struct {
+	Name      string `json:"name"`
+	Instances int    `json:"instances"`
+	Passing   int    `json:"passing"`
+	Warning   int    `json:"warning"`
+	Critical  int    `json:"critical"`
+	HasSpec   bool   `json:"has_spec"`
+}
+
+// Catalog answers GET /v1/services (and the long-poll /v1/catalog).
+type Catalog struct {
+	// Index is the store revision the answering node's view had applied.
+	// Pass it back as ?index= to wait for the next change.
+	Index    int64            `json:"index"`
+	Services []ServiceSummary `json:"services"`
+}
+
+// ServiceDetail answers GET /v1/services/{svc}.
+type ServiceDetail struct {
+	Index     int64            `json:"index"`
+	Spec      registry.Service `json:"spec"`
+	HasSpec   bool             `json:"has_spec"`
+	Instances []view.Instance  `json:"instances"`
+}
+
+func (s *Server) routeServices() {
+	s.mux.HandleFunc("GET /v1/services", s.listServices)
+	s.mux.HandleFunc("GET /v1/catalog", s.listServices)
+	s.mux.HandleFunc("GET /v1/services/{svc}", s.showService)
+	s.mux.HandleFunc("PUT /v1/services/{svc}", s.putService)
+	s.mux.HandleFunc("DELETE /v1/services/{svc}", s.deleteService)
+	s.mux.HandleFunc("PUT /v1/services/{svc}/instances/{id}", s.putInstance)
+	s.mux.HandleFunc("DELETE /v1/services/{svc}/instances/{id}", s.deleteInstance)
+	s.mux.HandleFunc("PUT /v1/services/{svc}/instances/{id}/ttl", s.renewTTL)
+}
+
+// waitIndex blocks, when ?index= is given, until the view moves past it or
+// ?wait= (default 30s, at most 5m) passes: a long poll.
+func (s *Server) waitIndex(w http.ResponseWriter, r *http.Request) bool {
+	p := params{r: r}
+	index, hasIndex := p.rev("index")
+	wait := 30 * time.Second
+	if v := r.URL.Query().Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 || d > 5*time.Minute {
+			p.fail("wait %q: want a duration up to 5m, like 30s", v)
+		}
+		wait = d
+	}
+	if !p.check(w) {
+		return false
+	}
+	if !hasIndex {
+		return true
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for {
+		ch := s.view.Changed()
+		if rev, _ := s.view.Revision(); rev > index {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return true
+		case <-r.Context().Done():
+			return false
+		}
+	}
+}
+
+func (s *Server) listServices(w http.ResponseWriter, r *http.Request) {
+	if !s.waitIndex(w, r) {
+		return
+	}
+	rev, _ := s.view.Revision()
+	out := Catalog{Index: rev, Services: []ServiceSummary{}}
+	for _, name := range s.view.Services() {
+		sum := ServiceSummary{Name: name}
+		_, sum.HasSpec = s.view.Service(name)
+		for _, in := range s.view.Instances(name) {
+			sum.Instances++
+			switch in.Status {
+			case registry.Passing:
+				sum.Passing++
+			case registry.Warning:
+				sum.Warning++
+			default:
+				sum.Critical++
+			}
+		}
+		out.Services = append(out.Services, sum)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) showService(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("svc")
+	if !s.waitIndex(w, r) {
+		return
+	}
+	rev, _ := s.view.Revision()
+	spec, has := s.view.Service(name)
+	ins := s.view.Instances(name)
+	if !has && len(ins) == 0 {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no service %q: register it with 'tandem service register' or PUT /v1/services/%s", name, name))
+		return
+	}
+	if ins == nil {
+		ins = []view.Instance{}
+	}
+	writeJSON(w, http.StatusOK, ServiceDetail{Index: rev, Spec: spec, HasSpec: has, Instances: ins})
+}
+
+// decodeBody reads a JSON body of at most 1 MiB, refusing unknown fields.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, MaxValueBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "request body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+// catalogError maps a registration failure: a broken rule or an id owned by
+// another node is the caller's to fix (400); the rest is the store's.
+func (s *Server) catalogError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, catalog.ErrInvalid) || errors.Is(err, catalog.ErrConflict) {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	s.storeError(w, r, err)
+}
+
+func (s *Server) putService(w http.ResponseWriter, r *http.Request) {
+	var spec registry.Service
+	if !decodeBody(w, r, &spec) {
+		return
+	}
+	name := r.PathValue("svc")
+	if spec.Name != "" && spec.Name != name {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("body names service %q but the path names %q", spec.Name, name))
+		return
+	}
+	spec.Name = name
+	ctx, cancel, ok := s.requestContext(w, r)
+	if !ok {
+		return
+	}
+	defer cancel()
+	if err := s.catalog.RegisterService(ctx, spec); err != nil {
+		s.catalogError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, spec)
+}
+
+func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel, ok := s.requestContext(w, r)
+	if !ok {
+		return
+	}
+	defer cancel()
+	deleted, err := s.catalog.DeleteService(ctx, r.PathValue("svc"))
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	if !deleted {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no spec for service %q", r.PathValue("svc")))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"deleted": r.PathValue("svc")})
+}
+
+func (s *Server) putInstance(w http.ResponseWriter, r *http.Request) {
+	var in registry.Instance
+	if !decodeBody(w, r, &in) {
+		return
+	}
+	svc, id := r.PathValue("svc"), r.PathValue("id")
+	if (in.Service != "" && in.Service != svc) || (in.ID != "" && in.ID != id) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("body names %s/%s but the path names %s/%s", in.Service, in.ID, svc, id))
+		return
+	}
+	in.Service, in.ID = svc, id
+	if in.Node != "" && in.Node != s.cm.Self().Name {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("node %q: an instance is owned by the node that registers it (%s); send the request to %s's API", in.Node, s.cm.Self().Name, in.Node))
+		return
+	}
+	ctx, cancel, ok := s.requestContext(w, r)
+	if !ok {
+		return
+	}
+	defer cancel()
+	if err := s.catalog.Register(ctx, in); err != nil {
+		s.catalogError(w, r, err)
+		return
+	}
+	in.Node = s.cm.Self().Name
+	in.Normalize()
+	writeJSON(w, http.StatusOK, in)
+}
+
+func (s *Server) deleteInstance(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel, ok := s.requestContext(w, r)
+	if !ok {
+		return
+	}
+	defer cancel()
+	svc, id := r.PathValue("svc"), r.PathValue("id")
+	deleted, err := s.catalog.Deregister(ctx, svc, id)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	if !deleted {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no instance %s of service %s", id, svc))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"deregistered": svc + "/" + id})
+}
+
+// renewTTL takes ?status= (default passing) and an optional body as output.
+func (s *Server) renewTTL(w http.ResponseWriter, r *http.Request) {
+	status := r.URL.Query().Get("status")
+	if status == "" {
+		status = registry.Passing
+	}
+	out, _ := io.ReadAll(io.LimitReader(r.Body, 4096))
+	ctx, cancel, ok := s.requestContext(w, r)
+	if !ok {
+		return
+	}
+	defer cancel()
+	if err := s.catalog.RenewTTL(ctx, r.PathValue("svc"), r.PathValue("id"), status, string(out)); err != nil {
+		s.catalogError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"renewed": r.PathValue("svc") + "/" + r.PathValue("id"), "status": status})
+}

@@ -1,0 +1,130 @@
+// Package catalog does the service catalog's writes: registering and
+// deregistering services and instances under the registry's rules, TTL
+// renewals, and (runner.go) running the health checks of the instances this
+// node owns and writing their health when it changes.
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tandemhq/tandem/internal/registry"
+	"github.com/tandemhq/tandem/internal/store"
+	"github.com/tandemhq/tandem/internal/view"
+)
+
+// Errors callers test for.
+var (
+	// ErrInvalid means the registration breaks a rule; nothing was written.
+	ErrInvalid = errors.New("invalid registration")
+	// ErrConflict means the instance id is owned by another node.
+	ErrConflict = errors.New("conflict")
+)
+
+// Catalog writes registrations for one node.
+type Catalog struct {
+	st    *store.Store
+	node  string
+	rules registry.Rules
+}
+
+// New returns the catalog writer of node.
+func New(st *store.Store, node string, rules registry.Rules) *Catalog {
+	return &Catalog{st: st, node: node, rules: rules}
+}
+
+// RegisterService stores a service's spec (checks, balancing, ports).
+func (c *Catalog) RegisterService(ctx context.Context, s registry.Service) error {
+	if err := s.Validate(c.rules); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	b, _ := json.Marshal(s)
+	_, err := c.st.Client().Put(ctx, registry.ServiceKey(s.Name), string(b))
+	return err
+}
+
+// DeleteService removes a service's spec (its instances stay registered).
+func (c *Catalog) DeleteService(ctx context.Context, name string) (bool, error) {
+	resp, err := c.st.Client().Delete(ctx, registry.ServiceKey(name))
+	if err != nil {
+		return false, err
+	}
+	return resp.Deleted > 0, nil
+}
+
+// Register stores an instance owned by this node. An id owned by another
+// node is a conflict; re-registering one's own instance replaces it.
+func (c *Catalog) Register(ctx context.Context, in registry.Instance) error {
+	in.Node = c.node
+	if err := in.Validate(c.rules); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	in.Normalize()
+	key := registry.InstanceKey(in.Service, in.ID)
+	b, _ := json.Marshal(in)
+	cl := c.st.Client()
+	for {
+		cur, err := cl.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		modRev := int64(0)
+		if len(cur.Kvs) == 1 {
+			var old registry.Instance
+			if json.Unmarshal(cur.Kvs[0].Value, &old) == nil && old.Node != c.node {
+				return fmt.Errorf("%w: instance %s of %s is owned by node %s; deregister it first or pick another id", ErrConflict, in.ID, in.Service, old.Node)
+			}
+			modRev = cur.Kvs[0].ModRevision
+		}
+		resp, err := cl.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
+			Then(clientv3.OpPut(key, string(b))).Commit()
+		if err != nil {
+			return err
+		}
+		if resp.Succeeded {
+			return nil
+		}
+		// Someone changed it between our read and write: look again.
+	}
+}
+
+// Deregister removes an instance everywhere: registration, health and TTL.
+func (c *Catalog) Deregister(ctx context.Context, svc, id string) (bool, error) {
+	resp, err := c.st.Client().Txn(ctx).Then(
+		clientv3.OpDelete(registry.InstanceKey(svc, id)),
+		clientv3.OpDelete(registry.HealthKey(svc, id)),
+		clientv3.OpDelete(registry.TTLKey(svc, id)),
+	).Commit()
+	if err != nil {
+		return false, err
+	}
+	return resp.Responses[0].GetResponseDeleteRange().Deleted > 0, nil
+}
+
+// RenewTTL records a TTL check's renewal; the owner's runner reads it from
+// its view. status is passing, warning or critical.
+func (c *Catalog) RenewTTL(ctx context.Context, svc, id, status, output string) error {
+	switch status {
+	case registry.Passing, registry.Warning, registry.Critical:
+	default:
+		return fmt.Errorf("%w: status %q: use passing, warning or critical", ErrInvalid, status)
+	}
+	if len(output) > 4096 {
+		output = output[:4096]
+	}
+	cur, err := c.st.Client().Get(ctx, registry.InstanceKey(svc, id), clientv3.WithCountOnly())
+	if err != nil {
+		return err
+	}
+	if cur.Count == 0 {
+		return fmt.Errorf("%w: no instance %s of %s", store.ErrNotFound, id, svc)
+	}
+	b, _ := json.Marshal(view.TTLRenewal{Status: status, Output: output, At: time.Now().UTC()})
+	_, err = c.st.Client().Put(ctx, registry.TTLKey(svc, id), string(b))
+	return err
+}

@@ -1,0 +1,237 @@
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tandemhq/tandem/internal/health"
+	"github.com/tandemhq/tandem/internal/registry"
+	"github.com/tandemhq/tandem/internal/store"
+	"github.com/tandemhq/tandem/internal/view"
+)
+
+// Runner runs the health checks of the instances this node owns, as its view
+// shows them, and writes an instance's health to the store only when its
+// state changes. Health keys are bound to the node's liveness lease, so they
+// vanish, and the instances turn critical everywhere, when the node dies.
+type Runner struct {
+	st    *store.Store
+	v     *view.View
+	node  string
+	lease func() clientv3.LeaseID
+	log   *slog.Logger
+}
+
+// NewRunner returns the runner of node. lease returns the node's current
+// liveness lease.
+func NewRunner(st *store.Store, v *view.View, node string, lease func() clientv3.LeaseID, log *slog.Logger) *Runner {
+	return &Runner{st: st, v: v, node: node, lease: lease, log: log}
+}
+
+type running struct {
+	cancel context.CancelFunc
+	spec   string // what it was started from; a change restarts it
+}
+
+// Run starts and stops per-instance checkers as instances come and go.
+func (r *Runner) Run(ctx context.Context) error {
+	select {
+	case <-r.v.Synced():
+	case <-ctx.Done():
+		return nil
+	}
+	active := map[string]*running{}
+	defer func() {
+		for _, a := range active {
+			a.cancel()
+		}
+	}()
+	for {
+		changed := r.v.Changed()
+		want := map[string]registry.Instance{}
+		specs := map[string]string{}
+		for _, in := range r.v.Owned(r.node) {
+			key := in.Service + "/" + in.ID
+			svc, _ := r.v.Service(in.Service)
+			b, _ := json.Marshal(struct {
+				In     registry.Instance
+				Checks []registry.Check
+			}{in, registry.EffectiveChecks(in, &svc)})
+			want[key], specs[key] = in, string(b)
+		}
+		for key, a := range active {
+			if specs[key] != a.spec {
+				a.cancel()
+				delete(active, key)
+			}
+		}
+		for key, in := range want {
+			if _, ok := active[key]; ok {
+				continue
+			}
+			svc, _ := r.v.Service(in.Service)
+			ictx, cancel := context.WithCancel(ctx)
+			active[key] = &running{cancel: cancel, spec: specs[key]}
+			go r.runInstance(ictx, in, registry.EffectiveChecks(in, &svc))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+// checkState is one check of an instance.
+type checkState struct {
+	check   registry.Check
+	checker health.Checker // nil for ttl
+	tracker *health.Tracker
+	status  string
+	output  string
+}
+
+type result struct {
+	i int
+	r health.Result
+}
+
+// runInstance runs every check of one instance until ctx ends.
+func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks []registry.Check) {
+	initial := in.InitialState
+	if initial == "" {
+		initial = registry.Critical
+	}
+	states := make([]*checkState, len(checks))
+	results := make(chan result, len(checks))
+	for i, c := range checks {
+		st := &checkState{check: c, tracker: health.NewTracker(c, initial), status: initial, output: "no check result yet"}
+		states[i] = st
+		if c.Type == registry.CheckTTL {
+			go r.runTTL(ctx, in, i, c, results)
+			continue
+		}
+		ch, err := health.New(c, in)
+		if err != nil {
+			st.status, st.output = registry.Critical, err.Error()
+			continue
+		}
+		st.checker = ch
+		if cl, ok := ch.(io.Closer); ok {
+			defer cl.Close()
+		}
+		go runCheck(ctx, i, c, ch, results)
+	}
+
+	written := ""
+	var writtenLease clientv3.LeaseID
+	write := func() {
+		h := registry.Health{Status: registry.Passing, Node: r.node, Since: time.Now().UTC()}
+		var statuses []string
+		for _, st := range states {
+			statuses = append(statuses, st.status)
+			h.Checks = append(h.Checks, registry.CheckHealth{Type: st.check.Type, Status: st.status, Output: st.output})
+		}
+		h.Status = health.Aggregate(statuses)
+		for _, st := range states {
+			if st.status == h.Status {
+				h.Output = st.output
+				break
+			}
+		}
+		sig, _ := json.Marshal(statuses)
+		lease := r.lease()
+		if string(sig) == written && lease == writtenLease {
+			return // write only on a change
+		}
+		if lease == 0 {
+			return // no lease yet; the lease ticker retries
+		}
+		b, _ := json.Marshal(h)
+		wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if _, err := r.st.Client().Put(wctx, registry.HealthKey(in.Service, in.ID), string(b), clientv3.WithLease(lease)); err != nil {
+			r.log.Debug("write health", "service", in.Service, "id", in.ID, "err", err)
+			return
+		}
+		if string(sig) != written {
+			r.log.Info("instance health", "service", in.Service, "id", in.ID, "status", h.Status, "output", h.Output)
+		}
+		written, writtenLease = string(sig), lease
+	}
+	write()
+	leaseTick := time.NewTicker(500 * time.Millisecond)
+	defer leaseTick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case res := <-results:
+			st := states[res.i]
+			st.status, _ = st.tracker.Observe(res.r)
+			st.output = res.r.Output
+			write()
+		case <-leaseTick.C:
+			write() // rewrites when the lease changed or a write failed
+		}
+	}
+}
+
+// runCheck runs one checker on its interval, sending each result.
+func runCheck(ctx context.Context, i int, c registry.Check, ch health.Checker, out chan<- result) {
+	t := time.NewTicker(c.Interval.D())
+	defer t.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, c.Timeout.D())
+		res := ch.Check(cctx)
+		cancel()
+		select {
+		case out <- result{i, res}:
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// runTTL turns TTL renewals seen in the view into results: the last
+// renewal's status while it is younger than the TTL, critical after. Age is
+// measured from when this node saw the renewal, so clocks need not agree.
+func (r *Runner) runTTL(ctx context.Context, in registry.Instance, i int, c registry.Check, out chan<- result) {
+	var last view.TTLRenewal
+	var seen time.Time
+	t := time.NewTicker(min(c.TTL.D()/4, 250*time.Millisecond))
+	defer t.Stop()
+	for {
+		if ren, ok := r.v.TTL(in.Service, in.ID); ok && ren != last {
+			last, seen = ren, time.Now()
+		}
+		res := health.Result{Status: registry.Critical, Output: "TTL never renewed"}
+		if !seen.IsZero() {
+			res = health.Result{Status: last.Status, Output: last.Output}
+			if age := time.Since(seen); age > c.TTL.D() {
+				res = health.Result{Status: registry.Critical, Output: "TTL expired: last renewed " + age.Round(time.Millisecond).String() + " ago"}
+			}
+		}
+		select {
+		case out <- result{i, res}:
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-r.v.Changed():
+		}
+	}
+}

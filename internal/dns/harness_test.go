@@ -81,7 +81,7 @@ func fixture() *fakeCatalog {
 // bigService adds a service of n passing IPv4 instances named svc.
 func (c *fakeCatalog) bigService(svc string, n int) {
 	for i := range n {
-		addr := fmt.Sprintf("10.%d.%d.%d", 100+i/65536, i/256%256, i%256+0)
+		addr := fmt.Sprintf("10.100.%d.%d", i/256, i%256)
 		c.services[svc] = append(c.services[svc], inst(svc, fmt.Sprint(i), addr, 8000+i, "n1", registry.Passing))
 	}
 }

@@ -68,28 +68,26 @@ func (c *Catalog) Register(ctx context.Context, in registry.Instance) error {
 	key := registry.InstanceKey(in.Service, in.ID)
 	b, _ := json.Marshal(in)
 	cl := c.st.Client()
+	modRev := int64(0) // first try: create
 	for {
-		cur, err := cl.Get(ctx, key)
-		if err != nil {
-			return err
-		}
-		modRev := int64(0)
-		if len(cur.Kvs) == 1 {
-			var old registry.Instance
-			if json.Unmarshal(cur.Kvs[0].Value, &old) == nil && old.Node != c.node {
-				return fmt.Errorf("%w: instance %s of %s is owned by node %s; deregister it first or pick another id", ErrConflict, in.ID, in.Service, old.Node)
-			}
-			modRev = cur.Kvs[0].ModRevision
-		}
 		resp, err := cl.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
-			Then(clientv3.OpPut(key, string(b))).Commit()
+			Then(clientv3.OpPut(key, string(b))).Else(clientv3.OpGet(key)).Commit()
 		if err != nil {
 			return err
 		}
 		if resp.Succeeded {
 			return nil
 		}
-		// Someone changed it between our read and write: look again.
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			modRev = 0 // deleted meanwhile: create
+			continue
+		}
+		var old registry.Instance
+		if json.Unmarshal(kvs[0].Value, &old) == nil && old.Node != c.node {
+			return fmt.Errorf("%w: instance %s of %s is owned by node %s; deregister it first or pick another id", ErrConflict, in.ID, in.Service, old.Node)
+		}
+		modRev = kvs[0].ModRevision // ours: replace it, unless it changes again
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -25,17 +27,20 @@ type Runner struct {
 	node  string
 	lease func() clientv3.LeaseID
 	log   *slog.Logger
+
+	mu      sync.Mutex
+	leaseCh chan struct{} // closed when the lease changes
 }
 
 // NewRunner returns the runner of node. lease returns the node's current
 // liveness lease.
 func NewRunner(st *store.Store, v *view.View, node string, lease func() clientv3.LeaseID, log *slog.Logger) *Runner {
-	return &Runner{st: st, v: v, node: node, lease: lease, log: log}
+	return &Runner{st: st, v: v, node: node, lease: lease, log: log, leaseCh: make(chan struct{})}
 }
 
 type running struct {
-	cancel context.CancelFunc
-	spec   string // what it was started from; a change restarts it
+	cancel  context.CancelFunc
+	version [2]int64 // what it was started from; a change restarts it
 }
 
 // Run starts and stops per-instance checkers as instances come and go.
@@ -45,6 +50,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
+	go r.watchLease(ctx)
 	active := map[string]*running{}
 	defer func() {
 		for _, a := range active {
@@ -53,31 +59,23 @@ func (r *Runner) Run(ctx context.Context) error {
 	}()
 	for {
 		changed := r.v.Changed()
-		want := map[string]registry.Instance{}
-		specs := map[string]string{}
-		for _, in := range r.v.Owned(r.node) {
-			key := in.Service + "/" + in.ID
-			svc, _ := r.v.Service(in.Service)
-			b, _ := json.Marshal(struct {
-				In     registry.Instance
-				Checks []registry.Check
-			}{in, registry.EffectiveChecks(in, &svc)})
-			want[key], specs[key] = in, string(b)
+		want := map[string]view.Owned{}
+		for _, o := range r.v.OwnedBy(r.node) {
+			want[o.Service+"/"+o.ID] = o
 		}
 		for key, a := range active {
-			if specs[key] != a.spec {
+			if o, ok := want[key]; !ok || o.Version != a.version {
 				a.cancel()
 				delete(active, key)
 			}
 		}
-		for key, in := range want {
+		for key, o := range want {
 			if _, ok := active[key]; ok {
 				continue
 			}
-			svc, _ := r.v.Service(in.Service)
 			ictx, cancel := context.WithCancel(ctx)
-			active[key] = &running{cancel: cancel, spec: specs[key]}
-			go r.runInstance(ictx, in, registry.EffectiveChecks(in, &svc))
+			active[key] = &running{cancel: cancel, version: o.Version}
+			go r.runInstance(ictx, o.Instance, registry.EffectiveChecks(o.Instance, o.Spec))
 		}
 		select {
 		case <-ctx.Done():
@@ -130,7 +128,9 @@ func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks [
 
 	written := ""
 	var writtenLease clientv3.LeaseID
-	write := func() {
+	// write stores the instance's health if it changed (or the lease did)
+	// and reports whether the store now holds it.
+	write := func() bool {
 		h := registry.Health{Status: registry.Passing, Node: r.node, Since: time.Now().UTC()}
 		var statuses []string
 		for _, st := range states {
@@ -144,30 +144,33 @@ func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks [
 				break
 			}
 		}
-		sig, _ := json.Marshal(statuses)
+		sig := strings.Join(statuses, ",")
 		lease := r.lease()
-		if string(sig) == written && lease == writtenLease {
-			return // write only on a change
+		if sig == written && lease == writtenLease {
+			return true // write only on a change
 		}
 		if lease == 0 {
-			return // no lease yet; the lease ticker retries
+			return false // no lease yet
 		}
 		b, _ := json.Marshal(h)
 		wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 		if _, err := r.st.Client().Put(wctx, registry.HealthKey(in.Service, in.ID), string(b), clientv3.WithLease(lease)); err != nil {
 			r.log.Debug("write health", "service", in.Service, "id", in.ID, "err", err)
-			return
+			return false
 		}
-		if string(sig) != written {
+		if sig != written {
 			r.log.Info("instance health", "service", in.Service, "id", in.ID, "status", h.Status, "output", h.Output)
 		}
-		written, writtenLease = string(sig), lease
+		written, writtenLease = sig, lease
+		return true
 	}
-	write()
-	leaseTick := time.NewTicker(500 * time.Millisecond)
-	defer leaseTick.Stop()
+	var retry <-chan time.Time // set while the store lacks the current state
+	if !write() {
+		retry = time.After(retryWrite)
+	}
 	for {
+		ok := true
 		select {
 		case <-ctx.Done():
 			return
@@ -175,9 +178,47 @@ func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks [
 			st := states[res.i]
 			st.status, _ = st.tracker.Observe(res.r)
 			st.output = res.r.Output
-			write()
-		case <-leaseTick.C:
-			write() // rewrites when the lease changed or a write failed
+			ok = write()
+		case <-r.leaseChanged():
+			ok = write() // the health keys went with the old lease
+		case <-retry:
+			ok = write()
+		}
+		retry = nil
+		if !ok {
+			retry = time.After(retryWrite)
+		}
+	}
+}
+
+// retryWrite is how soon a failed health write is tried again.
+const retryWrite = 500 * time.Millisecond
+
+// leaseChanged returns a channel closed when the node's lease next changes.
+func (r *Runner) leaseChanged() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.leaseCh
+}
+
+// watchLease closes leaseCh whenever the node's lease changes (it is taken
+// again after being lost), so every instance rewrites its health.
+func (r *Runner) watchLease(ctx context.Context) {
+	last := r.lease()
+	t := time.NewTicker(retryWrite)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if cur := r.lease(); cur != last {
+			last = cur
+			r.mu.Lock()
+			close(r.leaseCh)
+			r.leaseCh = make(chan struct{})
+			r.mu.Unlock()
 		}
 	}
 }

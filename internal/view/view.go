@@ -45,6 +45,8 @@ type View struct {
 	alive     map[string]bool
 	services  map[string]registry.Service
 	instances map[string]map[string]registry.Instance // service -> id
+	instRev   map[string]map[string]int64             // mod revision of each instance
+	svcRev    map[string]int64                        // mod revision of each spec
 	health    map[string]map[string]registry.Health
 	ttl       map[string]map[string]TTLRenewal
 	changed   chan struct{} // closed and replaced on every applied change
@@ -64,6 +66,8 @@ func (v *View) reset() {
 	v.alive = map[string]bool{}
 	v.services = map[string]registry.Service{}
 	v.instances = map[string]map[string]registry.Instance{}
+	v.instRev = map[string]map[string]int64{}
+	v.svcRev = map[string]int64{}
 	v.health = map[string]map[string]registry.Health{}
 	v.ttl = map[string]map[string]TTLRenewal{}
 }
@@ -182,11 +186,27 @@ func (v *View) applyLocked(typ mvccpb.Event_EventType, kv *mvccpb.KeyValue) {
 		var s registry.Service
 		if del || json.Unmarshal(kv.Value, &s) != nil {
 			delete(v.services, name)
+			delete(v.svcRev, name)
 			return
 		}
 		v.services[name] = s
+		v.svcRev[name] = kv.ModRevision
 	case strings.HasPrefix(key, registry.InstancesPrefix):
-		applyNested(v.instances, key[len(registry.InstancesPrefix):], del, kv.Value)
+		rest := key[len(registry.InstancesPrefix):]
+		applyNested(v.instances, rest, del, kv.Value)
+		if svc, id, ok := strings.Cut(rest, "/"); ok {
+			if _, kept := v.instances[svc][id]; kept {
+				if v.instRev[svc] == nil {
+					v.instRev[svc] = map[string]int64{}
+				}
+				v.instRev[svc][id] = kv.ModRevision
+			} else {
+				delete(v.instRev[svc], id)
+				if len(v.instRev[svc]) == 0 {
+					delete(v.instRev, svc)
+				}
+			}
+		}
 	case strings.HasPrefix(key, registry.HealthPrefix):
 		applyNested(v.health, key[len(registry.HealthPrefix):], del, kv.Value)
 	case strings.HasPrefix(key, registry.TTLPrefix):
@@ -316,15 +336,28 @@ func (v *View) Services() []string {
 	return names
 }
 
-// Owned returns the instances owned by node.
-func (v *View) Owned(node string) []registry.Instance {
+// Owned is an instance a node owns, with what it was built from.
+type Owned struct {
+	registry.Instance
+	// Spec is the service's spec, if stored.
+	Spec *registry.Service
+	// Version changes whenever the registration or the service's spec does.
+	Version [2]int64
+}
+
+// OwnedBy returns the instances owned by node.
+func (v *View) OwnedBy(node string) []Owned {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	var out []registry.Instance
-	for _, m := range v.instances {
-		for _, in := range m {
+	var out []Owned
+	for svc, m := range v.instances {
+		var spec *registry.Service
+		if s, ok := v.services[svc]; ok {
+			spec = &s
+		}
+		for id, in := range m {
 			if in.Node == node {
-				out = append(out, in)
+				out = append(out, Owned{Instance: in, Spec: spec, Version: [2]int64{v.instRev[svc][id], v.svcRev[svc]}})
 			}
 		}
 	}

@@ -121,6 +121,17 @@ func TestDiscoveryUnderFailures(t *testing.T) {
 		t.Fatalf("dig SRV: %q, want the two live instances", out)
 	}
 	out, err = exec.Command("dig", "@127.0.0.1", "-p", strings.Split(c.Nodes[0].DNS, ":")[1], "lb.tandem.", "A", "+short").CombinedOutput()
+	// Cut n1 off from the majority (n3 is dead; freeze n2): its DNS keeps
+	// answering from the last known view.
+	c.Nodes[1].Stop()
+	for i := 0; i < 5; i++ {
+		got, err := srvPorts(c.Nodes[0].DNS, "web")
+		if err != nil || !slices.Equal(got, ports[:2]) {
+			t.Fatalf("DNS in a minority partition: %v %v, want the last known %v", got, err, ports[:2])
+		}
+	}
+	c.Nodes[1].Cont()
+
 	// Every node advertises 127.0.0.1 here, so the live nodes' addresses
 	// collapse into one record (the DNS tests cover distinct addresses).
 	if err != nil || strings.TrimSpace(string(out)) != "127.0.0.1" {

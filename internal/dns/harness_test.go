@@ -86,8 +86,12 @@ func (c *fakeCatalog) bigService(svc string, n int) {
 	}
 }
 
-// testLogger routes logs to t.Log until the test ends.
+// testLogger routes logs to t.Log until the test ends; benchmarks, which
+// print their logs, get none.
 func testLogger(t testing.TB) *slog.Logger {
+	if _, ok := t.(*testing.B); ok {
+		return slog.New(slog.DiscardHandler)
+	}
 	w := &testWriter{t: t}
 	t.Cleanup(w.stop)
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))

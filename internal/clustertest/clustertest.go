@@ -76,20 +76,27 @@ type Node struct {
 	agent  *agent.Agent
 }
 
-// FreePorts returns n distinct loopback TCP ports that were free a moment
+// FreePorts returns n distinct loopback ports, free for TCP and UDP a moment
 // ago (all are held open together, so none repeats). The store's ports must
 // be known before the store starts, so they cannot be bound to :0 by the
 // store itself; a collision with another process is rare and fails loudly.
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ports []int
-	for range n {
+	for len(ports) < n {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatalf("find a free port: %v", err)
 		}
 		defer ln.Close()
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+		port := ln.Addr().(*net.TCPAddr).Port
+		// DNS needs the same port free for UDP too.
+		pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		defer pc.Close()
+		ports = append(ports, port)
 	}
 	return ports
 }

@@ -46,6 +46,9 @@ func (s *Server) routeServices() {
 	s.mux.HandleFunc("PUT /v1/services/{svc}", s.putService)
 	s.mux.HandleFunc("DELETE /v1/services/{svc}", s.deleteService)
 	s.mux.HandleFunc("PUT /v1/services/{svc}/instances/{id}", s.putInstance)
+	s.mux.HandleFunc("PUT /v1/services/{svc}/instances/{$}", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusBadRequest, "instance id is empty: PUT /v1/services/SERVICE/instances/ID")
+	})
 	s.mux.HandleFunc("DELETE /v1/services/{svc}/instances/{id}", s.deleteInstance)
 	s.mux.HandleFunc("PUT /v1/services/{svc}/instances/{id}/ttl", s.renewTTL)
 }

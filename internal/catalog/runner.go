@@ -87,11 +87,12 @@ func (r *Runner) Run(ctx context.Context) error {
 
 // checkState is one check of an instance.
 type checkState struct {
-	check   registry.Check
-	checker health.Checker // nil for ttl
-	tracker *health.Tracker
-	status  string
-	output  string
+	check    registry.Check
+	checker  health.Checker // nil for ttl
+	tracker  *health.Tracker
+	status   string
+	output   string
+	reported bool // a result has come in
 }
 
 type result struct {
@@ -144,7 +145,15 @@ func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks [
 				break
 			}
 		}
+		// The signature is each check's state and whether it has reported
+		// yet, so the first result replaces "no check result yet" even when
+		// it does not change the state.
 		sig := strings.Join(statuses, ",")
+		for _, st := range states {
+			if st.reported {
+				sig += "+"
+			}
+		}
 		lease := r.lease()
 		if sig == written && lease == writtenLease {
 			return true // write only on a change
@@ -177,7 +186,7 @@ func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks [
 		case res := <-results:
 			st := states[res.i]
 			st.status, _ = st.tracker.Observe(res.r)
-			st.output = res.r.Output
+			st.output, st.reported = res.r.Output, true
 			ok = write()
 		case <-r.leaseChanged():
 			ok = write() // the health keys went with the old lease

@@ -261,3 +261,59 @@ func TestUp(t *testing.T) {
 	}
 	stop(cmd)
 }
+
+// TestServiceCLI registers from a YAML file through the CLI and inspects
+// the result with ls and show; a file with one bad instance registers
+// nothing.
+func TestServiceCLI(t *testing.T) {
+	c := clustertest.Start(t, 1, clustertest.Options{Voters: 1, Mode: clustertest.Processes})
+	addr := "--addr=" + c.Nodes[0].API
+	dir := t.TempDir()
+	good := filepath.Join(dir, "web.yaml")
+	if err := os.WriteFile(good, []byte(`services:
+  - name: web
+    checks: [{type: tcp, interval: 200ms}]
+    instances:
+      - {id: web-1, address: 127.0.0.1, port: `+strings.Split(c.Nodes[0].API, ":")[1]+`}
+      - {id: web-2, address: 127.0.0.1, port: 1}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("services:\n  - name: other\n    instances:\n      - {id: a, address: 127.0.0.1, port: 80}\n      - {id: b, address: 127.0.0.1, port: 0}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tandem(t, "service", "register", addr, "-f", bad); err == nil || !strings.Contains(err.Error(), "nothing was registered") {
+		t.Fatalf("bad file: %v", err)
+	}
+	out := mustTandem(t, "service", "register", addr, "-f", good)
+	if !strings.Contains(out, "registered web/web-1 on n1") || !strings.Contains(out, "registered web/web-2 on n1") {
+		t.Fatalf("register: %q", out)
+	}
+	c.Eventually(15*time.Second, "web-1 passing, web-2 critical", func() error {
+		out, err := tandem(t, "service", "ls", addr)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			if len(f) == 5 && f[0] == "web" && f[1] == "2" && f[2] == "1" && f[3] == "0" && f[4] == "1" {
+				return nil
+			}
+		}
+		return fmt.Errorf("ls:\n%s", out)
+	})
+	if out := mustTandem(t, "service", "ls", addr); strings.Contains(out, "other") {
+		t.Fatalf("the bad file registered something:\n%s", out)
+	}
+	show := mustTandem(t, "service", "show", addr, "web")
+	for _, want := range []string{"web-1", "passing", "web-2", "critical", "connection refused", "n1"} {
+		if !strings.Contains(show, want) {
+			t.Errorf("show lacks %q:\n%s", want, show)
+		}
+	}
+	mustTandem(t, "service", "deregister", addr, "web", "web-2")
+	if out := mustTandem(t, "service", "show", addr, "web"); strings.Contains(out, "web-2") {
+		t.Fatalf("after deregister:\n%s", out)
+	}
+}

@@ -214,6 +214,7 @@ func TestRegistrationRules(t *testing.T) {
 		{"port 0", n1, func(in *registry.Instance) { in.Port = 0 }, "port 0"},
 		{"port over 65535", n1, func(in *registry.Instance) { in.Port = 70000 }, "port 70000"},
 		{"invalid service name", n1, func(in *registry.Instance) { in.Service = "Bad_Name" }, "service name"},
+		{"service name too long", n1, func(in *registry.Instance) { in.Service = strings.Repeat("a", 64) }, "service name"},
 		{"invalid id", n1, func(in *registry.Instance) { in.ID = "-x-" }, "instance id"},
 		{"empty address", n1, func(in *registry.Instance) { in.Address = "" }, "address is empty"},
 		{"unknown check type", n1, func(in *registry.Instance) { in.Checks = []registry.Check{{Type: "ping"}} }, "unknown check type \"ping\""},
@@ -235,13 +236,15 @@ func TestRegistrationRules(t *testing.T) {
 			}
 		})
 	}
-	// An empty service name in the path never reaches the handler as valid.
-	resp, err := http.Post("http://"+n1.API+"/v1/services//instances/x", "application/json", strings.NewReader("{}"))
-	if err == nil {
-		resp.Body.Close()
-		if resp.StatusCode < 400 {
-			t.Fatalf("empty service name: status %d", resp.StatusCode)
-		}
+	// An empty instance id.
+	req, _ := http.NewRequest(http.MethodPut, "http://"+n1.API+"/v1/services/api/instances/", strings.NewReader(`{"address":"127.0.0.1","port":1}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("empty instance id: status %d, want 400", resp.StatusCode)
 	}
 	after, err := n1.Client().Services(ctx, 0, 0)
 	if err != nil {

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tandemhq/tandem/internal/api"
@@ -24,6 +26,7 @@ import (
 	"github.com/tandemhq/tandem/internal/cluster"
 	"github.com/tandemhq/tandem/internal/config"
 	"github.com/tandemhq/tandem/internal/dns"
+	"github.com/tandemhq/tandem/internal/proxy"
 	"github.com/tandemhq/tandem/internal/registry"
 	"github.com/tandemhq/tandem/internal/store"
 	"github.com/tandemhq/tandem/internal/view"
@@ -47,6 +50,7 @@ type Agent struct {
 	st      *store.Store
 	view    *view.View
 	dns     *dns.Server
+	proxy   *proxy.Proxy
 	left    bool
 }
 
@@ -90,6 +94,13 @@ func (a *Agent) DNSAddr() string {
 		return ""
 	}
 	return a.dns.Addr()
+}
+
+// Proxy returns the node's proxy once Ready.
+func (a *Agent) Proxy() *proxy.Proxy {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.proxy
 }
 
 func (a *Agent) storeDir() string { return filepath.Join(a.cfg.DataDir, "store") }
@@ -177,7 +188,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dns: %w", err)
 	}
+	pxMetrics := proxy.NewMetrics()
+	px := proxy.New(proxy.Config{
+		Addr:   net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.ProxyPort)),
+		Bind:   a.cfg.Bind,
+		Domain: a.cfg.DNSDomain,
+		Node:   a.cfg.Name,
+	}, v, pxMetrics, a.log.With("component", "proxy"))
 	srv := api.New(st, cm, api.Options{
+		Metrics:        prometheus.Gatherers{pxMetrics.Registry, prometheus.DefaultGatherer},
 		RequestTimeout: a.cfg.RequestTimeout.D(),
 		AttemptTimeout: max(2*a.cfg.ElectionTimeout.D(), 200*time.Millisecond),
 		View:           v,
@@ -191,7 +210,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	a.mu.Lock()
-	a.apiAddr, a.st, a.view, a.dns = apiAddr, st, v, dnsSrv
+	a.apiAddr, a.st, a.view, a.dns, a.proxy = apiAddr, st, v, dnsSrv, px
 	a.mu.Unlock()
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -204,6 +223,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return v.Run(gctx) })
 	g.Go(func() error { return runner.Run(gctx) })
 	g.Go(func() error { return dnsSrv.Run(gctx) })
+	g.Go(func() error { return px.Run(gctx) })
+	g.Go(func() error {
+		return pxMetrics.RunStats(gctx, 5*time.Second, func(ctx context.Context, w map[string]proxy.Window) error {
+			lease := cm.LeaseID()
+			if lease == 0 {
+				return nil
+			}
+			_, err := st.Client().Put(ctx, registry.StatsPrefix+a.cfg.Name, string(proxy.EncodeWindows(w)), clientv3.WithLease(lease))
+			return err
+		})
+	})
 	if role == cluster.RoleClient && !self.External {
 		g.Go(func() error { return a.keepEndpoints(gctx, st, cm) })
 	}

@@ -10,6 +10,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/tandemhq/tandem/internal/catalog"
 	"github.com/tandemhq/tandem/internal/cluster"
 	"github.com/tandemhq/tandem/internal/store"
@@ -46,6 +49,8 @@ type Options struct {
 	// (about two election timeouts: long enough for a healthy store, short
 	// enough to move on from a leader that died).
 	AttemptTimeout time.Duration
+	// Metrics is gathered for GET /metrics (Prometheus).
+	Metrics prometheus.Gatherer
 	// View and Catalog serve the service catalog.
 	View    *view.View
 	Catalog *catalog.Catalog
@@ -67,6 +72,9 @@ func New(st *store.Store, cm *cluster.Manager, opts Options, log *slog.Logger) *
 	s.mux.HandleFunc("POST /v1/agent/leave", s.leave)
 	s.mux.HandleFunc("DELETE /v1/nodes/{name}", s.removeNode)
 	s.routeServices()
+	if opts.Metrics != nil {
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{}))
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s; see docs/API.md", r.Method, r.URL.Path))
 	})

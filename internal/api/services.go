@@ -8,7 +8,10 @@ import (
 	"net/http"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/tandemhq/tandem/internal/catalog"
+	"github.com/tandemhq/tandem/internal/proxy"
 	"github.com/tandemhq/tandem/internal/registry"
 	"github.com/tandemhq/tandem/internal/view"
 )
@@ -51,6 +54,7 @@ func (s *Server) routeServices() {
 	})
 	s.mux.HandleFunc("DELETE /v1/services/{svc}/instances/{id}", s.deleteInstance)
 	s.mux.HandleFunc("PUT /v1/services/{svc}/instances/{id}/ttl", s.renewTTL)
+	s.mux.HandleFunc("GET /v1/services/{svc}/load", s.serviceLoad)
 }
 
 // waitIndex blocks, when ?index= is given, until the view moves past it or
@@ -259,4 +263,32 @@ func (s *Server) renewTTL(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"renewed": r.PathValue("svc") + "/" + r.PathValue("id"), "status": status})
+}
+
+// serviceLoad answers a service's request rate, error rate and latency
+// across every node's proxy over the last stats window (5 s); the
+// autoscaler reads it. It is a stale read: no quorum needed.
+func (s *Server) serviceLoad(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel, ok := s.requestContext(w, r)
+	if !ok {
+		return
+	}
+	defer cancel()
+	svc := r.PathValue("svc")
+	resp, err := s.st.Client().Get(ctx, registry.StatsPrefix, clientv3.WithPrefix(), clientv3.WithSerializable())
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	var windows []proxy.Window
+	for _, kv := range resp.Kvs {
+		ws, err := proxy.DecodeWindows(kv.Value)
+		if err != nil {
+			continue
+		}
+		if win, ok := ws[svc]; ok {
+			windows = append(windows, win)
+		}
+	}
+	writeJSON(w, http.StatusOK, proxy.Merge(svc, windows))
 }

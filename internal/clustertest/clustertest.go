@@ -61,6 +61,7 @@ type Node struct {
 	Name    string
 	API     string
 	DNS     string // host:port of the node's DNS server (UDP and TCP)
+	Proxy   string // host:port of the node's HTTP proxy
 	DataDir string
 	Log     string
 	ports   [4]int // peer, store, dns, proxy
@@ -170,6 +171,7 @@ func (c *Cluster) AddNode() *Node {
 	copy(nd.ports[:], ports[1:])
 	nd.API = net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.apiPort))
 	nd.DNS = net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.ports[2]))
+	nd.Proxy = net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.ports[3]))
 	c.Nodes = append(c.Nodes, nd)
 	c.mu.Unlock()
 	nd.start()

@@ -23,6 +23,7 @@ const (
 	InstancesPrefix = store.Prefix + "instances/" // instance, persistent
 	HealthPrefix    = store.Prefix + "health/"    // health, bound to the owner's lease
 	TTLPrefix       = store.Prefix + "ttl/"       // last TTL renewal
+	StatsPrefix     = store.Prefix + "stats/"     // each node's recent proxy traffic, bound to its lease
 )
 
 // ServiceKey is the key of a service's spec.
@@ -88,9 +89,38 @@ type Service struct {
 	Balance string `json:"balance,omitempty"`
 	// LBPort, when set, makes every node proxy TCP on this port (proxy issue).
 	LBPort int `json:"lb_port,omitempty"`
-	// Hosts and PathPrefixes route HTTP to this service (proxy issue).
+	// Hosts and PathPrefixes route HTTP to this service, besides its names
+	// <svc> and <svc>.service.<domain>. A path prefix applies to those hosts
+	// (or to any host when Hosts is empty).
 	Hosts        []string `json:"hosts,omitempty"`
 	PathPrefixes []string `json:"path_prefixes,omitempty"`
+	// HashOn picks the key for balance "hash": "header:NAME",
+	// "cookie:NAME" or "client-ip" (the default).
+	HashOn string `json:"hash_on,omitempty"`
+	// Timeouts of the proxy's requests to this service's instances.
+	Timeouts ProxyTimeouts `json:"timeouts,omitzero"`
+	// Outlier tunes passive outlier detection.
+	Outlier OutlierPolicy `json:"outlier,omitzero"`
+}
+
+// ProxyTimeouts bound the proxy's requests to a service's instances.
+type ProxyTimeouts struct {
+	// Connect bounds opening a connection (default 1s).
+	Connect config.Duration `json:"connect,omitempty"`
+	// ResponseHeader bounds the wait for the response headers once the
+	// request is sent (default 30s); it also bounds draining.
+	ResponseHeader config.Duration `json:"response_header,omitempty"`
+	// Idle closes pooled connections unused this long (default 90s).
+	Idle config.Duration `json:"idle,omitempty"`
+}
+
+// OutlierPolicy tunes passive outlier detection: an instance that fails to
+// connect, or answers ConsecutiveErrors 5xx in a row, is ejected for
+// BaseEjection × the number of times it has been ejected.
+type OutlierPolicy struct {
+	ConsecutiveErrors  int             `json:"consecutive_errors,omitempty"`   // default 5
+	BaseEjection       config.Duration `json:"base_ejection,omitempty"`        // default 5s
+	MaxEjectionPercent int             `json:"max_ejection_percent,omitempty"` // default 50
 }
 
 // Instance is one running copy of a service.
@@ -250,6 +280,26 @@ func (s *Service) Validate(rules Rules) error {
 	case "", "least-request", "round-robin", "weighted", "hash", "local":
 	default:
 		errs = append(errs, fmt.Errorf("balance %q: use least-request, round-robin, weighted, hash or local", s.Balance))
+	}
+	switch {
+	case s.HashOn == "" || s.HashOn == "client-ip":
+	case strings.HasPrefix(s.HashOn, "header:") && len(s.HashOn) > len("header:"):
+	case strings.HasPrefix(s.HashOn, "cookie:") && len(s.HashOn) > len("cookie:"):
+	default:
+		errs = append(errs, fmt.Errorf("hash_on %q: use header:NAME, cookie:NAME or client-ip", s.HashOn))
+	}
+	for _, h := range s.Hosts {
+		if h == "" || strings.ContainsAny(h, " /:") {
+			errs = append(errs, fmt.Errorf("host %q: give a host name without port or path", h))
+		}
+	}
+	for _, p := range s.PathPrefixes {
+		if !strings.HasPrefix(p, "/") {
+			errs = append(errs, fmt.Errorf("path prefix %q: must start with /", p))
+		}
+	}
+	if s.Outlier.ConsecutiveErrors < 0 || s.Outlier.MaxEjectionPercent < 0 || s.Outlier.MaxEjectionPercent > 100 {
+		errs = append(errs, errors.New("outlier: consecutive_errors must be 0 or more and max_ejection_percent 0-100"))
 	}
 	if s.LBPort < 0 || s.LBPort > 65535 {
 		errs = append(errs, fmt.Errorf("lb_port %d: want 1-65535, or 0 for none", s.LBPort))

@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,7 +24,25 @@ func TestMain(m *testing.M) {
 		name := os.Getenv("TANDEM_TEST_BACKEND_NAME")
 		mux := http.NewServeMux()
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, name) })
+		// POSTs are logged by request id, one per line, to find duplicates.
+		var postLog *os.File
+		if path := os.Getenv("TANDEM_TEST_BACKEND_POSTLOG"); path != "" {
+			f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "backend:", err)
+				os.Exit(2)
+			}
+			postLog = f
+		}
+		var mu sync.Mutex
+		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && postLog != nil {
+				mu.Lock()
+				fmt.Fprintln(postLog, r.Header.Get("X-Request-Id"))
+				mu.Unlock()
+			}
+			fmt.Fprintln(w, name)
+		})
 		if err := http.ListenAndServe(addr, mux); err != nil {
 			fmt.Fprintln(os.Stderr, "backend:", err)
 			os.Exit(2)
@@ -36,6 +56,8 @@ type backend struct {
 	t    *testing.T
 	name string
 	Port int
+	// PostLog lists the request ids of the POSTs it received.
+	PostLog string
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -43,7 +65,7 @@ type backend struct {
 // startBackend starts a backend process on a free loopback port.
 func startBackend(t *testing.T, name string) *backend {
 	t.Helper()
-	b := &backend{t: t, name: name, Port: clustertest.FreePorts(t, 1)[0]}
+	b := &backend{t: t, name: name, Port: clustertest.FreePorts(t, 1)[0], PostLog: filepath.Join(t.TempDir(), name+".posts")}
 	b.start()
 	t.Cleanup(b.Kill)
 	return b
@@ -54,7 +76,7 @@ func (b *backend) addr() string { return net.JoinHostPort("127.0.0.1", strconv.I
 func (b *backend) start() {
 	b.t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "TANDEM_TEST_BACKEND="+b.addr(), "TANDEM_TEST_BACKEND_NAME="+b.name)
+	cmd.Env = append(os.Environ(), "TANDEM_TEST_BACKEND="+b.addr(), "TANDEM_TEST_BACKEND_NAME="+b.name, "TANDEM_TEST_BACKEND_POSTLOG="+b.PostLog)
 	if err := cmd.Start(); err != nil {
 		b.t.Fatal(err)
 	}

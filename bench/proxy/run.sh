@@ -1,0 +1,463 @@
+#!/usr/bin/env bash
+# bench/proxy/run.sh: benchmark HTTP reverse proxies side by side on one
+# machine, all on 127.0.0.1:
+#
+#   wrk -> backend                      (baseline, no proxy)
+#   wrk -> HAProxy -> backend
+#   wrk -> nginx   -> backend
+#   wrk -> Caddy   -> backend           (when caddy is installed)
+#   wrk -> tandem's proxy -> backend    (when TANDEM_BIN is set)
+#
+# For each target it reports req/s, p50/p99 latency and the CPU time the
+# proxy process (with its threads and child processes) used per request.
+# See README.md in this directory for details and caveats.
+#
+# Environment (all optional):
+#   DURATION=10s       wrk duration per run (wrk syntax: 10s, 1m)
+#   CONNECTIONS=64     wrk connections
+#   THREADS=2          wrk threads
+#   WARMUP=1s          short wrk run before each measured run (0 = none)
+#   PAUSE=2            seconds to pause between runs
+#   BASE_PORT=19100    first port to try; the script uses BASE..BASE+14
+#   WORKERS=$(nproc)   proxy worker processes/threads (nginx, HAProxy, Go's GOMAXPROCS)
+#   READY_TIMEOUT=30   seconds to wait for any server to become ready
+#   TANDEM_BIN=        path to the tandem binary: also benchmark tandem's proxy
+#   RESULTS_DIR=       where raw wrk outputs go (default bench/proxy/results/<time>)
+#   KEEP_TMP=0         1 = keep the temp dir (configs, logs, pid files)
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+WARMUP=${WARMUP:-1s}
+PAUSE=${PAUSE:-2}
+BASE_PORT=${BASE_PORT:-19100}
+WORKERS=${WORKERS:-$(nproc)}
+READY_TIMEOUT=${READY_TIMEOUT:-30}
+TANDEM_BIN=${TANDEM_BIN:-}
+RESULTS_DIR=${RESULTS_DIR:-$SCRIPT_DIR/results/$(date +%Y%m%d-%H%M%S)}
+KEEP_TMP=${KEEP_TMP:-0}
+
+HOST_HEADER=bench                # the Host every request carries (tandem routes on it)
+EXPECTED_BODY="hello, world"     # the backend's body, less its trailing newline
+CLK_TCK=$(getconf CLK_TCK)
+
+# log never fails: cleanup must go on even if stderr is a broken pipe
+# (e.g. Ctrl-C also killed a "| tee" reading it).
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2 2>/dev/null || true; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------
+# Process bookkeeping and cleanup
+# ---------------------------------------------------------------------------
+
+TMP=$(mktemp -d /tmp/proxybench.XXXXXX)
+chmod 755 "$TMP"        # nginx workers drop to "nobody" when started as root
+STARTED=()              # pids of every server this script started
+
+# alive PID: true while PID exists and is not a zombie.
+alive() {
+	local s
+	s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	s=${s##*) }
+	[[ ${s:0:1} != Z ]]
+}
+
+# tree_pids PID: PID and all its descendants (processes, not threads: a
+# process's /proc stat already covers all its threads).
+tree_pids() {
+	local -A kids=()
+	local f s pid ppid
+	for f in /proc/[0-9]*/stat; do
+		s=$(cat "$f" 2>/dev/null) || continue
+		pid=${f#/proc/}; pid=${pid%/stat}
+		s=${s##*) }                     # drop "pid (comm) ", comm may hold spaces
+		ppid=${s#* }; ppid=${ppid%% *}  # field 4
+		kids[$ppid]+=" $pid"
+	done
+	local queue=("$1") tree=() p
+	while ((${#queue[@]})); do
+		p=${queue[0]}; queue=("${queue[@]:1}")
+		tree+=("$p")
+		# shellcheck disable=SC2206
+		[[ -n ${kids[$p]:-} ]] && queue+=(${kids[$p]})
+	done
+	echo "${tree[@]}"
+}
+
+# cpu_ticks PID: utime+stime+cutime+cstime (clock ticks) summed over PID and
+# its descendants. Each process's figure covers all its threads; cutime and
+# cstime add children that already exited and were reaped.
+cpu_ticks() {
+	local total=0 p s
+	local -a f
+	for p in $(tree_pids "$1"); do
+		s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+		s=${s##*) }
+		read -r -a f <<<"$s"    # f[0] is field 3 (state); utime is field 14
+		total=$((total + f[11] + f[12] + f[13] + f[14]))
+	done
+	echo "$total"
+}
+
+cleanup() {
+	local rc=$?
+	set +e
+	trap - EXIT INT TERM
+	trap '' PIPE HUP
+	local pids=() p
+	for p in "${STARTED[@]}"; do
+		# shellcheck disable=SC2207
+		alive "$p" && pids+=($(tree_pids "$p"))
+	done
+	if ((${#pids[@]})); then
+		log "stopping ${#pids[@]} processes: ${pids[*]}"
+		kill -TERM "${pids[@]}" 2>/dev/null || true
+		for _ in $(seq 50); do      # up to 5 s for a clean exit
+			local any=0
+			for p in "${pids[@]}"; do alive "$p" && any=1; done
+			((any)) || break
+			sleep 0.1
+		done
+		for p in "${pids[@]}"; do alive "$p" && kill -KILL "$p" 2>/dev/null; done
+	fi
+	wait 2>/dev/null || true
+	if [[ $KEEP_TMP == 1 ]]; then log "temp dir kept: $TMP"; else rm -rf "$TMP"; fi
+	exit "$rc"
+}
+# Any way out (error, Ctrl-C, kill, closed terminal or pipe) runs cleanup.
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+trap 'exit 141' PIPE
+
+# start NAME CMD...: run CMD in the background, output to $TMP/NAME.log;
+# its pid is left in LAST_PID.
+start() {
+	local name=$1; shift
+	"$@" >"$TMP/$name.log" 2>&1 &
+	LAST_PID=$!
+	STARTED+=("$LAST_PID")
+	log "started $name (pid $LAST_PID): $*"
+}
+
+# wait_http NAME PID URL [CURL ARGS...]: wait until URL answers 200, at most
+# READY_TIMEOUT s; fail early if PID dies. Each try is capped at 1 s.
+wait_http() {
+	local name=$1 pid=$2 url=$3; shift 3
+	local deadline=$((SECONDS + READY_TIMEOUT)) code=000
+	while ((SECONDS < deadline)); do
+		if ! alive "$pid"; then
+			log "$name (pid $pid) exited while starting; last lines of its log:"
+			tail -n 20 "$TMP/$name.log" >&2 || true
+			return 1
+		fi
+		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" "$url" || true)
+		[[ $code == 200 ]] && return 0
+		sleep 0.2
+	done
+	log "$name not ready after ${READY_TIMEOUT}s: $url answered HTTP $code (000 = no answer); last lines of its log:"
+	tail -n 20 "$TMP/$name.log" >&2 || true
+	return 1
+}
+
+# check_body NAME URL: the target must proxy to the backend (right body).
+check_body() {
+	local body
+	body=$(curl -s --max-time 2 -H "Host: $HOST_HEADER" "$2" || true)
+	if [[ $body != "$EXPECTED_BODY" ]]; then
+		log "$1 at $2 did not return the backend's body; got: ${body:0:200}"
+		return 1
+	fi
+}
+
+# ---------------------------------------------------------------------------
+# Ports
+# ---------------------------------------------------------------------------
+
+# port_free PORT: nothing listens on PORT (TCP or UDP) on any address.
+port_free() {
+	if command -v ss >/dev/null; then
+		[[ -z $(ss -Hltun "( sport = :$1 )" 2>/dev/null) ]]
+	else
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 1; fi
+	fi
+}
+
+# Port layout relative to the base: 0 backend, 1 HAProxy, 2 nginx, 3 Caddy,
+# 10..14 tandem (api, peer, store, dns, proxy).
+OFFSETS=(0 1 2 3 10 11 12 13 14)
+pick_base() {
+	local base=$BASE_PORT off ok
+	for _ in $(seq 20); do
+		ok=1
+		for off in "${OFFSETS[@]}"; do
+			port_free $((base + off)) || { ok=0; break; }
+		done
+		((ok)) && { echo "$base"; return 0; }
+		base=$((base + 20))
+	done
+	return 1
+}
+
+# ---------------------------------------------------------------------------
+# Helpers for results
+# ---------------------------------------------------------------------------
+
+# secs DURATION: wrk duration ("10s", "1m", "1h", "10") in seconds.
+secs() {
+	[[ $1 =~ ^([0-9]+)([smh]?)$ ]] || die "bad duration: $1 (use e.g. 10s or 1m)"
+	case ${BASH_REMATCH[2]} in
+		m) echo $((BASH_REMATCH[1] * 60)) ;;
+		h) echo $((BASH_REMATCH[1] * 3600)) ;;
+		*) echo "${BASH_REMATCH[1]}" ;;
+	esac
+}
+
+# render TEMPLATE OUT PORT: fill in a config template's @NAME@ placeholders.
+render() {
+	sed -e "s|@TMP@|$TMP|g" -e "s|@WORKERS@|$WORKERS|g" \
+		-e "s|@PORT@|$3|g" -e "s|@BACKEND_PORT@|$BACKEND_PORT|g" "$1" >"$2"
+	cp "$2" "$RESULTS_DIR/"
+}
+
+# parse_wrk FILE: print "rps p50_ms p99_ms requests errors" from wrk --latency output.
+parse_wrk() {
+	awk '
+		function ms(v,   n, u) {
+			n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+			if (u == "us") return n / 1000
+			if (u == "ms") return n
+			if (u == "s")  return n * 1000
+			if (u == "m")  return n * 60000
+			return n
+		}
+		/^Requests\/sec:/                  { rps = $2 }
+		/ requests in /                    { reqs = $1 }
+		/^[ \t]+50%[ \t]/                  { p50 = ms($2) }
+		/^[ \t]+99%[ \t]/                  { p99 = ms($2) }
+		/^[ \t]*Socket errors:/            { gsub(/,/, ""); errs += $4 + $6 + $8 + $10 }
+		/^[ \t]*Non-2xx or 3xx responses:/ { errs += $NF }
+		END { printf "%s %s %s %s %d\n", rps == "" ? 0 : rps, p50 == "" ? "n/a" : p50,
+		      p99 == "" ? "n/a" : p99, reqs == "" ? 0 : reqs, errs }
+	' "$1"
+}
+
+# us_per_req TICKS REQUESTS
+us_per_req() {
+	awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" \
+		'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else printf "n/a" }'
+}
+
+fmt_ms() { awk -v v="$1" 'BEGIN { if (v == "n/a") print v; else printf "%.3f ms", v }'; }
+
+# ---------------------------------------------------------------------------
+# Setup
+# ---------------------------------------------------------------------------
+
+command -v wrk >/dev/null || die "wrk is not installed (apt-get install -y wrk)"
+command -v curl >/dev/null || die "curl is not installed"
+command -v go >/dev/null || die "go is not installed (needed to build backend/)"
+DURATION_S=$(secs "$DURATION")
+[[ $WARMUP == 0 ]] || secs "$WARMUP" >/dev/null
+
+mkdir -p "$RESULTS_DIR"
+BASE=$(pick_base) || die "no free block of ports found from BASE_PORT=$BASE_PORT"
+BACKEND_PORT=$BASE
+log "ports: base $BASE; temp dir $TMP; results $RESULTS_DIR"
+
+# Targets, in run order. STATUS is "ok" or why the target is skipped.
+T_NAME=() T_SLUG=() T_URL=() T_PID=() T_STATUS=()
+add_target() { T_NAME+=("$1"); T_SLUG+=("$2"); T_URL+=("$3"); T_PID+=("$4"); T_STATUS+=("$5"); }
+
+# 1. The backend.
+log "building backend"
+(cd "$SCRIPT_DIR/backend" && go build -o "$TMP/backend" .) || die "backend build failed"
+GOMAXPROCS=$WORKERS start backend "$TMP/backend" -addr "127.0.0.1:$BACKEND_PORT"
+BACKEND_PID=$LAST_PID
+wait_http backend "$BACKEND_PID" "http://127.0.0.1:$BACKEND_PORT/" || die "backend did not start"
+add_target "direct (no proxy)" direct "http://127.0.0.1:$BACKEND_PORT/" "$BACKEND_PID" ok
+
+# setup_proxy NAME SLUG PORT PID: wait for a proxy and register it as a target.
+setup_proxy() {
+	local status=ok
+	if ! wait_http "$2" "$4" "http://127.0.0.1:$3/"; then
+		status="failed to start (see log above)"
+	elif ! check_body "$1" "http://127.0.0.1:$3/"; then
+		status="failed: wrong response"
+	fi
+	add_target "$1" "$2" "http://127.0.0.1:$3/" "$4" "$status"
+}
+
+# 2. HAProxy: one process, WORKERS threads, foreground (-db).
+HAPROXY_PORT=$((BASE + 1))
+if command -v haproxy >/dev/null; then
+	render "$SCRIPT_DIR/haproxy.cfg.tmpl" "$TMP/haproxy.cfg" "$HAPROXY_PORT"
+	start haproxy haproxy -db -f "$TMP/haproxy.cfg"
+	setup_proxy HAProxy haproxy "$HAPROXY_PORT" "$LAST_PID"
+else
+	add_target HAProxy haproxy "" "" "not installed"
+fi
+
+# 3. nginx: master + WORKERS worker processes, foreground (daemon off).
+NGINX_PORT=$((BASE + 2))
+if command -v nginx >/dev/null; then
+	render "$SCRIPT_DIR/nginx.conf.tmpl" "$TMP/nginx.conf" "$NGINX_PORT"
+	mkdir -p "$TMP/nginx"
+	start nginx nginx -p "$TMP/nginx/" -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log"
+	setup_proxy nginx nginx "$NGINX_PORT" "$LAST_PID"
+else
+	add_target nginx nginx "" "" "not installed"
+fi
+
+# 4. Caddy: one Go process with GOMAXPROCS=WORKERS; its state goes to TMP.
+CADDY_PORT=$((BASE + 3))
+if command -v caddy >/dev/null; then
+	render "$SCRIPT_DIR/Caddyfile.tmpl" "$TMP/Caddyfile" "$CADDY_PORT"
+	mkdir -p "$TMP/caddy"
+	GOMAXPROCS=$WORKERS HOME="$TMP/caddy" XDG_DATA_HOME="$TMP/caddy" XDG_CONFIG_HOME="$TMP/caddy" \
+		start caddy caddy run --config "$TMP/Caddyfile" --adapter caddyfile
+	setup_proxy Caddy caddy "$CADDY_PORT" "$LAST_PID"
+else
+	add_target Caddy caddy "" "" "not installed"
+fi
+
+# 5. tandem (optional): a one-node cluster whose proxy routes Host "bench"
+# to the backend, registered as a passing instance of service "bench".
+TANDEM_FAILED=0
+setup_tandem() {
+	local p=$((BASE + 10)) pid code
+	local api="http://127.0.0.1:$p" proxy_url="http://127.0.0.1:$((p + 4))/"
+	TANDEM_URL=$proxy_url
+	[[ -x $TANDEM_BIN ]] || { TANDEM_WHY="TANDEM_BIN=$TANDEM_BIN is not an executable file"; return 1; }
+	mkdir -p "$TMP/tandem"
+	GOMAXPROCS=$WORKERS start tandem "$TANDEM_BIN" agent --name b1 --data-dir "$TMP/tandem" --voters 1 \
+		--bind 127.0.0.1 --advertise 127.0.0.1 \
+		--api-port "$p" --peer-port $((p + 1)) --store-port $((p + 2)) \
+		--dns-port $((p + 3)) --proxy-port $((p + 4))
+	pid=$LAST_PID
+	TANDEM_PID=$pid
+	wait_http tandem "$pid" "$api/v1/health" ||
+		{ TANDEM_WHY="agent not healthy at $api/v1/health within ${READY_TIMEOUT}s"; return 1; }
+	code=$(curl -s -o "$TMP/tandem-register.out" -w '%{http_code}' --max-time 5 -X PUT \
+		"$api/v1/services/bench/instances/b-1" \
+		-d "{\"address\":\"127.0.0.1\",\"port\":$BACKEND_PORT,\"initial_state\":\"passing\"}" || true)
+	if [[ $code != 2?? ]]; then
+		TANDEM_WHY="registering the backend failed: HTTP $code: $(head -c 300 "$TMP/tandem-register.out" 2>/dev/null)"
+		return 1
+	fi
+	log "tandem: backend registered as bench/b-1; waiting for its proxy on port $((p + 4))"
+	wait_http tandem "$pid" "$proxy_url" -H "Host: $HOST_HEADER" ||
+		{ TANDEM_WHY="proxy at $proxy_url (Host: $HOST_HEADER) did not answer 200 within ${READY_TIMEOUT}s"; return 1; }
+	check_body tandem "$proxy_url" || { TANDEM_WHY="proxy answered with the wrong body"; return 1; }
+}
+if [[ -n $TANDEM_BIN ]]; then
+	TANDEM_PID="" TANDEM_URL="" TANDEM_WHY=""
+	if setup_tandem; then
+		add_target tandem tandem "$TANDEM_URL" "$TANDEM_PID" ok
+	else
+		TANDEM_FAILED=1
+		log "ERROR: tandem: $TANDEM_WHY"
+		[[ -f $TMP/tandem.log ]] && cp "$TMP/tandem.log" "$RESULTS_DIR/tandem-agent.log"
+		add_target tandem tandem "$TANDEM_URL" "$TANDEM_PID" "FAILED: $TANDEM_WHY"
+	fi
+fi
+
+# ---------------------------------------------------------------------------
+# Benchmark
+# ---------------------------------------------------------------------------
+
+{
+	echo "date: $(date -Is)"
+	echo "host: $(uname -srm), nproc $(nproc), CLK_TCK $CLK_TCK"
+	echo "settings: DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS WARMUP=$WARMUP WORKERS=$WORKERS"
+	echo "wrk: $(wrk -v 2>&1 | head -n 1 || true)"
+	command -v haproxy >/dev/null && echo "haproxy: $(haproxy -v | head -n 1)"
+	command -v nginx >/dev/null && echo "nginx: $(nginx -v 2>&1)"
+	command -v caddy >/dev/null && echo "caddy: $(caddy version 2>&1 | head -n 1)"
+	[[ -n $TANDEM_BIN ]] && echo "tandem: $TANDEM_BIN"
+} >"$RESULTS_DIR/env.txt"
+
+WRK_TIMEOUT=$((DURATION_S + 30))   # wrk never runs past its duration plus this margin
+# run_wrk OUT ARGS...: wrk ARGS > OUT, capped at WRK_TIMEOUT. wrk runs in the
+# background and we wait for it, so that Ctrl-C/TERM reach our trap at once
+# (bash defers traps while a foreground child runs); cleanup then stops it.
+run_wrk() {
+	local out=$1; shift
+	timeout "$WRK_TIMEOUT" wrk "$@" >"$out" 2>&1 &
+	local pid=$!
+	STARTED+=("$pid")
+	wait "$pid"
+}
+
+R_RPS=() R_P50=() R_P99=() R_CPU=() R_BCPU=() R_ERR=()
+first=1
+for i in "${!T_NAME[@]}"; do
+	R_RPS[i]="" R_P50[i]="" R_P99[i]="" R_CPU[i]="" R_BCPU[i]="" R_ERR[i]=""
+	[[ ${T_STATUS[i]} == ok ]] || { log "skipping ${T_NAME[i]}: ${T_STATUS[i]}"; continue; }
+	((first)) || sleep "$PAUSE"
+	first=0
+	url=${T_URL[i]} pid=${T_PID[i]} out="$RESULTS_DIR/${T_SLUG[i]}.txt"
+	wrk_args=(-t"$THREADS" -c"$CONNECTIONS" --latency -H "Host: $HOST_HEADER")
+	if [[ $WARMUP != 0 ]]; then
+		run_wrk "$RESULTS_DIR/${T_SLUG[i]}.warmup.txt" "${wrk_args[@]}" -d"$WARMUP" "$url" || true
+	fi
+	log "running wrk against ${T_NAME[i]} ($url) for $DURATION"
+	cpu0=$(cpu_ticks "$pid") bcpu0=$(cpu_ticks "$BACKEND_PID")
+	rc=0
+	run_wrk "$out" "${wrk_args[@]}" -d"$DURATION" "$url" || rc=$?
+	cpu1=$(cpu_ticks "$pid") bcpu1=$(cpu_ticks "$BACKEND_PID")
+	((rc == 0)) || log "WARNING: wrk exited with status $rc against ${T_NAME[i]} (see $out)"
+	read -r rps p50 p99 reqs errs < <(parse_wrk "$out")
+	R_RPS[i]=$rps R_P50[i]=$p50 R_P99[i]=$p99 R_ERR[i]=$errs
+	R_BCPU[i]=$(us_per_req $((bcpu1 - bcpu0)) "$reqs")
+	if [[ $pid == "$BACKEND_PID" ]]; then
+		R_CPU[i]="— (no proxy)"
+	else
+		R_CPU[i]=$(us_per_req $((cpu1 - cpu0)) "$reqs")
+	fi
+	((errs == 0)) || log "WARNING: ${T_NAME[i]}: $errs socket errors / non-2xx responses (see $out)"
+	log "${T_NAME[i]}: $rps req/s, p50 $(fmt_ms "$p50"), p99 $(fmt_ms "$p99"), proxy CPU ${R_CPU[i]} µs/req"
+done
+
+# ---------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------
+
+idx_of() { local i; for i in "${!T_SLUG[@]}"; do [[ ${T_SLUG[i]} == "$1" ]] && { echo "$i"; return; }; done; echo -1; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
+
+{
+	echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -H 'Host: $HOST_HEADER'; proxies with $WORKERS workers; $(nproc) CPUs shared by wrk, proxy and backend"
+	echo
+	echo "| target | req/s | p50 | p99 | CPU µs/req | backend CPU µs/req | errors |"
+	echo "|---|---:|---:|---:|---:|---:|---:|"
+	for i in "${!T_NAME[@]}"; do
+		if [[ ${T_STATUS[i]} == ok ]]; then
+			printf '| %s | %.0f | %s | %s | %s | %s | %s |\n' "${T_NAME[i]}" "${R_RPS[i]}" \
+				"$(fmt_ms "${R_P50[i]}")" "$(fmt_ms "${R_P99[i]}")" "${R_CPU[i]}" "${R_BCPU[i]}" "${R_ERR[i]}"
+		else
+			printf '| %s | %s | | | | | |\n' "${T_NAME[i]}" "${T_STATUS[i]}"
+		fi
+	done
+	t=$(idx_of tandem)
+	if ((t >= 0)) && [[ ${T_STATUS[t]} == ok ]]; then
+		echo
+		for other in haproxy nginx caddy; do
+			o=$(idx_of "$other")
+			if ((o < 0)) || [[ ${T_STATUS[o]} != ok ]]; then continue; fi
+			echo "- tandem/${T_NAME[o]}: throughput $(ratio "${R_RPS[t]}" "${R_RPS[o]}"), CPU per request $(ratio "${R_CPU[t]}" "${R_CPU[o]}")"
+		done
+	fi
+} | tee "$RESULTS_DIR/summary.md"
+
+echo
+echo "results (raw wrk outputs, rendered configs, summary.md): $RESULTS_DIR"
+if ((TANDEM_FAILED)); then
+	agent_log=""
+	[[ -f $RESULTS_DIR/tandem-agent.log ]] && agent_log=" (agent log: $RESULTS_DIR/tandem-agent.log)"
+	die "tandem benchmark failed: $TANDEM_WHY$agent_log"
+fi

@@ -1,0 +1,327 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config tunes a node's proxy.
+type Config struct {
+	Addr   string // host:port of the HTTP proxy
+	Bind   string // IP the TCP proxies listen on
+	Domain string // DNS domain, like "tandem."
+	Node   string // this node's name (for locality)
+}
+
+// Proxy is a node's HTTP and TCP load balancer.
+type Proxy struct {
+	cfg     Config
+	table   *table
+	metrics *Metrics
+	log     *slog.Logger
+	rp      *httputil.ReverseProxy
+	tcp     *tcpProxies
+
+	mu   sync.Mutex
+	addr string
+}
+
+type poolKey struct{}
+
+// maxAttempts bounds how many instances one request may be sent to.
+const maxAttempts = 4
+
+var errNoBackend = errors.New("no instance of the service can take the request")
+
+// New returns the proxy of a node reading from cat.
+func New(cfg Config, cat Catalog, metrics *Metrics, logger *slog.Logger) *Proxy {
+	p := &Proxy{cfg: cfg, table: newTable(cat, cfg.Domain), metrics: metrics, log: logger}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:   p.rewrite,
+		Transport: p,
+		ModifyResponse: func(r *http.Response) error {
+			r.Header.Set("X-Request-Id", r.Request.Header.Get("X-Request-Id"))
+			return nil
+		},
+		ErrorHandler: p.errorHandler,
+		ErrorLog:     log.New(io.Discard, "", 0),
+		BufferPool:   bufferPool{},
+	}
+	p.tcp = newTCPProxies(p)
+	return p
+}
+
+// Addr is the HTTP proxy's address once it listens.
+func (p *Proxy) Addr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.addr
+}
+
+// Run serves the HTTP proxy and the TCP proxies until ctx ends.
+func (p *Proxy) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", p.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("proxy: listen on %s: %w", p.cfg.Addr, err)
+	}
+	p.mu.Lock()
+	p.addr = ln.Addr().String()
+	p.mu.Unlock()
+	p.table.rebuild()
+	go p.table.run(ctx)
+	go p.tcp.run(ctx)
+	srv := &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          log.New(io.Discard, "", 0),
+	}
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true) // h2c
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("proxy: %w", err)
+	}
+}
+
+// ServeHTTP routes a request to its service's pool and proxies it.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	host := strings.ToLower(r.Host)
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(host, ".")
+	pool := p.table.cur.Load().route(host, r.URL.Path)
+	if pool == nil {
+		http.Error(w, fmt.Sprintf("tandem proxy: no service for host %q: send Host: <service> or <service>.service.%s, or add the host to a service's hosts", host, p.table.domain), http.StatusNotFound)
+		return
+	}
+	if len(pool.Backends) == 0 {
+		p.metrics.noBackends.WithLabelValues(pool.Service).Inc()
+		http.Error(w, fmt.Sprintf("tandem proxy: service %q has no passing instance", pool.Service), http.StatusServiceUnavailable)
+		return
+	}
+	g := p.metrics.inflight.WithLabelValues(pool.Service)
+	g.Inc()
+	defer g.Dec()
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), poolKey{}, pool)))
+}
+
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = "instance" // set per attempt in RoundTrip
+	pr.Out.Host = pr.In.Host
+	pr.SetXForwarded()
+	if pr.In.Header.Get("X-Request-Id") == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		pr.Out.Header.Set("X-Request-Id", hex.EncodeToString(b[:]))
+	}
+}
+
+func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	code := http.StatusBadGateway
+	var ne net.Error
+	switch {
+	case errors.Is(err, errNoBackend):
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, context.Canceled):
+		return // the client went away
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
+		code = http.StatusGatewayTimeout
+	}
+	http.Error(w, "tandem proxy: "+err.Error(), code)
+}
+
+// idempotent methods may be sent again after a 502/503/504 (RFC 9110).
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// neverSent reports whether err means the request never reached the
+// instance: the connection could not be opened.
+func neverSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// RoundTrip sends one proxied request to an instance of its pool, moving to
+// another instance when the first cannot take it: always when the request
+// never reached it (connection refused), and for idempotent requests with a
+// replayable body also on 502/503/504, inside the retry budget. A request
+// that may have reached an instance is never sent again unless idempotent.
+func (p *Proxy) RoundTrip(req *http.Request) (*http.Response, error) {
+	pool := req.Context().Value(poolKey{}).(*Pool)
+	now := time.Now()
+	pool.Budget.Request(now)
+	replayable := req.Body == nil || req.Body == http.NoBody
+	canRetry5xx := idempotent(req.Method) && replayable
+	// The transport closes a request's body even when it could not connect;
+	// hand it a guard instead, so a body not yet read can go to the next
+	// instance. The real body is closed here, once.
+	var guard *guardedBody
+	if !replayable {
+		guard = &guardedBody{r: req.Body}
+		defer req.Body.Close()
+	}
+	key := hashKey(req, pool)
+	var tried [maxAttempts]*Backend
+	var buf [16]*Backend
+	var lastErr error
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		eligible, _ := Eligible(pool.Backends, pool.Outlier, now, buf[:0])
+		b := pool.Balancer.Pick(eligible, tried[:attempt], key, p.cfg.Node)
+		if b == nil {
+			break
+		}
+		tried[attempt] = b
+		out := *req
+		u := *req.URL
+		u.Host = b.Addr
+		out.URL = &u
+		if guard != nil {
+			if guard.read {
+				break // part of the body went to an instance: it cannot be sent again
+			}
+			out.Body = guard
+		}
+		b.Begin()
+		start := time.Now()
+		resp, err := pool.Transport.RoundTrip(&out)
+		if err != nil {
+			b.End()
+			p.metrics.requests.WithLabelValues(pool.Service, b.ID, "0").Inc()
+			outcome := ServerError
+			if neverSent(err) {
+				outcome = ConnectFailure
+			}
+			if b.Report(pool.Outlier, outcome, time.Now()) {
+				p.metrics.ejections.WithLabelValues(pool.Service, b.ID).Inc()
+			}
+			lastErr = err
+			if outcome == ConnectFailure {
+				p.metrics.retries.WithLabelValues(pool.Service, "connect").Inc()
+				continue
+			}
+			// The instance died mid-request (reset, EOF): an idempotent
+			// request is as safe to send again as after a 502.
+			if canRetry5xx && req.Context().Err() == nil && pool.Budget.TryRetry(time.Now()) {
+				p.metrics.retries.WithLabelValues(pool.Service, "reset").Inc()
+				continue
+			}
+			return nil, err
+		}
+		p.metrics.duration.WithLabelValues(pool.Service, b.ID).Observe(time.Since(start).Seconds())
+		p.metrics.requests.WithLabelValues(pool.Service, b.ID, codeLabel(resp.StatusCode)).Inc()
+		outcome := Success
+		if resp.StatusCode >= 500 {
+			outcome = ServerError
+		}
+		if b.Report(pool.Outlier, outcome, time.Now()) {
+			p.metrics.ejections.WithLabelValues(pool.Service, b.ID).Inc()
+		}
+		switch resp.StatusCode {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			if canRetry5xx && attempt+1 < min(maxAttempts, len(pool.Backends)) && pool.Budget.TryRetry(time.Now()) {
+				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+				resp.Body.Close()
+				b.End()
+				p.metrics.retries.WithLabelValues(pool.Service, "5xx").Inc()
+				continue
+			}
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			b.End() // an upgraded connection is not a request in flight
+			return resp, nil
+		}
+		resp.Body = &trackedBody{ReadCloser: resp.Body, b: b}
+		return resp, nil
+	}
+	if lastErr != nil {
+		return nil, fmt.Errorf("%w: %w", errNoBackend, lastErr)
+	}
+	return nil, errNoBackend
+}
+
+// guardedBody passes reads through, remembers whether any happened, and
+// ignores Close.
+type guardedBody struct {
+	r    io.Reader
+	read bool
+}
+
+func (g *guardedBody) Read(p []byte) (int, error) {
+	g.read = true
+	return g.r.Read(p)
+}
+
+func (g *guardedBody) Close() error { return nil }
+
+// trackedBody ends the backend's in-flight request when the body is closed.
+type trackedBody struct {
+	io.ReadCloser
+	b    *Backend
+	once sync.Once
+}
+
+func (t *trackedBody) Close() error {
+	err := t.ReadCloser.Close()
+	t.once.Do(t.b.End)
+	return err
+}
+
+// hashKey is the consistent-hashing key of a request for balance "hash".
+func hashKey(req *http.Request, pool *Pool) string {
+	if pool.Spec.Balance != "hash" {
+		return ""
+	}
+	on := pool.Spec.HashOn
+	switch {
+	case strings.HasPrefix(on, "header:"):
+		return req.Header.Get(on[len("header:"):])
+	case strings.HasPrefix(on, "cookie:"):
+		if c, err := req.Cookie(on[len("cookie:"):]); err == nil {
+			return c.Value
+		}
+		return ""
+	default:
+		// The outbound request carries the client in X-Forwarded-For.
+		xff := req.Header.Get("X-Forwarded-For")
+		if i := strings.LastIndex(xff, ","); i >= 0 {
+			xff = xff[i+1:]
+		}
+		return strings.TrimSpace(xff)
+	}
+}
+
+// bufferPool recycles the proxy's copy buffers.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }

@@ -1,0 +1,198 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/tandemhq/tandem/internal/registry"
+	"github.com/tandemhq/tandem/internal/view"
+)
+
+// Catalog is what the proxy reads; the node's local view implements it.
+type Catalog interface {
+	Services() []string
+	Service(name string) (registry.Service, bool)
+	Instances(svc string) []view.Instance
+	Changed() <-chan struct{}
+}
+
+// Pool is one service's routing state: the instances to send to and how.
+// A pool is rebuilt when the view changes; Backends keep their counters and
+// outlier state across rebuilds.
+type Pool struct {
+	Service   string
+	Spec      registry.Service
+	Backends  []*Backend // passing instances (warning ones when none pass)
+	Balancer  Balancer
+	Outlier   OutlierPolicy
+	Transport *http.Transport
+	Budget    *RetryBudget
+	transKey  registry.ProxyTimeouts
+}
+
+// routes is an immutable routing table, swapped whole on every rebuild.
+type routes struct {
+	byHost   map[string]*Pool
+	prefixes []prefixRoute // longest prefix first
+	pools    map[string]*Pool
+}
+
+type prefixRoute struct {
+	host   string // "" matches any host
+	prefix string
+	pool   *Pool
+}
+
+// route finds the pool for a request's host (lowercase, no port) and path.
+func (rt *routes) route(host, path string) *Pool {
+	for _, pr := range rt.prefixes {
+		if (pr.host == "" || pr.host == host) && strings.HasPrefix(path, pr.prefix) {
+			return pr.pool
+		}
+	}
+	return rt.byHost[host]
+}
+
+// table builds routes from the catalog, reusing the previous table's
+// backends, transports and budgets.
+type table struct {
+	cat    Catalog
+	domain string // "tandem" (no trailing dot)
+	cur    atomic.Pointer[routes]
+}
+
+func newTable(cat Catalog, domain string) *table {
+	t := &table{cat: cat, domain: strings.TrimSuffix(strings.ToLower(domain), ".")}
+	t.cur.Store(&routes{byHost: map[string]*Pool{}, pools: map[string]*Pool{}})
+	return t
+}
+
+// run rebuilds the table on every change of the catalog until ctx ends.
+func (t *table) run(ctx context.Context) {
+	for {
+		ch := t.cat.Changed()
+		t.rebuild()
+		select {
+		case <-ctx.Done():
+			t.closeIdle()
+			return
+		case <-ch:
+		}
+	}
+}
+
+func (t *table) closeIdle() {
+	for _, p := range t.cur.Load().pools {
+		p.Transport.CloseIdleConnections()
+	}
+}
+
+func backendKey(id, addr string) string { return id + "@" + addr }
+
+func (t *table) rebuild() {
+	old := t.cur.Load()
+	next := &routes{byHost: map[string]*Pool{}, pools: map[string]*Pool{}}
+	for _, name := range t.cat.Services() {
+		spec, _ := t.cat.Service(name)
+		spec.Name = name
+		prev := old.pools[name]
+		p := &Pool{Service: name, Spec: spec, Outlier: OutlierPolicy{
+			ConsecutiveErrors:  spec.Outlier.ConsecutiveErrors,
+			BaseEjection:       spec.Outlier.BaseEjection.D(),
+			MaxEjectionPercent: spec.Outlier.MaxEjectionPercent,
+		}}
+		var err error
+		if p.Balancer, err = NewBalancer(spec.Balance); err != nil {
+			p.Balancer, _ = NewBalancer("")
+		}
+		if prev != nil && prev.Spec.Balance == spec.Balance && prev.Balancer != nil {
+			p.Balancer = prev.Balancer // keeps round-robin position
+		}
+		if prev != nil && prev.transKey == spec.Timeouts {
+			p.Transport, p.Budget = prev.Transport, prev.Budget
+		} else {
+			if prev != nil {
+				prev.Transport.CloseIdleConnections()
+			}
+			p.Transport, p.Budget = newTransport(spec.Timeouts), NewRetryBudget(0.2, 3)
+		}
+		p.transKey = spec.Timeouts
+		reuse := map[string]*Backend{}
+		if prev != nil {
+			for _, b := range prev.Backends {
+				reuse[backendKey(b.ID, b.Addr)] = b
+			}
+		}
+		ins := t.cat.Instances(name)
+		served := registry.Passing
+		if !slices.ContainsFunc(ins, func(in view.Instance) bool { return in.Status == registry.Passing }) {
+			served = registry.Warning
+		}
+		for _, in := range ins {
+			if in.Status != served {
+				continue
+			}
+			addr := net.JoinHostPort(in.Address, strconv.Itoa(in.Port))
+			b := reuse[backendKey(in.ID, addr)]
+			if b == nil || b.Weight != max(in.Weight, 1) || b.Node != in.Node {
+				b = NewBackend(in.ID, name, addr, in.Node, max(in.Weight, 1))
+			}
+			p.Backends = append(p.Backends, b)
+		}
+		next.pools[name] = p
+		next.byHost[name] = p
+		next.byHost[name+".service."+t.domain] = p
+		for _, h := range spec.Hosts {
+			next.byHost[strings.ToLower(h)] = p
+		}
+		for _, pre := range spec.PathPrefixes {
+			if len(spec.Hosts) == 0 {
+				next.prefixes = append(next.prefixes, prefixRoute{prefix: pre, pool: p})
+			}
+			for _, h := range spec.Hosts {
+				next.prefixes = append(next.prefixes, prefixRoute{host: strings.ToLower(h), prefix: pre, pool: p})
+			}
+		}
+	}
+	slices.SortStableFunc(next.prefixes, func(a, b prefixRoute) int { return len(b.prefix) - len(a.prefix) })
+	t.cur.Store(next)
+	// Pools of services that are gone: let their idle connections go.
+	for name, p := range old.pools {
+		if _, ok := next.pools[name]; !ok {
+			p.Transport.CloseIdleConnections()
+		}
+	}
+}
+
+// newTransport is the keep-alive pool to one service's instances.
+func newTransport(to registry.ProxyTimeouts) *http.Transport {
+	connect := to.Connect.D()
+	if connect <= 0 {
+		connect = time.Second
+	}
+	header := to.ResponseHeader.D()
+	if header <= 0 {
+		header = 30 * time.Second
+	}
+	idle := to.Idle.D()
+	if idle <= 0 {
+		idle = 90 * time.Second
+	}
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       idle,
+		ResponseHeaderTimeout: header,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+		ForceAttemptHTTP2:     false,
+	}
+}

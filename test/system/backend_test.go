@@ -58,8 +58,8 @@ type backend struct {
 	Port int
 	// PostLog lists the request ids of the POSTs it received.
 	PostLog string
-	cmd  *exec.Cmd
-	done chan struct{}
+	cmd     *exec.Cmd
+	done    chan struct{}
 }
 
 // startBackend starts a backend process on a free loopback port.

@@ -120,11 +120,12 @@ func (t *tcpProxies) handle(ctx context.Context, client *net.TCPConn, svc string
 	var tried [maxAttempts]*Backend
 	var buf [16]*Backend
 	var backend *net.TCPConn
+	clientIP, _, _ := net.SplitHostPort(client.RemoteAddr().String()) // hash key: the client's IP
 	var b *Backend
 	for attempt := 0; attempt < maxAttempts && backend == nil; attempt++ {
 		now := time.Now()
 		eligible, _ := Eligible(pool.Backends, pool.Outlier, now, buf[:0])
-		b = pool.Balancer.Pick(eligible, tried[:attempt], client.RemoteAddr().String(), t.p.cfg.Node)
+		b = pool.Balancer.Pick(eligible, tried[:attempt], clientIP, t.p.cfg.Node)
 		if b == nil {
 			break
 		}

@@ -2,6 +2,7 @@ package system
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -393,6 +394,47 @@ func TestProxyFeatures(t *testing.T) {
 			}
 			if took := time.Since(start); took > time.Second {
 				t.Fatalf("503 took %s", took)
+			}
+			return nil
+		})
+	})
+
+	t.Run("h2c", func(t *testing.T) {
+		protos := new(http.Protocols)
+		protos.SetUnencryptedHTTP2(true)
+		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Protocols: protos}}
+		req, _ := http.NewRequest(http.MethodGet, proxyURL(nd)+"/", nil)
+		req.Host = "cart"
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(body), "cart-") {
+			t.Fatalf("h2c: %s %d %q", resp.Proto, resp.StatusCode, body)
+		}
+	})
+
+	t.Run("load across the cluster", func(t *testing.T) {
+		// The cart subtest sent traffic; within a stats window (5 s) the
+		// cluster-wide load shows it.
+		c.Eventually(15*time.Second, "cart's load is reported", func() error {
+			resp, err := http.Get("http://" + nd.API + "/v1/services/cart/load")
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			var load struct {
+				Nodes int     `json:"nodes"`
+				RPS   float64 `json:"requests_per_second"`
+				P99   float64 `json:"p99_ms"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&load); err != nil {
+				return err
+			}
+			if load.Nodes != 1 || load.RPS <= 0 || load.P99 <= 0 {
+				return fmt.Errorf("%+v", load)
 			}
 			return nil
 		})

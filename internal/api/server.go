@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,6 +73,10 @@ func New(st *store.Store, cm *cluster.Manager, opts Options, log *slog.Logger) *
 	s.mux.HandleFunc("POST /v1/agent/leave", s.leave)
 	s.mux.HandleFunc("DELETE /v1/nodes/{name}", s.removeNode)
 	s.routeServices()
+	// Profiles for operators and benchmarks (pprof's own handlers).
+	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	if opts.Metrics != nil {
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{}))
 	}

@@ -72,6 +72,8 @@ Settings come from, lowest first: defaults, the data dir's node.json, the
 	f.BoolVar(&fl.EnableExecChecks, "enable-exec-checks", false, "allow exec health checks (they run commands on this node)")
 	f.StringVar(&fl.DNSDomain, "dns-domain", fl.DNSDomain, "domain DNS answers for")
 	f.IntVar(&fl.DNSTTL, "dns-ttl", fl.DNSTTL, "TTL of DNS answers, seconds")
+	f.StringVar(&fl.ProxyTLSCert, "proxy-tls-cert", "", "PEM certificate: the HTTP proxy serves TLS (with --proxy-tls-key)")
+	f.StringVar(&fl.ProxyTLSKey, "proxy-tls-key", "", "PEM private key of --proxy-tls-cert")
 	return cmd
 }
 

@@ -503,6 +503,10 @@ func inProcessConfig(args []string) (config.Config, error) {
 			err = cfg.DeadVoterTimeout.Set(v)
 		case "request-timeout":
 			err = cfg.RequestTimeout.Set(v)
+		case "proxy-tls-cert":
+			cfg.ProxyTLSCert = v
+		case "proxy-tls-key":
+			cfg.ProxyTLSKey = v
 		case "enable-exec-checks":
 			cfg.EnableExecChecks, err = strconv.ParseBool(v)
 		default:

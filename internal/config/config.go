@@ -64,6 +64,11 @@ type Config struct {
 	EnableExecChecks bool `json:"enable-exec-checks"`
 	// DNSDomain is the domain DNS answers for, like "tandem.".
 	DNSDomain string `json:"dns-domain"`
+	// ProxyTLSCert and ProxyTLSKey, when both set, make the HTTP proxy serve
+	// TLS (HTTP/2 and HTTP/1.1 by ALPN) on the proxy port instead of
+	// plain HTTP/1.1 and h2c.
+	ProxyTLSCert string `json:"proxy-tls-cert"`
+	ProxyTLSKey  string `json:"proxy-tls-key"`
 	// DNSTTL is the TTL of DNS answers in seconds. 0 (the default) makes
 	// resolvers ask again each time, so failover is seen at once.
 	DNSTTL int `json:"dns-ttl"`
@@ -161,6 +166,9 @@ func (c *Config) Validate() error {
 	}
 	if !strings.HasSuffix(c.DNSDomain, ".") || len(c.DNSDomain) < 2 || strings.Contains(c.DNSDomain, "..") || strings.HasPrefix(c.DNSDomain, ".") {
 		bad("dns-domain %q: give a domain ending in a dot, like tandem. or svc.example.com.", c.DNSDomain)
+	}
+	if (c.ProxyTLSCert == "") != (c.ProxyTLSKey == "") {
+		bad("proxy-tls-cert and proxy-tls-key go together: give both, or neither for plain HTTP")
 	}
 	if c.DNSTTL < 0 || c.DNSTTL > 86400 {
 		bad("dns-ttl %d: want 0-86400 seconds", c.DNSTTL)

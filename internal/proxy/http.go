@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -23,6 +24,9 @@ type Config struct {
 	Bind   string // IP the TCP proxies listen on
 	Domain string // DNS domain, like "tandem."
 	Node   string // this node's name (for locality)
+	// TLSCert and TLSKey (PEM files), when set, make the HTTP proxy serve
+	// TLS with HTTP/2 and HTTP/1.1 by ALPN.
+	TLSCert, TLSKey string
 }
 
 // Proxy is a node's HTTP and TCP load balancer.
@@ -76,6 +80,15 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("proxy: listen on %s: %w", p.cfg.Addr, err)
 	}
+	var tlsConfig *tls.Config
+	if p.cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(p.cfg.TLSCert, p.cfg.TLSKey)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("proxy: load TLS certificate: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
+	}
 	p.mu.Lock()
 	p.addr = ln.Addr().String()
 	p.mu.Unlock()
@@ -90,7 +103,13 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	srv.Protocols = new(http.Protocols)
 	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true) // h2c
+	if tlsConfig != nil {
+		srv.TLSConfig = tlsConfig
+		srv.Protocols.SetHTTP2(true)
+		ln = tls.NewListener(ln, tlsConfig)
+	} else {
+		srv.Protocols.SetUnencryptedHTTP2(true) // h2c
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -2,13 +2,22 @@ package system
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -457,4 +466,65 @@ func TestProxyFeatures(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestProxyTLS: with a certificate the proxy serves HTTPS, HTTP/2 by ALPN.
+func TestProxyTLS(t *testing.T) {
+	dir := t.TempDir()
+	certPEM, keyPEM, pool := selfSigned(t)
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := clustertest.Start(t, 1, clustertest.Options{Voters: 1, Flags: []string{"--proxy-tls-cert", certFile, "--proxy-tls-key", keyFile}})
+	nd := c.Nodes[0]
+	registerServer(t, nd, "secure", "secure-1", portOf(named(t, "secure-1")))
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: pool, ServerName: "secure"},
+		ForceAttemptHTTP2: true,
+	}}
+	c.Eventually(10*time.Second, "HTTPS with HTTP/2 through the proxy", func() error {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+nd.Proxy+"/", nil)
+		req.Host = "secure"
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || strings.TrimSpace(string(body)) != "secure-1" {
+			return fmt.Errorf("%s %d %q", resp.Proto, resp.StatusCode, body)
+		}
+		return nil
+	})
+}
+
+// selfSigned makes a certificate for the name "secure" and a pool trusting it.
+func selfSigned(t *testing.T) (certPEM, keyPEM []byte, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "secure"}, DNSNames: []string{"secure"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), pool
 }

@@ -108,11 +108,15 @@ func (m *Manager) step(ctx context.Context, downSince map[string]time.Time, prev
 		}
 		if _, ok := downSince[name]; !ok {
 			downSince[name] = now
-			if first && !rec.LastSeen.IsZero() {
-				downSince[name] = rec.LastSeen
+			if first && rec.LastSeen.After(rec.Started) {
+				downSince[name] = rec.LastSeen // marked down by an earlier holder
 			}
 		}
-		if !first && (*prevAlive)[name] {
+		// A node down since before this holder took over (often the old
+		// holder itself) is reported once, if no holder marked it down
+		// since it last started.
+		wasUp := (*prevAlive)[name] || (first && rec.LastSeen.Before(rec.Started))
+		if wasUp {
 			m.event(ctx, EventNodeDown, name, "%s is down (lease expired)", name)
 			rec.LastSeen = now.UTC()
 			b, _ := json.Marshal(rec)

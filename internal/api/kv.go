@@ -127,7 +127,7 @@ func (s *Server) kvGet(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var resp *clientv3.GetResponse
-	err := s.retry(ctx, func(ctx context.Context) (err error) {
+	err := s.retry(ctx, anyFailure, func(ctx context.Context) (err error) {
 		resp, err = s.st.Client().Get(ctx, store.UserKey(key), opts...)
 		return err
 	})
@@ -179,7 +179,7 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 	c := s.st.Client()
 	if !hasCAS {
 		var resp *clientv3.PutResponse
-		err := s.retry(ctx, func(ctx context.Context) (err error) {
+		err := s.retry(ctx, notApplied, func(ctx context.Context) (err error) {
 			resp, err = c.Put(ctx, sk, string(value))
 			return err
 		})
@@ -249,7 +249,7 @@ func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
 			opts = append(opts, clientv3.WithPrefix())
 		}
 		var resp *clientv3.DeleteResponse
-		err := s.retry(ctx, func(ctx context.Context) (err error) {
+		err := s.retry(ctx, notApplied, func(ctx context.Context) (err error) {
 			resp, err = c.Delete(ctx, sk, opts...)
 			return err
 		})

@@ -4,27 +4,38 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/tandemhq/tandem/internal/store"
 )
 
-// retry runs op until it succeeds, fails for a reason other than the store
-// being unavailable, or ctx ends. Each attempt is bounded by the attempt
-// timeout and, on a voter, cut short when the store leader changes: a
-// proposal forwarded to a leader that died is lost, and waiting out the
-// whole request timeout for it would turn a sub-second election into a
-// multi-second outage.
-//
-// Only operations that are safe to repeat may go through retry: reads, and
-// plain puts and deletes (a repeat leaves the same final value, though a put
-// that had committed and is repeated makes a second revision and watch event).
-// Compare-and-set runs once, because a repeat of an attempt that did commit
-// would report a false conflict.
-func (s *Server) retry(ctx context.Context, op func(ctx context.Context) error) error {
+// Retry modes.
+const (
+	// anyFailure: the operation has no effect (a read); repeat it after any
+	// failure that means the store was unavailable.
+	anyFailure = iota
+	// notApplied: the operation writes; repeat it only after a failure that
+	// proves it was not applied (no leader, proposal dropped). A write whose
+	// attempt timed out, or was cut short by a leader change, may have been
+	// applied, and applying it twice could let a reader see its value, then
+	// another write's, then its value again: not linearizable.
+	notApplied
+)
+
+// errLeaderChanged ends an attempt cut short by a leader change.
+var errLeaderChanged = errors.New("the store leader changed during the request")
+
+// retry runs op until it succeeds, fails for a reason mode does not allow to
+// repeat, or ctx ends. Each attempt is bounded by the attempt timeout and,
+// on a voter, cut short when the store leader changes: a read sent to a
+// leader that died would otherwise wait out the whole request timeout and
+// turn a sub-second election into a multi-second outage.
+func (s *Server) retry(ctx context.Context, mode int, op func(ctx context.Context) error) error {
 	for {
 		actx, cancel := context.WithTimeout(ctx, s.attemptTimeout)
-		stop := s.cancelOnLeaderChange(actx, cancel)
+		var changed atomic.Bool
+		stop := s.cancelOnLeaderChange(actx, func() { changed.Store(true); cancel() })
 		err := op(actx)
 		stop()
 		cancel()
@@ -36,7 +47,13 @@ func (s *Server) retry(ctx context.Context, op func(ctx context.Context) error) 
 			// that, not an attempt cut short by a leader change.
 			return fmt.Errorf("%w (last attempt: %v)", ctx.Err(), err)
 		}
+		if changed.Load() {
+			err = fmt.Errorf("%w: %w", errLeaderChanged, err)
+		}
 		if !store.IsUnavailable(err) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		if mode == notApplied && !store.NotApplied(err) {
 			return err
 		}
 		select {

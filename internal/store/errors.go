@@ -51,3 +51,17 @@ func IsUnavailable(err error) bool {
 	}
 	return false
 }
+
+// NotApplied reports whether err proves a write was not applied: the
+// store refused it before proposing it to Raft (no leader known, the
+// proposal dropped, too many requests). A timeout proves nothing.
+func NotApplied(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrTooManyRequests) || errors.Is(err, rpctypes.ErrNotCapable) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "proposal dropped") || strings.Contains(msg, "no leader")
+}

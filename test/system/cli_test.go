@@ -51,9 +51,15 @@ func TestCLIFailsOverBetweenAddresses(t *testing.T) {
 	dead.Kill()
 	addr := "--addr=" + dead.API + "," + c.Nodes[1].API + "," + c.Nodes[2].API
 
-	if out := mustTandem(t, "kv", "put", addr, "cli/key", "hello"); !strings.HasPrefix(out, "OK revision") {
-		t.Fatalf("put: %q", out)
-	}
+	// The killed node may have been the leader: a write during the
+	// election is refused (503, outcome unknown), so wait for one to pass.
+	c.Eventually(15*time.Second, "put through the live addresses", func() error {
+		out, err := tandem(t, "kv", "put", addr, "cli/key", "hello")
+		if err == nil && !strings.HasPrefix(out, "OK revision") {
+			t.Fatalf("put: %q", out)
+		}
+		return err
+	})
 	if out := mustTandem(t, "kv", "get", addr, "cli/key"); out != "hello\n" {
 		t.Fatalf("get: %q", out)
 	}

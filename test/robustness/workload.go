@@ -1,0 +1,143 @@
+package robustness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/tandemhq/tandem/internal/client"
+)
+
+// Workload is a set of clients doing random get, put, delete and
+// put-if-absent on a few keys, each with one operation outstanding.
+type Workload struct {
+	// Addrs are the nodes' API addresses. Client i starts at Addrs[i mod n]
+	// and fails over to the others in order.
+	Addrs []string
+	// Clients is the number of concurrent clients; default 6.
+	Clients int
+	// Keys is the number of keys; default 5. Few keys make clients collide.
+	Keys int
+	// Timeout is the server-side request timeout (timeout=); default 1s. The
+	// client waits one second longer, so a node that is up answers 503
+	// before the client gives up.
+	Timeout time.Duration
+	// Seed makes the choice of operations reproducible; 0 picks one.
+	Seed uint64
+}
+
+func (w Workload) withDefaults() Workload {
+	if w.Clients == 0 {
+		w.Clients = 6
+	}
+	if w.Keys == 0 {
+		w.Keys = 5
+	}
+	if w.Timeout == 0 {
+		w.Timeout = time.Second
+	}
+	if w.Seed == 0 {
+		w.Seed = rand.Uint64()
+	}
+	return w
+}
+
+// KeyNames returns the keys the workload uses.
+func (w Workload) KeyNames() []string {
+	w = w.withDefaults()
+	keys := make([]string, w.Keys)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("robustness/k%d", i)
+	}
+	return keys
+}
+
+// Run runs the clients until ctx ends, recording into h. It returns when
+// every client has finished its last operation.
+func (w Workload) Run(ctx context.Context, h *History) error {
+	w = w.withDefaults()
+	if len(w.Addrs) == 0 {
+		return errors.New("workload: no node address")
+	}
+	keys := w.KeyNames()
+	var wg sync.WaitGroup
+	for i := range w.Clients {
+		addrs := append(append([]string(nil), w.Addrs[i%len(w.Addrs):]...), w.Addrs[:i%len(w.Addrs)]...)
+		cl := client.New(addrs)
+		rng := rand.New(rand.NewPCG(w.Seed, uint64(i)))
+		wg.Go(func() {
+			id := h.NewClient()
+			for seq := 0; ctx.Err() == nil; seq++ {
+				in := Input{Key: keys[rng.IntN(len(keys))], Value: fmt.Sprintf("c%d-%d", i, seq)}
+				switch p := rng.IntN(100); {
+				case p < 40:
+					in.Kind, in.Value = Get, ""
+				case p < 65:
+					in.Kind = Put
+				case p < 80:
+					in.Kind, in.Value = Delete, ""
+				default:
+					in.Kind = PutIfAbsent
+				}
+				r := Record{Client: id, Input: in, Call: h.Now()}
+				r.Output, r.Failed = Apply(cl, in, w.Timeout)
+				r.Return = h.Now()
+				h.Add(r)
+				if r.Output.Unknown {
+					id = h.NewClient()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return nil
+}
+
+// Apply sends one operation and classifies the answer. A 404 on a get and a
+// 409 on a put-if-absent are definite answers. Any other error makes a write
+// Unknown (it may have been applied) and a read failed (it had no effect).
+// The operation is not bound to a caller's context: it is always given its
+// whole time, so a write is never cut short by the end of a run.
+func Apply(cl *client.Client, in Input, timeout time.Duration) (out Output, failed bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+time.Second)
+	defer cancel()
+	wo := client.WriteOptions{Timeout: timeout}
+	switch in.Kind {
+	case Get:
+		res, gerr := cl.Get(ctx, in.Key, client.ReadOptions{Timeout: timeout})
+		switch {
+		case gerr == nil:
+			return Output{Found: true, Value: res.Value, Revision: res.ModRevision}, false
+		case client.IsStatus(gerr, 404):
+			return Output{}, false
+		default:
+			return Output{}, true
+		}
+	case Put:
+		res, perr := cl.Put(ctx, in.Key, []byte(in.Value), wo)
+		if perr == nil {
+			return Output{Revision: res.Revision}, false
+		}
+	case PutIfAbsent:
+		zero := int64(0)
+		wo.CAS = &zero
+		res, perr := cl.Put(ctx, in.Key, []byte(in.Value), wo)
+		switch {
+		case perr == nil:
+			return Output{OK: true, Revision: res.Revision}, false
+		case client.IsStatus(perr, 409):
+			return Output{}, false
+		}
+	case Delete:
+		res, derr := cl.Delete(ctx, in.Key, wo)
+		if derr == nil {
+			return Output{Deleted: res.Deleted, Revision: res.Revision}, false
+		}
+	default:
+		panic(fmt.Sprintf("robustness: unknown operation %q", in.Kind))
+	}
+	return Output{Unknown: true}, false
+}

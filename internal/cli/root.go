@@ -4,7 +4,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -110,4 +109,3 @@ func ago(t time.Time) string {
 	return d.String() + " ago"
 }
 
-var errUsage = errors.New("usage")

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -204,7 +205,7 @@ func runUp(ctx context.Context, g *globals, dir string, n, basePort, voters int,
 		verb = "restarted"
 	}
 	fmt.Fprintf(g.out, "\ncluster %s: %d nodes; state in %s/cluster.json\n", verb, len(lc.Nodes), dir)
-	fmt.Fprintf(g.out, "try: TANDEM_ADDR=%s tandem status\n\nevents (Ctrl-C stops the cluster):\n", joinComma(addrs))
+	fmt.Fprintf(g.out, "try: TANDEM_ADDR=%s tandem status\n\nevents (Ctrl-C stops the cluster):\n", strings.Join(addrs, ","))
 
 	evCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -228,17 +229,6 @@ func runUp(ctx context.Context, g *globals, dir string, n, basePort, voters int,
 		return nil
 	}
 	return err
-}
-
-func joinComma(s []string) string {
-	out := ""
-	for i, x := range s {
-		if i > 0 {
-			out += ","
-		}
-		out += x
-	}
-	return out
 }
 
 // waitHealthy polls until every node is alive and the voters are at target.

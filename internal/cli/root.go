@@ -108,4 +108,3 @@ func ago(t time.Time) string {
 	}
 	return d.String() + " ago"
 }
-

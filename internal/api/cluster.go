@@ -176,7 +176,9 @@ func (snap *snapshot) rows() []MemberInfo {
 	return rows
 }
 
-func (s *Server) members(w http.ResponseWriter, r *http.Request) {
+// withSnapshot reads the membership snapshot within the request's timeout
+// and hands it to f, or answers the error.
+func (s *Server) withSnapshot(w http.ResponseWriter, r *http.Request, f func(context.Context, *snapshot)) {
 	ctx, cancel, ok := s.requestContext(w, r)
 	if !ok {
 		return
@@ -187,20 +189,20 @@ func (s *Server) members(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, Members{Stale: snap.stale, Members: snap.rows()})
+	f(ctx, snap)
+}
+
+func (s *Server) members(w http.ResponseWriter, r *http.Request) {
+	s.withSnapshot(w, r, func(_ context.Context, snap *snapshot) {
+		writeJSON(w, http.StatusOK, Members{Stale: snap.stale, Members: snap.rows()})
+	})
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel, ok := s.requestContext(w, r)
-	if !ok {
-		return
-	}
-	defer cancel()
-	snap, err := s.snapshot(ctx)
-	if err != nil {
-		s.storeError(w, r, err)
-		return
-	}
+	s.withSnapshot(w, r, func(ctx context.Context, snap *snapshot) { s.writeStatus(ctx, w, snap) })
+}
+
+func (s *Server) writeStatus(ctx context.Context, w http.ResponseWriter, snap *snapshot) {
 	st := Status{Stale: snap.stale, Node: s.cm.Self().Name, Nodes: len(snap.recs)}
 	if !snap.stale {
 		if info, err := s.cm.Info(ctx); err == nil {

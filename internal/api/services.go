@@ -80,7 +80,7 @@ func (s *Server) waitIndex(w http.ResponseWriter, r *http.Request) bool {
 	defer deadline.Stop()
 	for {
 		ch := s.view.Changed()
-		if rev, _ := s.view.Revision(); rev > index {
+		if s.view.CatalogRevision() > index {
 			return true
 		}
 		select {
@@ -97,8 +97,7 @@ func (s *Server) listServices(w http.ResponseWriter, r *http.Request) {
 	if !s.waitIndex(w, r) {
 		return
 	}
-	rev, _ := s.view.Revision()
-	out := Catalog{Index: rev, Services: []ServiceSummary{}}
+	out := Catalog{Index: s.view.CatalogRevision(), Services: []ServiceSummary{}}
 	for _, name := range s.view.Services() {
 		sum := ServiceSummary{Name: name}
 		_, sum.HasSpec = s.view.Service(name)
@@ -123,7 +122,7 @@ func (s *Server) showService(w http.ResponseWriter, r *http.Request) {
 	if !s.waitIndex(w, r) {
 		return
 	}
-	rev, _ := s.view.Revision()
+	rev := s.view.CatalogRevision()
 	spec, has := s.view.Service(name)
 	ins := s.view.Instances(name)
 	if !has && len(ins) == 0 {

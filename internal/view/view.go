@@ -38,19 +38,20 @@ type View struct {
 	client func() *clientv3.Client
 	log    *slog.Logger
 
-	mu        sync.RWMutex
-	rev       int64
-	applied   time.Time // when rev was applied
-	nodes     map[string]cluster.NodeRecord
-	alive     map[string]bool
-	services  map[string]registry.Service
-	instances map[string]map[string]registry.Instance // service -> id
-	instRev   map[string]map[string]int64             // mod revision of each instance
-	svcRev    map[string]int64                        // mod revision of each spec
-	health    map[string]map[string]registry.Health
-	ttl       map[string]map[string]TTLRenewal
-	changed   chan struct{} // closed and replaced on every applied change
-	synced    chan struct{} // closed after the first full list
+	mu         sync.RWMutex
+	rev        int64
+	catalogRev int64     // revision of the last change to what the view holds
+	applied    time.Time // when rev was applied
+	nodes      map[string]cluster.NodeRecord
+	alive      map[string]bool
+	services   map[string]registry.Service
+	instances  map[string]map[string]registry.Instance // service -> id
+	instRev    map[string]map[string]int64             // mod revision of each instance
+	svcRev     map[string]int64                        // mod revision of each spec
+	health     map[string]map[string]registry.Health
+	ttl        map[string]map[string]TTLRenewal
+	changed    chan struct{} // closed and replaced on every applied change
+	synced     chan struct{} // closed after the first full list
 }
 
 // New returns a view reading through client (called per operation, since a
@@ -121,6 +122,7 @@ func (v *View) load(ctx context.Context) (int64, error) {
 		}
 	}
 	v.rev = resp.Header.Revision
+	v.catalogRev = resp.Header.Revision
 	v.applied = time.Now()
 	v.notifyLocked()
 	v.mu.Unlock()
@@ -141,15 +143,17 @@ func (v *View) watch(ctx context.Context, from int64) error {
 			return err
 		}
 		v.mu.Lock()
+		relevant := false
 		for _, ev := range wr.Events {
-			v.applyLocked(ev.Type, ev.Kv)
+			relevant = v.applyLocked(ev.Type, ev.Kv) || relevant
 		}
 		if wr.Header.Revision > v.rev {
 			v.rev = wr.Header.Revision
 			v.applied = time.Now()
 		}
-		if len(wr.Events) > 0 {
-			v.notifyLocked()
+		if relevant {
+			v.catalogRev = wr.Header.Revision
+			v.notifyLocked() // events, elections, locks and stats do not wake readers
 		}
 		v.mu.Unlock()
 	}
@@ -161,8 +165,9 @@ func (v *View) notifyLocked() {
 	v.changed = make(chan struct{})
 }
 
-// applyLocked applies one key's put or delete.
-func (v *View) applyLocked(typ mvccpb.Event_EventType, kv *mvccpb.KeyValue) {
+// applyLocked applies one key's put or delete and reports whether the key
+// is one the view holds.
+func (v *View) applyLocked(typ mvccpb.Event_EventType, kv *mvccpb.KeyValue) bool {
 	key := string(kv.Key)
 	del := typ == mvccpb.DELETE
 	switch {
@@ -171,7 +176,7 @@ func (v *View) applyLocked(typ mvccpb.Event_EventType, kv *mvccpb.KeyValue) {
 		var rec cluster.NodeRecord
 		if del || json.Unmarshal(kv.Value, &rec) != nil {
 			delete(v.nodes, name)
-			return
+			return true
 		}
 		v.nodes[name] = rec
 	case strings.HasPrefix(key, store.AlivePrefix):
@@ -187,7 +192,7 @@ func (v *View) applyLocked(typ mvccpb.Event_EventType, kv *mvccpb.KeyValue) {
 		if del || json.Unmarshal(kv.Value, &s) != nil {
 			delete(v.services, name)
 			delete(v.svcRev, name)
-			return
+			return true
 		}
 		v.services[name] = s
 		v.svcRev[name] = kv.ModRevision
@@ -211,7 +216,10 @@ func (v *View) applyLocked(typ mvccpb.Event_EventType, kv *mvccpb.KeyValue) {
 		applyNested(v.health, key[len(registry.HealthPrefix):], del, kv.Value)
 	case strings.HasPrefix(key, registry.TTLPrefix):
 		applyNested(v.ttl, key[len(registry.TTLPrefix):], del, kv.Value)
+	default:
+		return false
 	}
+	return true
 }
 
 // applyNested stores or deletes the JSON value at "svc/id" in m.
@@ -248,6 +256,14 @@ func (v *View) Revision() (int64, time.Time) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return v.rev, v.applied
+}
+
+// CatalogRevision is the store revision of the last change to what the view
+// holds (nodes, services, instances, health): the catalog's index.
+func (v *View) CatalogRevision() int64 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.catalogRev
 }
 
 // Changed returns a channel closed at the next change.

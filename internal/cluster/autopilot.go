@@ -57,6 +57,7 @@ func AutopilotHolder(ctx context.Context, c *clientv3.Client) (string, error) {
 
 func (m *Manager) lead(ctx context.Context, sess *concurrency.Session) {
 	downSince := map[string]time.Time{}
+	memberSeen := map[uint64]time.Time{}
 	var prevAlive map[string]bool
 	lastWhy := ""
 	lastTrim := time.Time{}
@@ -72,7 +73,7 @@ func (m *Manager) lead(ctx context.Context, sess *concurrency.Session) {
 		case <-t.C:
 		}
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		why, err := m.step(sctx, downSince, &prevAlive)
+		why, err := m.step(sctx, downSince, memberSeen, &prevAlive)
 		if err == nil && time.Since(lastTrim) > time.Minute {
 			if err := TrimEvents(sctx, m.st.Client()); err == nil {
 				lastTrim = time.Now()
@@ -90,7 +91,7 @@ func (m *Manager) lead(ctx context.Context, sess *concurrency.Session) {
 	}
 }
 
-func (m *Manager) step(ctx context.Context, downSince map[string]time.Time, prevAlive *map[string]bool) (string, error) {
+func (m *Manager) step(ctx context.Context, downSince map[string]time.Time, memberSeen map[uint64]time.Time, prevAlive *map[string]bool) (string, error) {
 	c := m.st.Client()
 	recs, alive, err := readNodes(ctx, c)
 	if err != nil {
@@ -138,7 +139,19 @@ func (m *Manager) step(ctx context.Context, downSince map[string]time.Time, prev
 	if err != nil {
 		return "", err
 	}
-	in := PlanInput{Now: now, Target: info.Voters, DeadVoterTimeout: m.opts.DeadVoterTimeout}
+	in := PlanInput{Now: now, Target: info.Voters, DeadVoterTimeout: m.opts.DeadVoterTimeout, MemberSeen: memberSeen}
+	current := map[uint64]bool{}
+	for _, mem := range ml.Members {
+		current[mem.ID] = true
+		if _, ok := memberSeen[mem.ID]; !ok {
+			memberSeen[mem.ID] = now
+		}
+	}
+	for id := range memberSeen {
+		if !current[id] {
+			delete(memberSeen, id)
+		}
+	}
 	for _, mem := range ml.Members {
 		mm := Member{ID: mem.ID, Name: mem.Name, Learner: mem.IsLearner}
 		if len(mem.PeerURLs) > 0 {

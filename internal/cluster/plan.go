@@ -38,6 +38,10 @@ type PlanInput struct {
 	DeadVoterTimeout time.Duration // a voter dead this long is replaced
 	Members          []Member
 	Nodes            []NodeState
+	// MemberSeen is when the autopilot holder first saw each member (by
+	// ID). A member with no node record (a learner whose node is still
+	// starting, or a ghost) counts as dead only from then on.
+	MemberSeen map[uint64]time.Time
 }
 
 // ActionKind says what autopilot will do.
@@ -86,10 +90,14 @@ func Plan(in PlanInput) (*Action, string) {
 	}
 	deadFor := func(m Member) time.Duration {
 		n, ok := nodeOf(m)
-		if !ok || n.Alive {
-			if !ok {
-				return in.DeadVoterTimeout // no record at all: treat as long dead
+		if !ok {
+			// No record: its node may be starting; count from first sight.
+			if seen, ok := in.MemberSeen[m.ID]; ok {
+				return in.Now.Sub(seen)
 			}
+			return 0
+		}
+		if n.Alive {
 			return 0
 		}
 		return in.Now.Sub(n.DownSince)

@@ -24,6 +24,7 @@ func TestPlan(t *testing.T) {
 		name    string
 		members []Member
 		nodes   []NodeState
+		seen    map[uint64]time.Time
 		want    *Action // compared on Kind, Node, MemberID
 		wantWhy bool    // a reason for not acting is given
 	}{
@@ -85,15 +86,23 @@ func TestPlan(t *testing.T) {
 			nodes:   []NodeState{alive("n1", RoleVoter), alive("n2", RoleVoter), alive("n3", RoleVoter), alive("n4", RoleVoter)},
 		},
 		{
-			name:    "voter with no node record counts as dead",
+			name:    "voter with no node record, seen long ago, counts as dead",
 			members: append(append([]Member{}, three...), voter(9, "ghost")),
 			nodes:   []NodeState{alive("n1", RoleVoter), alive("n2", RoleVoter), alive("n3", RoleVoter)},
+			seen:    map[uint64]time.Time{9: now.Add(-time.Hour)},
 			want:    &Action{Kind: RemoveMember, Node: "ghost", MemberID: 9},
+		},
+		{
+			name:    "learner just added, its node not recorded yet: wait",
+			members: append(append([]Member{}, three...), learner(4, "n4")),
+			nodes:   []NodeState{alive("n1", RoleVoter), alive("n2", RoleVoter), alive("n3", RoleVoter)},
+			seen:    map[uint64]time.Time{4: now.Add(-time.Second)},
+			wantWhy: true,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, why := Plan(PlanInput{Now: now, Target: 3, DeadVoterTimeout: timeout, Members: tt.members, Nodes: tt.nodes})
+			got, why := Plan(PlanInput{Now: now, Target: 3, DeadVoterTimeout: timeout, Members: tt.members, Nodes: tt.nodes, MemberSeen: tt.seen})
 			switch {
 			case tt.want == nil && got != nil:
 				t.Fatalf("want no action, got %v", got)

@@ -14,7 +14,7 @@ import (
 
 // Report is the outcome of checking a history.
 type Report struct {
-	Ops    int                   // operations checked (failed reads excluded)
+	Ops    int                   // operations checked (failed operations excluded)
 	Result porcupine.CheckResult // Ok, Illegal, or Unknown when the checker timed out
 	// Violations counts the keys whose history is not linearizable plus the
 	// revision anomalies found by CheckRevisions.

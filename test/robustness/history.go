@@ -14,8 +14,9 @@ type Record struct {
 	Output Output
 	Call   int64 // ns since the history started
 	Return int64 // ns since the history started, when the answer (or error) came
-	// Failed is set for a read that got no answer: it had no effect, so it
-	// is kept for the statistics but left out of the checked history.
+	// Failed is set for a read that got no answer, or a write that reached
+	// no node (see Apply): it had no effect, so it is kept for the
+	// statistics but left out of the checked history.
 	Failed bool
 }
 
@@ -52,14 +53,14 @@ func (h *History) Add(r Record) {
 	h.records = append(h.records, r)
 }
 
-// Records returns a copy of every record, failed reads included.
+// Records returns a copy of every record, failed operations included.
 func (h *History) Records() []Record {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return append([]Record(nil), h.records...)
 }
 
-// Operations returns the history to check: failed reads are left out and
+// Operations returns the history to check: failed operations are left out and
 // every unknown-outcome write returns after the last timestamp of the
 // history, so it may take effect at any point after its call, or never.
 func (h *History) Operations() []porcupine.Operation {

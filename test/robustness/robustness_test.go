@@ -1,17 +1,12 @@
 package robustness
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/anishathalye/porcupine"
-
-	"github.com/tandemhq/tandem/internal/client"
-	"github.com/tandemhq/tandem/internal/clustertest"
 )
 
 // op is one hand-made record: client, call and return times, input, output.
@@ -239,138 +234,4 @@ func TestCheckKeepsEvidence(t *testing.T) {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
-}
-
-// TestKillLeaderLinearizable runs six clients on three nodes for 8 s, kills
-// -9 the store leader at 3 s and restarts it at 5 s, then reads every key
-// once the cluster is healthy and checks the whole history, final reads
-// included, for linearizability.
-func TestKillLeaderLinearizable(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a cluster")
-	}
-	const (
-		runFor    = 8 * time.Second
-		killAt    = 3 * time.Second
-		restartAt = 5 * time.Second
-	)
-	c := clustertest.Start(t, 3, clustertest.Options{Mode: clustertest.Processes})
-	var addrs, logs []string
-	for _, nd := range c.Nodes {
-		addrs = append(addrs, nd.API)
-		logs = append(logs, nd.Log)
-	}
-	w := Workload{Addrs: addrs, Clients: 6, Keys: 5, Timeout: time.Second}
-	h := NewHistory()
-	ctx, cancel := context.WithTimeout(context.Background(), runFor)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx, h) }()
-
-	// The fault schedule is a timeline, not a wait for some state: sleeping
-	// until a point of it is what the schedule means.
-	until := func(d time.Duration) { time.Sleep(d - time.Duration(h.Now())) }
-	until(killAt)
-	leader := c.Leader()
-	killed := time.Duration(h.Now())
-	leader.Kill()
-	t.Logf("kill -9 leader %s at %.2fs", leader.Name, killed.Seconds())
-	until(restartAt)
-	leader.Restart()
-	restarted := time.Duration(h.Now())
-	t.Logf("%s restarted and serving at %.2fs", leader.Name, restarted.Seconds())
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	end := time.Duration(h.Now())
-
-	c.WaitHealthy()
-	final := client.New(addrs)
-	for _, key := range w.KeyNames() {
-		id := h.NewClient()
-		err := clustertest.Poll(20*time.Second, func() error {
-			r := Record{Client: id, Input: get(key), Call: h.Now()}
-			r.Output, r.Failed = Apply(final, r.Input, time.Second)
-			r.Return = h.Now()
-			if r.Failed {
-				return fmt.Errorf("final read of %s failed", key)
-			}
-			h.Add(r)
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	rep := Check(t, h.Operations(), logs, 30*time.Second)
-	f := figuresOf(h.Records(), killed, restarted, end)
-	t.Logf("ops checked %d (%d failed reads left out), violations %d, result %s", rep.Ops, f.failedReads, rep.Violations, rep.Result)
-	t.Logf("unknown-outcome writes %d of %d writes", f.unknown, f.writes)
-	t.Logf("success rate: before the kill %s, leader down %s, after the restart %s", f.rate[0], f.rate[1], f.rate[2])
-	if f.firstWrite >= 0 {
-		t.Logf("first acknowledged write invoked after the kill returned %s after the kill", f.firstWrite.Round(time.Millisecond))
-	} else {
-		t.Errorf("no write invoked after the kill was acknowledged")
-	}
-	for _, p := range rep.Problems {
-		t.Error(p)
-	}
-	if !rep.OK() {
-		t.Fatalf("history not proved linearizable (%s); evidence in %s", rep.Result, rep.Dir)
-	}
-}
-
-// figures summarise a run's availability. An operation counts in the window
-// (before the kill, leader down, after the restart) in which it was invoked,
-// so an operation invoked just before the kill that failed counts before it.
-type figures struct {
-	writes, unknown, failedReads int
-	rate                         [3]string // before, during, after the fault
-	firstWrite                   time.Duration
-}
-
-func figuresOf(recs []Record, killed, restarted, end time.Duration) figures {
-	f := figures{firstWrite: -1}
-	var okN, allN [3]int
-	for _, r := range recs {
-		call := time.Duration(r.Call)
-		if call > end {
-			continue // the final reads
-		}
-		isWrite := r.Input.Kind != Get
-		if isWrite {
-			f.writes++
-		}
-		if r.Output.Unknown {
-			f.unknown++
-		}
-		if r.Failed {
-			f.failedReads++
-		}
-		w := 0
-		switch {
-		case call >= restarted:
-			w = 2
-		case call >= killed:
-			w = 1
-		}
-		allN[w]++
-		success := !r.Failed && !r.Output.Unknown
-		if success {
-			okN[w]++
-		}
-		if isWrite && success && call >= killed {
-			if d := time.Duration(r.Return) - killed; f.firstWrite < 0 || d < f.firstWrite {
-				f.firstWrite = d
-			}
-		}
-	}
-	for i := range f.rate {
-		f.rate[i] = "n/a"
-		if allN[i] > 0 {
-			f.rate[i] = fmt.Sprintf("%d/%d (%.1f%%)", okN[i], allN[i], 100*float64(okN[i])/float64(allN[i]))
-		}
-	}
-	return f
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"time"
 
@@ -89,6 +90,11 @@ func (w Workload) Run(ctx context.Context, h *History) error {
 				if r.Output.Unknown {
 					id = h.NewClient()
 				}
+				if r.Failed {
+					// No node answered (all down, or the one tried is
+					// frozen): back off a little rather than spin.
+					time.Sleep(failedPause)
+				}
 			}
 		})
 	}
@@ -96,9 +102,14 @@ func (w Workload) Run(ctx context.Context, h *History) error {
 	return nil
 }
 
+// failedPause is how long a client waits after an operation that failed.
+const failedPause = 50 * time.Millisecond
+
 // Apply sends one operation and classifies the answer. A 404 on a get and a
-// 409 on a put-if-absent are definite answers. Any other error makes a write
-// Unknown (it may have been applied) and a read failed (it had no effect).
+// 409 on a put-if-absent are definite answers. A write that reached no node
+// (every connection was refused: see notSent) failed like a read: it had no
+// effect. Any other error makes a write Unknown (it may have been applied)
+// and a read failed (it had no effect).
 // The operation is not bound to a caller's context: it is always given its
 // whole time, so a write is never cut short by the end of a run.
 func Apply(cl *client.Client, in Input, timeout time.Duration) (out Output, failed bool) {
@@ -118,8 +129,11 @@ func Apply(cl *client.Client, in Input, timeout time.Duration) (out Output, fail
 		}
 	case Put:
 		res, perr := cl.Put(ctx, in.Key, []byte(in.Value), wo)
-		if perr == nil {
+		switch {
+		case perr == nil:
 			return Output{Revision: res.Revision}, false
+		case notSent(perr):
+			return Output{}, true
 		}
 	case PutIfAbsent:
 		zero := int64(0)
@@ -130,14 +144,44 @@ func Apply(cl *client.Client, in Input, timeout time.Duration) (out Output, fail
 			return Output{OK: true, Revision: res.Revision}, false
 		case client.IsStatus(perr, 409):
 			return Output{}, false
+		case notSent(perr):
+			return Output{}, true
 		}
 	case Delete:
 		res, derr := cl.Delete(ctx, in.Key, wo)
-		if derr == nil {
+		switch {
+		case derr == nil:
 			return Output{Deleted: res.Deleted, Revision: res.Revision}, false
+		case notSent(derr):
+			return Output{}, true
 		}
 	default:
 		panic(fmt.Sprintf("robustness: unknown operation %q", in.Kind))
 	}
 	return Output{Unknown: true}, false
+}
+
+// notSent reports whether err says the client reached no node: it tried
+// every address and each connection attempt failed (a dial error, such as
+// connection refused). The client sends a write to the next address only
+// when the connection to the last was never made, so such a write was sent
+// nowhere. Without this, a cluster with every node down would fill the
+// history with thousands of unknown-outcome writes that cannot have been
+// applied, and the checker would have to place each of them.
+func notSent(err error) bool {
+	var joined interface{ Unwrap() []error }
+	if !errors.As(err, &joined) {
+		return false
+	}
+	errs := joined.Unwrap()
+	if len(errs) == 0 {
+		return false
+	}
+	for _, e := range errs {
+		var op *net.OpError
+		if !errors.As(e, &op) || op.Op != "dial" {
+			return false
+		}
+	}
+	return true
 }

@@ -51,7 +51,7 @@ var errNoBackend = errors.New("no instance of the service can take the request")
 
 // New returns the proxy of a node reading from cat.
 func New(cfg Config, cat Catalog, metrics *Metrics, logger *slog.Logger) *Proxy {
-	p := &Proxy{cfg: cfg, table: newTable(cat, cfg.Domain), metrics: metrics, log: logger}
+	p := &Proxy{cfg: cfg, table: newTable(cat, cfg.Domain, metrics), metrics: metrics, log: logger}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   p.rewrite,
 		Transport: p,
@@ -140,9 +140,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("tandem proxy: service %q has no passing instance", pool.Service), http.StatusServiceUnavailable)
 		return
 	}
-	g := p.metrics.inflight.WithLabelValues(pool.Service)
-	g.Inc()
-	defer g.Dec()
+	pool.inflight.Inc()
+	defer pool.inflight.Dec()
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), poolKey{}, pool)))
 }
 
@@ -254,8 +253,13 @@ func (p *Proxy) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, err
 		}
-		p.metrics.duration.WithLabelValues(pool.Service, b.ID).Observe(time.Since(start).Seconds())
-		p.metrics.requests.WithLabelValues(pool.Service, b.ID, codeLabel(resp.StatusCode)).Inc()
+		if bm := pool.bm[b]; bm != nil && resp.StatusCode == http.StatusOK {
+			bm.duration.Observe(time.Since(start).Seconds())
+			bm.ok.Inc()
+		} else {
+			p.metrics.duration.WithLabelValues(pool.Service, b.ID).Observe(time.Since(start).Seconds())
+			p.metrics.requests.WithLabelValues(pool.Service, b.ID, codeLabel(resp.StatusCode)).Inc()
+		}
 		outcome := Success
 		if resp.StatusCode >= 500 {
 			outcome = ServerError

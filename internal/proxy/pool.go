@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tandemhq/tandem/internal/registry"
 	"github.com/tandemhq/tandem/internal/view"
 )
@@ -34,6 +36,15 @@ type Pool struct {
 	Transport *http.Transport
 	Budget    *RetryBudget
 	transKey  registry.ProxyTimeouts
+	// Metric handles resolved once per rebuild, not per request.
+	inflight prometheus.Gauge
+	bm       map[*Backend]*backendMetrics
+}
+
+// backendMetrics are one backend's hot-path metric handles.
+type backendMetrics struct {
+	duration prometheus.Observer
+	ok       prometheus.Counter // code 200, the common case
 }
 
 // routes is an immutable routing table, swapped whole on every rebuild.
@@ -62,13 +73,14 @@ func (rt *routes) route(host, path string) *Pool {
 // table builds routes from the catalog, reusing the previous table's
 // backends, transports and budgets.
 type table struct {
-	cat    Catalog
-	domain string // "tandem" (no trailing dot)
-	cur    atomic.Pointer[routes]
+	cat     Catalog
+	domain  string // "tandem" (no trailing dot)
+	metrics *Metrics
+	cur     atomic.Pointer[routes]
 }
 
-func newTable(cat Catalog, domain string) *table {
-	t := &table{cat: cat, domain: strings.TrimSuffix(strings.ToLower(domain), ".")}
+func newTable(cat Catalog, domain string, metrics *Metrics) *table {
+	t := &table{cat: cat, domain: strings.TrimSuffix(strings.ToLower(domain), "."), metrics: metrics}
 	t.cur.Store(&routes{byHost: map[string]*Pool{}, pools: map[string]*Pool{}})
 	return t
 }
@@ -144,6 +156,14 @@ func (t *table) rebuild() {
 				b = NewBackend(in.ID, name, addr, in.Node, max(in.Weight, 1))
 			}
 			p.Backends = append(p.Backends, b)
+		}
+		p.inflight = t.metrics.inflight.WithLabelValues(name)
+		p.bm = make(map[*Backend]*backendMetrics, len(p.Backends))
+		for _, b := range p.Backends {
+			p.bm[b] = &backendMetrics{
+				duration: t.metrics.duration.WithLabelValues(name, b.ID),
+				ok:       t.metrics.requests.WithLabelValues(name, b.ID, "200"),
+			}
 		}
 		next.pools[name] = p
 		next.byHost[name] = p

@@ -108,7 +108,11 @@ func (m *Manager) Bootstrap(ctx context.Context) error {
 
 // withMembershipLock runs f while holding the cluster-wide membership lock.
 func (m *Manager) withMembershipLock(ctx context.Context, f func(c *clientv3.Client) error) error {
-	c := m.st.Client()
+	return lockedWith(ctx, m.st.Client(), f)
+}
+
+// lockedWith runs f holding the membership lock, taken through client c.
+func lockedWith(ctx context.Context, c *clientv3.Client, f func(c *clientv3.Client) error) error {
 	sess, err := concurrency.NewSession(c, concurrency.WithTTL(5), concurrency.WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("membership lock: %w", err)

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/tandemhq/tandem/internal/config"
 	"github.com/tandemhq/tandem/internal/store"
@@ -201,41 +201,7 @@ func (m *Manager) Leave(ctx context.Context) error {
 	self := m.Self()
 	mem := m.st.Member()
 	if mem != nil {
-		err := m.withMembershipLock(ctx, func(c *clientv3.Client) error {
-			ml, err := c.MemberList(ctx)
-			if err != nil {
-				return err
-			}
-			_, alive, err := readNodes(ctx, c)
-			if err != nil {
-				return err
-			}
-			if err := checkQuorumAfterRemoval(ml.Members, alive, mem.ID()); err != nil {
-				return err
-			}
-			if mem.IsLeader() {
-				for _, o := range ml.Members {
-					if o.ID != mem.ID() && !o.IsLearner && alive[o.Name] {
-						if err := mem.Etcd.Server.MoveLeader(ctx, mem.ID(), o.ID); err != nil {
-							return fmt.Errorf("hand over store leadership to %s: %w", o.Name, err)
-						}
-						m.log.Info("handed store leadership over", "to", o.Name)
-						break
-					}
-				}
-			}
-			m.event(ctx, EventLeft, self.Name, "%s leaves the cluster (store voter removed)", self.Name)
-			if _, err := c.Delete(ctx, store.NodeKey(self.Name)); err != nil {
-				return err
-			}
-			// The member stops itself the moment its own removal is applied,
-			// so the answer may be "server stopped": that is success.
-			if _, err := c.MemberRemove(ctx, mem.ID()); err != nil && !errors.Is(err, rpctypes.ErrStopped) && !strings.Contains(err.Error(), "server stopped") {
-				return fmt.Errorf("remove store member: %w", err)
-			}
-			return nil
-		})
-		return err
+		return m.leaveVoter(ctx, self, mem)
 	}
 	m.event(ctx, EventLeft, self.Name, "%s leaves the cluster", self.Name)
 	c := m.st.Client()
@@ -246,6 +212,63 @@ func (m *Manager) Leave(ctx context.Context) error {
 		_, _ = c.Revoke(ctx, clientv3.LeaseID(id))
 	}
 	return nil
+}
+
+// leaveVoter takes a voter out of the store. It works through a client of
+// the other voters, and stops its own member before removing it: etcd can
+// panic answering a status request between a member's removal and its stop.
+func (m *Manager) leaveVoter(ctx context.Context, self NodeRecord, mem *store.Member) error {
+	ml, err := m.st.Client().MemberList(ctx)
+	if err != nil {
+		return err
+	}
+	var others []string
+	for _, o := range ml.Members {
+		if o.ID != mem.ID() && !o.IsLearner {
+			others = append(others, o.ClientURLs...)
+		}
+	}
+	if len(others) == 0 {
+		return fmt.Errorf("%w: this is the last store voter; removing it would destroy the cluster's data", ErrConflict)
+	}
+	remote, err := clientv3.New(clientv3.Config{Endpoints: others, DialTimeout: 2 * time.Second, Logger: store.ZapLogger(m.log, zapcore.ErrorLevel)})
+	if err != nil {
+		return err
+	}
+	defer remote.Close()
+	return lockedWith(ctx, remote, func(c *clientv3.Client) error {
+		ml, err := c.MemberList(ctx)
+		if err != nil {
+			return err
+		}
+		_, alive, err := readNodes(ctx, c)
+		if err != nil {
+			return err
+		}
+		if err := checkQuorumAfterRemoval(ml.Members, alive, mem.ID()); err != nil {
+			return err
+		}
+		if mem.IsLeader() {
+			for _, o := range ml.Members {
+				if o.ID != mem.ID() && !o.IsLearner && alive[o.Name] {
+					if err := mem.Etcd.Server.MoveLeader(ctx, mem.ID(), o.ID); err != nil {
+						return fmt.Errorf("hand over store leadership to %s: %w", o.Name, err)
+					}
+					m.log.Info("handed store leadership over", "to", o.Name)
+					break
+				}
+			}
+		}
+		m.event(ctx, EventLeft, self.Name, "%s leaves the cluster (store voter removed)", self.Name)
+		if _, err := c.Delete(ctx, store.NodeKey(self.Name)); err != nil {
+			return err
+		}
+		mem.Close()
+		if _, err := c.MemberRemove(ctx, mem.ID()); err != nil {
+			return fmt.Errorf("remove store member (this node's member is already stopped; finish with 'tandem node remove %s' on another node): %w", self.Name, err)
+		}
+		return nil
+	})
 }
 
 // RemoveNode removes a dead node: its store membership, record and liveness.

@@ -121,7 +121,7 @@ func (m *Manager) step(ctx context.Context, downSince map[string]time.Time, memb
 			m.event(ctx, EventNodeDown, name, "%s is down (lease expired)", name)
 			rec.LastSeen = now.UTC()
 			b, _ := json.Marshal(rec)
-			if _, err := c.Put(ctx, store.NodeKey(name), string(b)); err != nil {
+			if err := updateRecord(ctx, c, name, b); err != nil {
 				return "", err
 			}
 		}
@@ -191,11 +191,20 @@ func (m *Manager) execute(ctx context.Context, c *clientv3.Client, a Action, rec
 			rec.Role = RoleClient
 			rec.MemberID = 0
 			b, _ := json.Marshal(rec)
-			if _, err := c.Put(ctx, store.NodeKey(a.Node), string(b)); err != nil {
+			if err := updateRecord(ctx, c, a.Node, b); err != nil {
 				return err
 			}
 		}
 		m.event(ctx, EventVoterRemoved, a.Node, "autopilot removes store member %s: %s", a.Node, a.Reason)
 	}
 	return nil
+}
+
+// updateRecord rewrites a node's record only if it still exists, so a
+// record an operator just removed is not brought back.
+func updateRecord(ctx context.Context, c *clientv3.Client, name string, rec []byte) error {
+	key := store.NodeKey(name)
+	_, err := c.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), ">", 0)).
+		Then(clientv3.OpPut(key, string(rec))).Commit()
+	return err
 }

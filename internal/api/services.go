@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -172,10 +173,12 @@ func (s *Server) putService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer cancel()
-	if err := s.catalog.RegisterService(ctx, spec); err != nil {
+	rev, err := s.catalog.RegisterService(ctx, spec)
+	if err != nil {
 		s.catalogError(w, r, err)
 		return
 	}
+	s.readYourWrite(ctx, rev)
 	writeJSON(w, http.StatusOK, spec)
 }
 
@@ -217,10 +220,12 @@ func (s *Server) putInstance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer cancel()
-	if err := s.catalog.Register(ctx, in); err != nil {
+	rev, err := s.catalog.Register(ctx, in)
+	if err != nil {
 		s.catalogError(w, r, err)
 		return
 	}
+	s.readYourWrite(ctx, rev)
 	in.Node = s.cm.Self().Name
 	in.Normalize()
 	writeJSON(w, http.StatusOK, in)
@@ -233,11 +238,12 @@ func (s *Server) deleteInstance(w http.ResponseWriter, r *http.Request) {
 	}
 	defer cancel()
 	svc, id := r.PathValue("svc"), r.PathValue("id")
-	deleted, err := s.catalog.Deregister(ctx, svc, id)
+	rev, deleted, err := s.catalog.Deregister(ctx, svc, id)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
+	s.readYourWrite(ctx, rev)
 	if !deleted {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no instance %s of service %s", id, svc))
 		return
@@ -290,4 +296,13 @@ func (s *Server) serviceLoad(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, proxy.Merge(svc, windows))
+}
+
+// readYourWrite waits (briefly) until this node's view shows the write at
+// rev, so a client that registers and then reads the catalog from the same
+// node sees its own change.
+func (s *Server) readYourWrite(ctx context.Context, rev int64) {
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_ = s.view.WaitRevision(wctx, rev)
 }

@@ -39,13 +39,16 @@ func New(st *store.Store, node string, rules registry.Rules) *Catalog {
 }
 
 // RegisterService stores a service's spec (checks, balancing, ports).
-func (c *Catalog) RegisterService(ctx context.Context, s registry.Service) error {
+func (c *Catalog) RegisterService(ctx context.Context, s registry.Service) (int64, error) {
 	if err := s.Validate(c.rules); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalid, err)
+		return 0, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	b, _ := json.Marshal(s)
-	_, err := c.st.Client().Put(ctx, registry.ServiceKey(s.Name), string(b))
-	return err
+	resp, err := c.st.Client().Put(ctx, registry.ServiceKey(s.Name), string(b))
+	if err != nil {
+		return 0, err
+	}
+	return resp.Header.Revision, nil
 }
 
 // DeleteService removes a service's spec (its instances stay registered).
@@ -57,12 +60,13 @@ func (c *Catalog) DeleteService(ctx context.Context, name string) (bool, error) 
 	return resp.Deleted > 0, nil
 }
 
-// Register stores an instance owned by this node. An id owned by another
-// node is a conflict; re-registering one's own instance replaces it.
-func (c *Catalog) Register(ctx context.Context, in registry.Instance) error {
+// Register stores an instance owned by this node and returns the store
+// revision of the write. An id owned by another node is a conflict;
+// re-registering one's own instance replaces it.
+func (c *Catalog) Register(ctx context.Context, in registry.Instance) (int64, error) {
 	in.Node = c.node
 	if err := in.Validate(c.rules); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalid, err)
+		return 0, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	in.Normalize()
 	key := registry.InstanceKey(in.Service, in.ID)
@@ -73,10 +77,10 @@ func (c *Catalog) Register(ctx context.Context, in registry.Instance) error {
 		resp, err := cl.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
 			Then(clientv3.OpPut(key, string(b))).Else(clientv3.OpGet(key)).Commit()
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if resp.Succeeded {
-			return nil
+			return resp.Header.Revision, nil
 		}
 		kvs := resp.Responses[0].GetResponseRange().Kvs
 		if len(kvs) == 0 {
@@ -85,23 +89,23 @@ func (c *Catalog) Register(ctx context.Context, in registry.Instance) error {
 		}
 		var old registry.Instance
 		if json.Unmarshal(kvs[0].Value, &old) == nil && old.Node != c.node {
-			return fmt.Errorf("%w: instance %s of %s is owned by node %s; deregister it first or pick another id", ErrConflict, in.ID, in.Service, old.Node)
+			return 0, fmt.Errorf("%w: instance %s of %s is owned by node %s; deregister it first or pick another id", ErrConflict, in.ID, in.Service, old.Node)
 		}
 		modRev = kvs[0].ModRevision // ours: replace it, unless it changes again
 	}
 }
 
 // Deregister removes an instance everywhere: registration, health and TTL.
-func (c *Catalog) Deregister(ctx context.Context, svc, id string) (bool, error) {
+func (c *Catalog) Deregister(ctx context.Context, svc, id string) (int64, bool, error) {
 	resp, err := c.st.Client().Txn(ctx).Then(
 		clientv3.OpDelete(registry.InstanceKey(svc, id)),
 		clientv3.OpDelete(registry.HealthKey(svc, id)),
 		clientv3.OpDelete(registry.TTLKey(svc, id)),
 	).Commit()
 	if err != nil {
-		return false, err
+		return 0, false, err
 	}
-	return resp.Responses[0].GetResponseDeleteRange().Deleted > 0, nil
+	return resp.Header.Revision, resp.Responses[0].GetResponseDeleteRange().Deleted > 0, nil
 }
 
 // RenewTTL records a TTL check's renewal; the owner's runner reads it from

@@ -268,35 +268,40 @@ func TestThousandInstancesViewsMatchStore(t *testing.T) {
 	c := clustertest.Start(t, 3, clustertest.Options{})
 	ctx := ctxT(t, 5*time.Minute)
 	const n = 1000
-	work := make(chan int)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var errs []error
-	for w := 0; w < 16; w++ {
-		nd := c.Nodes[w%3]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cl := nd.Client()
-			for i := range work {
-				_, err := cl.Register(ctx, registry.Instance{Service: fmt.Sprintf("svc-%d", i%10), ID: fmt.Sprintf("i-%04d", i),
-					Address: "127.0.0.1", Port: 10000 + i, InitialState: registry.Passing})
-				if err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
+	// inParallel runs f for 0..n-1 on 16 workers spread over the nodes and
+	// fails the test if any call failed.
+	inParallel := func(what string, f func(cl *client.Client, i int) error) {
+		t.Helper()
+		work := make(chan int)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var errs []error
+		for w := 0; w < 16; w++ {
+			cl := c.Nodes[w%3].Client()
+			wg.Go(func() {
+				for i := range work {
+					if err := f(cl, i); err != nil {
+						mu.Lock()
+						errs = append(errs, err)
+						mu.Unlock()
+					}
 				}
-			}
-		}()
+			})
+		}
+		for i := 0; i < n; i++ {
+			work <- i
+		}
+		close(work)
+		wg.Wait()
+		if len(errs) > 0 {
+			t.Fatalf("%d %s failed, first: %v", len(errs), what, errs[0])
+		}
 	}
-	for i := 0; i < n; i++ {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	if len(errs) > 0 {
-		t.Fatalf("%d registrations failed, first: %v", len(errs), errs[0])
-	}
+	inParallel("registrations", func(cl *client.Client, i int) error {
+		_, err := cl.Register(ctx, registry.Instance{Service: fmt.Sprintf("svc-%d", i%10), ID: fmt.Sprintf("i-%04d", i),
+			Address: "127.0.0.1", Port: 10000 + i, InitialState: registry.Passing})
+		return err
+	})
 	compare := func(want int) {
 		t.Helper()
 		c.Eventually(30*time.Second, fmt.Sprintf("every view equals the store (%d instances)", want), func() error {
@@ -327,28 +332,8 @@ func TestThousandInstancesViewsMatchStore(t *testing.T) {
 		})
 	}
 	compare(n)
-	work = make(chan int)
-	for w := 0; w < 16; w++ {
-		nd := c.Nodes[w%3]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				if err := nd.Client().Deregister(ctx, fmt.Sprintf("svc-%d", i%10), fmt.Sprintf("i-%04d", i)); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for i := 0; i < n; i++ {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	if len(errs) > 0 {
-		t.Fatalf("%d deregistrations failed, first: %v", len(errs), errs[0])
-	}
+	inParallel("deregistrations", func(cl *client.Client, i int) error {
+		return cl.Deregister(ctx, fmt.Sprintf("svc-%d", i%10), fmt.Sprintf("i-%04d", i))
+	})
 	compare(0)
 }

@@ -174,9 +174,39 @@ func (c *Cluster) AddNode() *Node {
 	nd.Proxy = net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.ports[3]))
 	c.Nodes = append(c.Nodes, nd)
 	c.mu.Unlock()
-	nd.start()
+	// Ports were free a moment ago; another process may take one first.
+	// A node that exits because of that starts again on fresh ports.
+	for attempt := 0; attempt < 3 && !nd.startServing(); attempt++ {
+		ports := FreePorts(c.t, 5)
+		nd.apiPort = ports[0]
+		copy(nd.ports[:], ports[1:])
+		nd.API = net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.apiPort))
+		nd.DNS = net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.ports[2]))
+		nd.Proxy = net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.ports[3]))
+		_ = os.RemoveAll(nd.DataDir)
+	}
 	nd.WaitServing()
 	return nd
+}
+
+// startServing starts a new node and reports false if it exited because
+// one of its ports was taken.
+func (nd *Node) startServing() bool {
+	nd.start()
+	err := Poll(nd.c.opts.Timeout, func() error {
+		if !nd.Running() {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := nd.Client().Health(ctx)
+		return err
+	})
+	if err == nil && !nd.Running() {
+		b, _ := os.ReadFile(nd.Log)
+		return !strings.Contains(string(b), "address already in use")
+	}
+	return true
 }
 
 func (nd *Node) args() []string {

@@ -2,6 +2,13 @@
 // on free loopback ports, or as OS processes of the built binary (kill -9
 // and SIGSTOP need processes). Helpers wait for state by polling with a
 // deadline, never by fixed sleeps.
+//
+// Network faults come two ways. With Options.Netns (root only) each node
+// process runs in a network namespace of its own behind a router namespace,
+// and Isolate, PartitionOneWay, Blackhole and Heal drop packets there with
+// nftables (netns.go). With Options.Front the nodes listen on 127.0.0.1 but
+// advertise another loopback address, where the caller puts listeners of its
+// own (such as a fault-injecting TCP proxy) that forward to them.
 package clustertest
 
 import (
@@ -44,6 +51,21 @@ type Options struct {
 	Timeout time.Duration // for WaitHealthy and joins; default 60s
 	// StoreEndpoints points every node at an external etcd cluster.
 	StoreEndpoints []string
+	// Netns runs each node in a network namespace of its own, joined to a
+	// router namespace that the faults act in (see Isolate). Needs
+	// Mode: Processes, root, ip and nft: NetnsAvailable says whether this
+	// machine has them. Nodes listen on fixed ports (7400-7404) of their
+	// namespace's address, 10.B.N.2 (see netns.go).
+	Netns bool
+	// Front, if set, is called each time a node's ports are chosen, before
+	// the node first starts (again, on fresh ports, if a port was taken).
+	// It returns the loopback IP the node advertises to the cluster (its
+	// API, peer and store URLs); the node itself listens on 127.0.0.1.
+	// The caller must listen on that IP, on every TCP port of nd.Ports(),
+	// and forward to the same port on nd.Bind, so that the cluster's own
+	// traffic between nodes passes through it. The test's clients go to
+	// nd.API, on 127.0.0.1, directly. Not with Netns.
+	Front func(nd *Node) string
 }
 
 // Cluster is a test cluster.
@@ -51,6 +73,7 @@ type Cluster struct {
 	t     testing.TB
 	opts  Options
 	dir   string
+	net   *network // with Options.Netns
 	mu    sync.Mutex
 	Nodes []*Node
 }
@@ -64,9 +87,13 @@ type Node struct {
 	Proxy   string // host:port of the node's HTTP proxy
 	DataDir string
 	Log     string
-	ports   [4]int // peer, store, dns, proxy
-	apiPort int
-	join    []string
+	// Bind is the IP the node listens on; Advertise the IP it gives the
+	// cluster. They differ only with Options.Front.
+	Bind, Advertise string
+	ports           [4]int // peer, store, dns, proxy
+	apiPort         int
+	join            []string
+	netns           string // the node's network namespace, with Options.Netns
 
 	// process mode
 	cmd    *exec.Cmd
@@ -145,7 +172,29 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 	if opts.Timeout == 0 {
 		opts.Timeout = 60 * time.Second
 	}
+	if opts.Netns && opts.Mode != Processes {
+		t.Fatal("clustertest: Options.Netns needs Mode: Processes")
+	}
+	if opts.Netns && opts.Front != nil {
+		t.Fatal("clustertest: Options.Netns and Options.Front do not go together")
+	}
 	c := &Cluster{t: t, opts: opts, dir: t.TempDir()}
+	if opts.Netns {
+		if err := NetnsAvailable(); err != nil {
+			t.Fatalf("clustertest: Options.Netns: %v", err)
+		}
+		nw, err := newNetwork()
+		if err != nil {
+			t.Fatalf("clustertest: set up network namespaces: %v", err)
+		}
+		c.net = nw
+		// Registered before shutdown, so it runs after the nodes are gone.
+		t.Cleanup(func() {
+			if err := nw.close(); err != nil {
+				t.Errorf("clustertest: tear down network namespaces: %v", err)
+			}
+		})
+	}
 	t.Cleanup(c.shutdown)
 	for i := 0; i < n; i++ {
 		c.AddNode()
@@ -166,27 +215,58 @@ func (c *Cluster) AddNode() *Node {
 			nd.join = append(nd.join, o.API)
 		}
 	}
-	ports := FreePorts(c.t, 5)
-	nd.apiPort = ports[0]
-	copy(nd.ports[:], ports[1:])
-	nd.API = net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.apiPort))
-	nd.DNS = net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.ports[2]))
-	nd.Proxy = net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.ports[3]))
 	c.Nodes = append(c.Nodes, nd)
 	c.mu.Unlock()
+	if c.net != nil {
+		ns, ip, err := c.net.addNode(i + 1)
+		if err != nil {
+			c.t.Fatalf("clustertest: network namespace for %s: %v", nd.Name, err)
+		}
+		nd.netns = ns
+		nd.Bind, nd.Advertise = ip, ip
+	}
+	nd.choosePorts()
 	// Ports were free a moment ago; another process may take one first.
 	// A node that exits because of that starts again on fresh ports.
 	for attempt := 0; attempt < 3 && !nd.startServing(); attempt++ {
-		ports := FreePorts(c.t, 5)
-		nd.apiPort = ports[0]
-		copy(nd.ports[:], ports[1:])
-		nd.API = net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.apiPort))
-		nd.DNS = net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.ports[2]))
-		nd.Proxy = net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.ports[3]))
+		nd.choosePorts()
 		_ = os.RemoveAll(nd.DataDir)
 	}
 	nd.WaitServing()
 	return nd
+}
+
+// Ports are a node's TCP ports (DNS is UDP and TCP).
+type Ports struct {
+	API, Peer, Store, DNS, Proxy int
+}
+
+// Ports returns the node's ports. They are the same on Bind and Advertise.
+func (nd *Node) Ports() Ports {
+	return Ports{API: nd.apiPort, Peer: nd.ports[0], Store: nd.ports[1], DNS: nd.ports[2], Proxy: nd.ports[3]}
+}
+
+// choosePorts picks the node's ports and sets the addresses made of them:
+// fixed ports in a network namespace of its own (nothing else listens
+// there), free loopback ports otherwise.
+func (nd *Node) choosePorts() {
+	c := nd.c
+	if nd.netns != "" {
+		d := config.Default()
+		nd.apiPort = d.APIPort
+		nd.ports = [4]int{d.PeerPort, d.StorePort, d.DNSPort, d.ProxyPort}
+	} else {
+		ports := FreePorts(c.t, 5)
+		nd.apiPort = ports[0]
+		copy(nd.ports[:], ports[1:])
+		nd.Bind, nd.Advertise = "127.0.0.1", "127.0.0.1"
+		if c.opts.Front != nil {
+			nd.Advertise = c.opts.Front(nd)
+		}
+	}
+	nd.API = net.JoinHostPort(nd.Bind, strconv.Itoa(nd.apiPort))
+	nd.DNS = net.JoinHostPort(nd.Bind, strconv.Itoa(nd.ports[2]))
+	nd.Proxy = net.JoinHostPort(nd.Bind, strconv.Itoa(nd.ports[3]))
 }
 
 // startServing starts a new node and reports false if it exited because
@@ -212,6 +292,7 @@ func (nd *Node) startServing() bool {
 func (nd *Node) args() []string {
 	c := nd.c
 	args := []string{"--name", nd.Name, "--data-dir", nd.DataDir,
+		"--bind", nd.Bind, "--advertise", nd.Advertise,
 		"--api-port", strconv.Itoa(nd.apiPort), "--peer-port", strconv.Itoa(nd.ports[0]),
 		"--store-port", strconv.Itoa(nd.ports[1]), "--dns-port", strconv.Itoa(nd.ports[2]),
 		"--proxy-port", strconv.Itoa(nd.ports[3]), "--voters", strconv.Itoa(c.opts.Voters)}
@@ -232,9 +313,17 @@ func (nd *Node) start() {
 		c.t.Fatal(err)
 	}
 	if c.opts.Mode == Processes {
-		cmd := exec.Command(Binary(c.t), append([]string{"agent"}, nd.args()...)...)
+		args := append([]string{"agent"}, nd.args()...)
+		cmd := exec.Command(Binary(c.t), args...)
+		if nd.netns != "" {
+			// ip netns exec enters the namespace and execs the binary, so
+			// the process (and its group) is the agent's: signals reach it.
+			cmd = exec.Command("ip", append([]string{"netns", "exec", nd.netns, Binary(c.t)}, args...)...)
+		}
 		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		// Pdeathsig: a test binary that dies (a -timeout panic skips the
+		// cleanups) takes its nodes with it instead of leaving them running.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			c.t.Fatalf("start %s: %v", nd.Name, err)
 		}
@@ -277,6 +366,19 @@ func (nd *Node) Running() bool {
 	}
 	return len(nd.done) == 0
 }
+
+// Pid returns the node process's id, or 0 for an in-process node or a
+// node never started.
+func (nd *Node) Pid() int {
+	if nd.cmd == nil || nd.cmd.Process == nil {
+		return 0
+	}
+	return nd.cmd.Process.Pid
+}
+
+// Netns returns the name of the node's network namespace ("" without
+// Options.Netns).
+func (nd *Node) Netns() string { return nd.netns }
 
 // Agent returns an in-process node's agent (nil for a process).
 func (nd *Node) Agent() *agent.Agent { return nd.agent }
@@ -513,6 +615,10 @@ func inProcessConfig(args []string) (config.Config, error) {
 			cfg.Name = v
 		case "data-dir":
 			cfg.DataDir = v
+		case "bind":
+			cfg.Bind = v
+		case "advertise":
+			cfg.Advertise = v
 		case "api-port":
 			cfg.APIPort, err = strconv.Atoi(v)
 		case "peer-port":

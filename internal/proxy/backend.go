@@ -17,6 +17,7 @@ type Backend struct {
 	idHash   uint64 // rendezvous hashing's per-backend seed, from ID
 	inflight atomic.Int64
 	outlier  outlierState
+	conns    connPool // keep-alive connections of the HTTP/1.1 path
 }
 
 // NewBackend returns a backend with nothing in flight and no outlier

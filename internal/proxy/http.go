@@ -95,10 +95,14 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.table.rebuild()
 	go p.table.run(ctx)
 	go p.tcp.run(ctx)
+	// HTTP/1.1 is served by the path in h1.go; HTTP/2 connections (h2c,
+	// or "h2" by ALPN) go on to net/http's server and the ReverseProxy.
+	h2 := newHandoff(ln.Addr())
+	h1 := &h1Server{p: p, tls: tlsConfig, h2: h2, conns: map[*clientConn]struct{}{}}
 	srv := &http.Server{
 		Handler:           p,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		ReadHeaderTimeout: headerTimeout,
+		IdleTimeout:       clientIdle,
 		ErrorLog:          log.New(io.Discard, "", 0),
 	}
 	srv.Protocols = new(http.Protocols)
@@ -106,19 +110,25 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if tlsConfig != nil {
 		srv.TLSConfig = tlsConfig
 		srv.Protocols.SetHTTP2(true)
-		ln = tls.NewListener(ln, tlsConfig)
 	} else {
 		srv.Protocols.SetUnencryptedHTTP2(true) // h2c
 	}
+	go func() { _ = srv.Serve(h2) }()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- h1.serve(ln) }()
 	select {
 	case <-ctx.Done():
+		h1.closing.Store(true)
+		ln.Close()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(sctx)
+		go func() { _ = srv.Shutdown(sctx) }()
+		h1.shutdown(5 * time.Second)
 		return nil
 	case err := <-errc:
+		h1.closing.Store(true)
+		_ = srv.Close()
+		h1.shutdown(0)
 		return fmt.Errorf("proxy: %w", err)
 	}
 }
@@ -253,20 +263,7 @@ func (p *Proxy) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, err
 		}
-		if bm := pool.bm[b]; bm != nil && resp.StatusCode == http.StatusOK {
-			bm.duration.Observe(time.Since(start).Seconds())
-			bm.ok.Inc()
-		} else {
-			p.metrics.duration.WithLabelValues(pool.Service, b.ID).Observe(time.Since(start).Seconds())
-			p.metrics.requests.WithLabelValues(pool.Service, b.ID, codeLabel(resp.StatusCode)).Inc()
-		}
-		outcome := Success
-		if resp.StatusCode >= 500 {
-			outcome = ServerError
-		}
-		if b.Report(pool.Outlier, outcome, time.Now()) {
-			p.metrics.ejections.WithLabelValues(pool.Service, b.ID).Inc()
-		}
+		p.answered(pool, b, resp.StatusCode, start)
 		switch resp.StatusCode {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 			if canRetry5xx && attempt+1 < min(maxAttempts, len(pool.Backends)) && pool.Budget.TryRetry(time.Now()) {
@@ -290,16 +287,40 @@ func (p *Proxy) RoundTrip(req *http.Request) (*http.Response, error) {
 	return nil, errNoBackend
 }
 
+// answered records an instance's answer: metrics, and its outcome for
+// outlier detection.
+func (p *Proxy) answered(pool *Pool, b *Backend, code int, start time.Time) {
+	if bm := pool.bm[b]; bm != nil && code == http.StatusOK {
+		bm.duration.Observe(time.Since(start).Seconds())
+		bm.ok.Inc()
+	} else {
+		p.metrics.duration.WithLabelValues(pool.Service, b.ID).Observe(time.Since(start).Seconds())
+		p.metrics.requests.WithLabelValues(pool.Service, b.ID, codeLabel(code)).Inc()
+	}
+	outcome := Success
+	if code >= 500 {
+		outcome = ServerError
+	}
+	if b.Report(pool.Outlier, outcome, time.Now()) {
+		p.metrics.ejections.WithLabelValues(pool.Service, b.ID).Inc()
+	}
+}
+
 // guardedBody passes reads through, remembers whether any happened, and
 // ignores Close.
 type guardedBody struct {
 	r    io.Reader
-	read bool
+	read bool // a Read happened
+	eof  bool // a Read returned io.EOF
 }
 
 func (g *guardedBody) Read(p []byte) (int, error) {
 	g.read = true
-	return g.r.Read(p)
+	n, err := g.r.Read(p)
+	if err == io.EOF {
+		g.eof = true
+	}
+	return n, err
 }
 
 func (g *guardedBody) Close() error { return nil }
@@ -317,8 +338,20 @@ func (t *trackedBody) Close() error {
 	return err
 }
 
-// hashKey is the consistent-hashing key of a request for balance "hash".
+// hashKey is the consistent-hashing key of an outbound request of the
+// ReverseProxy path for balance "hash".
 func hashKey(req *http.Request, pool *Pool) string {
+	// The outbound request carries the client in X-Forwarded-For.
+	xff := req.Header.Get("X-Forwarded-For")
+	if i := strings.LastIndex(xff, ","); i >= 0 {
+		xff = xff[i+1:]
+	}
+	return hashKeyOf(req, pool, strings.TrimSpace(xff))
+}
+
+// hashKeyOf is the consistent-hashing key of a request from clientIP for
+// balance "hash", and "" for other balancers.
+func hashKeyOf(req *http.Request, pool *Pool, clientIP string) string {
 	if pool.Spec.Balance != "hash" {
 		return ""
 	}
@@ -332,12 +365,7 @@ func hashKey(req *http.Request, pool *Pool) string {
 		}
 		return ""
 	default:
-		// The outbound request carries the client in X-Forwarded-For.
-		xff := req.Header.Get("X-Forwarded-For")
-		if i := strings.LastIndex(xff, ","); i >= 0 {
-			xff = xff[i+1:]
-		}
-		return strings.TrimSpace(xff)
+		return clientIP
 	}
 }
 

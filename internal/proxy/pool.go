@@ -36,6 +36,8 @@ type Pool struct {
 	Transport *http.Transport
 	Budget    *RetryBudget
 	transKey  registry.ProxyTimeouts
+	// The HTTP/1.1 path's timeouts, from the spec or their defaults.
+	connectTimeout, headerTimeout, idleTimeout time.Duration
 	// Metric handles resolved once per rebuild, not per request.
 	inflight prometheus.Gauge
 	bm       map[*Backend]*backendMetrics
@@ -85,16 +87,33 @@ func newTable(cat Catalog, domain string, metrics *Metrics) *table {
 	return t
 }
 
-// run rebuilds the table on every change of the catalog until ctx ends.
+// run rebuilds the table on every change of the catalog until ctx ends,
+// and closes keep-alive connections idle for longer than their service's
+// idle timeout.
 func (t *table) run(ctx context.Context) {
+	prune := time.NewTicker(5 * time.Second)
+	defer prune.Stop()
 	for {
 		ch := t.cat.Changed()
 		t.rebuild()
-		select {
-		case <-ctx.Done():
-			t.closeIdle()
-			return
-		case <-ch:
+		for changed := false; !changed; {
+			select {
+			case <-ctx.Done():
+				t.closeIdle()
+				return
+			case <-prune.C:
+				t.pruneIdle()
+			case <-ch:
+				changed = true
+			}
+		}
+	}
+}
+
+func (t *table) pruneIdle() {
+	for _, p := range t.cur.Load().pools {
+		for _, b := range p.Backends {
+			b.pruneIdle(p.idleTimeout)
 		}
 	}
 }
@@ -102,6 +121,9 @@ func (t *table) run(ctx context.Context) {
 func (t *table) closeIdle() {
 	for _, p := range t.cur.Load().pools {
 		p.Transport.CloseIdleConnections()
+		for _, b := range p.Backends {
+			b.closeIdle(true)
+		}
 	}
 }
 
@@ -135,6 +157,7 @@ func (t *table) rebuild() {
 			p.Transport, p.Budget = newTransport(spec.Timeouts), NewRetryBudget(0.2, 3)
 		}
 		p.transKey = spec.Timeouts
+		p.connectTimeout, p.headerTimeout, p.idleTimeout = timeouts(spec.Timeouts)
 		reuse := map[string]*Backend{}
 		if prev != nil {
 			for _, b := range prev.Backends {
@@ -188,22 +211,41 @@ func (t *table) rebuild() {
 			p.Transport.CloseIdleConnections()
 		}
 	}
+	// Instances that left: their requests in flight finish (draining),
+	// their idle connections close.
+	kept := map[*Backend]bool{}
+	for _, p := range next.pools {
+		for _, b := range p.Backends {
+			kept[b] = true
+		}
+	}
+	for _, p := range old.pools {
+		for _, b := range p.Backends {
+			if !kept[b] {
+				b.closeIdle(true)
+			}
+		}
+	}
+}
+
+// timeouts are a service's proxy timeouts, defaults filled in.
+func timeouts(to registry.ProxyTimeouts) (connect, header, idle time.Duration) {
+	connect, header, idle = to.Connect.D(), to.ResponseHeader.D(), to.Idle.D()
+	if connect <= 0 {
+		connect = time.Second
+	}
+	if header <= 0 {
+		header = 30 * time.Second
+	}
+	if idle <= 0 {
+		idle = 90 * time.Second
+	}
+	return connect, header, idle
 }
 
 // newTransport is the keep-alive pool to one service's instances.
 func newTransport(to registry.ProxyTimeouts) *http.Transport {
-	connect := to.Connect.D()
-	if connect <= 0 {
-		connect = time.Second
-	}
-	header := to.ResponseHeader.D()
-	if header <= 0 {
-		header = 30 * time.Second
-	}
-	idle := to.Idle.D()
-	if idle <= 0 {
-		idle = 90 * time.Second
-	}
+	connect, header, idle := timeouts(to)
 	return &http.Transport{
 		Proxy:                 nil,
 		DialContext:           (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext,

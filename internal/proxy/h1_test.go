@@ -1,0 +1,347 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandemhq/tandem/internal/registry"
+	"github.com/tandemhq/tandem/internal/view"
+)
+
+// staticCatalog serves fixed services: the proxy's HTTP handling is under
+// test here, not the view.
+type staticCatalog struct {
+	mu        sync.Mutex
+	instances map[string][]view.Instance
+	ch        chan struct{}
+}
+
+func (c *staticCatalog) Services() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for s := range c.instances {
+		out = append(out, s)
+	}
+	return out
+}
+
+func (c *staticCatalog) Service(name string) (registry.Service, bool) {
+	return registry.Service{Name: name}, true
+}
+
+func (c *staticCatalog) Instances(svc string) []view.Instance {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.instances[svc]
+}
+
+func (c *staticCatalog) Changed() <-chan struct{} { return c.ch }
+
+// startProxy runs a proxy in front of backends (service "svc").
+func startProxy(t *testing.T, backends ...string) *Proxy {
+	t.Helper()
+	cat := &staticCatalog{instances: map[string][]view.Instance{}, ch: make(chan struct{})}
+	for i, addr := range backends {
+		host, port, _ := net.SplitHostPort(addr)
+		p, _ := strconv.Atoi(port)
+		cat.instances["svc"] = append(cat.instances["svc"], view.Instance{
+			Instance: registry.Instance{Service: "svc", ID: fmt.Sprintf("svc-%d", i+1), Address: host, Port: p},
+			Status:   registry.Passing,
+		})
+	}
+	p := New(Config{Addr: "127.0.0.1:0", Bind: "127.0.0.1", Domain: "tandem.", Node: "n1"}, cat, NewMetrics(), slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Addr() == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("proxy did not listen")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return p
+}
+
+func backendAddr(s *httptest.Server) string { return s.Listener.Addr().String() }
+
+// raw sends raw bytes to the proxy and returns the connection's reader.
+func raw(t *testing.T, p *Proxy, request string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, request); err != nil {
+		t.Fatal(err)
+	}
+	return c, bufio.NewReader(c)
+}
+
+func TestH1Headers(t *testing.T) {
+	var got http.Header
+	var gotHost string
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, gotHost = r.Header.Clone(), r.Host
+		w.Header().Set("Connection", "X-Secret")
+		w.Header().Set("X-Secret", "hop")
+		w.Header().Set("X-Kept", "yes")
+		fmt.Fprint(w, "ok")
+	}))
+	defer be.Close()
+	p := startProxy(t, backendAddr(be))
+	_, br := raw(t, p, "GET /a?b=c HTTP/1.1\r\nHost: svc\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\n"+
+		"X-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Request-Id: abc\r\nUser-Agent: t\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	if gotHost != "svc" || got.Get("X-Drop") != "" || got.Get("Forwarded") != "" || got.Get("User-Agent") != "t" {
+		t.Errorf("backend got host %q, headers %v", gotHost, got)
+	}
+	if xff := got.Get("X-Forwarded-For"); xff != "127.0.0.1" {
+		t.Errorf("X-Forwarded-For %q, want the client's address only", xff)
+	}
+	if got.Get("X-Forwarded-Host") != "svc" || got.Get("X-Forwarded-Proto") != "http" || got.Get("X-Request-Id") != "abc" {
+		t.Errorf("forwarding headers: %v", got)
+	}
+	if resp.Header.Get("X-Secret") != "" || resp.Header.Get("X-Kept") != "yes" || resp.Header.Get("X-Request-Id") != "abc" {
+		t.Errorf("response headers: %v", resp.Header)
+	}
+}
+
+// A request framed both ways reaches the instance framed one way only
+// (chunked, which RFC 9112 says wins), so the two cannot disagree about
+// where it ends.
+func TestH1AmbiguousFraming(t *testing.T) {
+	var seen []string
+	var mu sync.Mutex
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.Path+" "+string(b))
+		mu.Unlock()
+	}))
+	defer be.Close()
+	p := startProxy(t, backendAddr(be))
+	_, br := raw(t, p, "POST /one HTTP/1.1\r\nHost: svc\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"+
+		"5\r\nhello\r\n0\r\n\r\nGET /two HTTP/1.1\r\nHost: svc\r\n\r\n")
+	for i := 0; i < 2; i++ {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(seen, "|") != "POST /one hello|GET /two " {
+		t.Fatalf("backend saw %q", seen)
+	}
+}
+
+func TestH1BadInput(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer be.Close()
+	p := startProxy(t, backendAddr(be))
+	for _, tc := range []struct{ req, want string }{
+		{"NOT HTTP\r\n\r\n", " 400 "},
+		{"GET / HTTP/1.1\r\n\r\n", " 400 "}, // no Host
+		{"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", " 400 "},
+		{"GET / HTTP/1.1\r\nHost: svc\r\nExpect: magic\r\n\r\n", " 417 "},
+		{"CONNECT svc:80 HTTP/1.1\r\nHost: svc:80\r\n\r\n", " 405 "},
+		{"GET / HTTP/1.1\r\nHost: svc\r\nX-Big: " + strings.Repeat("a", 2<<20) + "\r\n\r\n", " 431 "},
+		{"GET / HTTP/1.1\r\nHost: nosuch\r\n\r\n", " 404 "},
+	} {
+		_, br := raw(t, p, tc.req)
+		line, err := br.ReadString('\n')
+		if !strings.Contains(line, tc.want) {
+			t.Errorf("%.40q: got %q (%v), want %s", tc.req, line, err, tc.want)
+		}
+	}
+}
+
+// Bodies stream both ways: the instance sees each piece of a request body
+// as the client sends it, and the client each piece of the answer as the
+// instance flushes it.
+func TestH1StreamsBothWays(t *testing.T) {
+	lines := make(chan string)
+	release := make(chan struct{})
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rd := bufio.NewReader(r.Body)
+		for {
+			line, err := rd.ReadString('\n')
+			if line != "" {
+				lines <- line
+			}
+			if err != nil {
+				break
+			}
+		}
+		fmt.Fprint(w, "first\n")
+		w.(http.Flusher).Flush()
+		<-release
+		fmt.Fprint(w, "end\n")
+	}))
+	defer be.Close()
+	p := startProxy(t, backendAddr(be))
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+p.Addr()+"/", pr)
+	req.Host = "svc"
+	respc := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Error(err)
+		}
+		respc <- resp
+	}()
+	recv := func(what string) string {
+		select {
+		case l := <-lines:
+			return l
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the instance did not get %s", what)
+			return ""
+		}
+	}
+	for _, l := range []string{"one\n", "two\n"} {
+		fmt.Fprint(pw, l)
+		if got := recv(l); got != l {
+			t.Fatalf("instance got %q, want %q", got, l)
+		}
+	}
+	pw.Close()
+	resp := <-respc
+	if resp == nil {
+		return
+	}
+	defer resp.Body.Close()
+	rd := bufio.NewReader(resp.Body)
+	if line, err := rd.ReadString('\n'); line != "first\n" {
+		t.Fatalf("first streamed line %q, %v", line, err)
+	}
+	close(release)
+	if line, err := rd.ReadString('\n'); line != "end\n" {
+		t.Fatalf("last line %q, %v", line, err)
+	}
+}
+
+func TestH1ExpectContinueAndHTTP10(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.(http.Flusher).Flush() // no Content-Length: chunked to 1.1, close-delimited to 1.0
+		fmt.Fprintf(w, "got %s", b)
+	}))
+	defer be.Close()
+	p := startProxy(t, backendAddr(be))
+
+	c, br := raw(t, p, "PUT / HTTP/1.1\r\nHost: svc\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+	if line, _ := br.ReadString('\n'); !strings.Contains(line, " 100 ") {
+		t.Fatalf("want 100 Continue before the body, got %q", line)
+	}
+	br.ReadString('\n')
+	io.WriteString(c, "abc")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "got abc" || len(resp.TransferEncoding) == 0 {
+		t.Fatalf("%q %v", b, resp.TransferEncoding)
+	}
+
+	_, br = raw(t, p, "POST / HTTP/1.0\r\nHost: svc\r\nContent-Length: 2\r\n\r\nhi")
+	all, _ := io.ReadAll(br) // the proxy closes the connection to end the body
+	if !strings.HasSuffix(string(all), "\r\n\r\ngot hi") || strings.Contains(string(all), "chunked") {
+		t.Fatalf("HTTP/1.0 answer: %q", all)
+	}
+}
+
+// An idle connection the instance closed is not used for the next
+// request, so even a POST (never sent twice) gets through.
+func TestH1InstanceClosesIdleConnections(t *testing.T) {
+	// The instance answers one request per connection and then closes it
+	// without saying so, as a server does whose idle timeout struck.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	closed := make(chan struct{}, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+				c.Close()
+				closed <- struct{}{}
+			}()
+		}
+	}()
+	p := startProxy(t, ln.Addr().String())
+	hc := &http.Client{Timeout: 5 * time.Second}
+	for i := 0; i < 5; i++ {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+p.Addr()+"/", strings.NewReader("x"))
+		req.Host = "svc"
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: %s", i, resp.Status)
+		}
+		<-closed
+	}
+}
+
+func TestH1HeadKeepsContentLength(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1234")
+	}))
+	defer be.Close()
+	p := startProxy(t, backendAddr(be))
+	_, br := raw(t, p, "HEAD / HTTP/1.1\r\nHost: svc\r\n\r\nGET /x HTTP/1.1\r\nHost: nosuch\r\n\r\n")
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodHead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.ContentLength != 1234 {
+		t.Fatalf("HEAD Content-Length %d", resp.ContentLength)
+	}
+	// The connection is still in step: the next answer follows.
+	if resp, err = http.ReadResponse(br, nil); err != nil || resp.StatusCode != 404 {
+		t.Fatalf("next answer: %v %v", resp, err)
+	}
+}

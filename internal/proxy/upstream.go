@@ -1,0 +1,132 @@
+package proxy
+
+import (
+	"bufio"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// maxIdlePerBackend bounds the keep-alive connections a node keeps open to
+// one instance.
+const maxIdlePerBackend = 256
+
+// upstream is one keep-alive connection to an instance, used by one request
+// at a time.
+type upstream struct {
+	c      net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	idleAt time.Time
+}
+
+func (u *upstream) close() { _ = u.c.Close() }
+
+// connPool holds a backend's idle keep-alive connections, newest last.
+type connPool struct {
+	mu     sync.Mutex
+	idle   []*upstream
+	closed bool
+}
+
+// get returns an idle connection to b that is still open and was idle for
+// less than maxIdle, or dials a new one within connect. reused reports
+// which: a reused connection may have been closed by the instance a moment
+// ago, a fresh one cannot have been.
+func (b *Backend) get(connect, maxIdle time.Duration) (u *upstream, reused bool, err error) {
+	now := time.Now()
+	for {
+		b.conns.mu.Lock()
+		n := len(b.conns.idle)
+		if n == 0 {
+			b.conns.mu.Unlock()
+			break
+		}
+		u = b.conns.idle[n-1]
+		b.conns.idle[n-1] = nil
+		b.conns.idle = b.conns.idle[:n-1]
+		b.conns.mu.Unlock()
+		if now.Sub(u.idleAt) < maxIdle && stillOpen(u.c) {
+			return u, true, nil
+		}
+		u.close()
+	}
+	c, err := net.DialTimeout("tcp", b.Addr, connect)
+	if err != nil {
+		return nil, false, err
+	}
+	return &upstream{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}, false, nil
+}
+
+// put returns a connection whose last response was read to its end.
+func (b *Backend) put(u *upstream) {
+	u.idleAt = time.Now()
+	b.conns.mu.Lock()
+	if b.conns.closed || len(b.conns.idle) >= maxIdlePerBackend {
+		b.conns.mu.Unlock()
+		u.close()
+		return
+	}
+	b.conns.idle = append(b.conns.idle, u)
+	b.conns.mu.Unlock()
+}
+
+// closeIdle closes b's idle connections; with forever, connections
+// returned later are closed too (b left the pool: it is draining).
+func (b *Backend) closeIdle(forever bool) {
+	b.conns.mu.Lock()
+	idle := b.conns.idle
+	b.conns.idle = nil
+	if forever {
+		b.conns.closed = true
+	}
+	b.conns.mu.Unlock()
+	for _, u := range idle {
+		u.close()
+	}
+}
+
+// pruneIdle closes connections idle for maxIdle or longer.
+func (b *Backend) pruneIdle(maxIdle time.Duration) {
+	cutoff := time.Now().Add(-maxIdle)
+	b.conns.mu.Lock()
+	var old []*upstream
+	keep := b.conns.idle[:0]
+	for _, u := range b.conns.idle {
+		if u.idleAt.Before(cutoff) {
+			old = append(old, u)
+		} else {
+			keep = append(keep, u)
+		}
+	}
+	clear(b.conns.idle[len(keep):])
+	b.conns.idle = keep
+	b.conns.mu.Unlock()
+	for _, u := range old {
+		u.close()
+	}
+}
+
+// stillOpen reports whether an idle connection can carry a request: the
+// instance has neither closed it nor sent anything unasked (an idle
+// connection with data waiting is out of step). It peeks without blocking:
+// one system call, much cheaper than a request lost on a dead connection.
+func stillOpen(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	open := false
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		open = rerr == syscall.EAGAIN
+		return true
+	})
+	return err == nil && open
+}

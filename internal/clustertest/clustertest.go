@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -63,8 +64,10 @@ type Options struct {
 	// API, peer and store URLs); the node itself listens on 127.0.0.1.
 	// The caller must listen on that IP, on every TCP port of nd.Ports(),
 	// and forward to the same port on nd.Bind, so that the cluster's own
-	// traffic between nodes passes through it. The test's clients go to
-	// nd.API, on 127.0.0.1, directly. Not with Netns.
+	// traffic between nodes passes through it. nd.API and nd.Proxy are on
+	// the advertised IP too, so the test's own clients pass through the
+	// caller's listeners as well; nd.DNS (UDP) stays on 127.0.0.1. Not
+	// with Netns.
 	Front func(nd *Node) string
 }
 
@@ -98,6 +101,7 @@ type Node struct {
 	// process mode
 	cmd    *exec.Cmd
 	waited chan struct{}
+	pid    atomic.Int64 // of the last process started; read from any goroutine
 	// in-process mode
 	cancel context.CancelFunc
 	done   chan error
@@ -264,9 +268,9 @@ func (nd *Node) choosePorts() {
 			nd.Advertise = c.opts.Front(nd)
 		}
 	}
-	nd.API = net.JoinHostPort(nd.Bind, strconv.Itoa(nd.apiPort))
+	nd.API = net.JoinHostPort(nd.Advertise, strconv.Itoa(nd.apiPort))
 	nd.DNS = net.JoinHostPort(nd.Bind, strconv.Itoa(nd.ports[2]))
-	nd.Proxy = net.JoinHostPort(nd.Bind, strconv.Itoa(nd.ports[3]))
+	nd.Proxy = net.JoinHostPort(nd.Advertise, strconv.Itoa(nd.ports[3]))
 }
 
 // startServing starts a new node and reports false if it exited because
@@ -328,6 +332,7 @@ func (nd *Node) start() {
 			c.t.Fatalf("start %s: %v", nd.Name, err)
 		}
 		nd.cmd, nd.waited = cmd, make(chan struct{})
+		nd.pid.Store(int64(cmd.Process.Pid))
 		go func() {
 			_ = cmd.Wait()
 			logf.Close()
@@ -367,14 +372,9 @@ func (nd *Node) Running() bool {
 	return len(nd.done) == 0
 }
 
-// Pid returns the node process's id, or 0 for an in-process node or a
-// node never started.
-func (nd *Node) Pid() int {
-	if nd.cmd == nil || nd.cmd.Process == nil {
-		return 0
-	}
-	return nd.cmd.Process.Pid
-}
+// Pid returns the id of the node's last process (it may have exited), or
+// 0 for an in-process node or one never started. Safe from any goroutine.
+func (nd *Node) Pid() int { return int(nd.pid.Load()) }
 
 // Netns returns the name of the node's network namespace ("" without
 // Options.Netns).

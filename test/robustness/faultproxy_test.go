@@ -33,7 +33,7 @@ func echoServer(t *testing.T) string {
 
 func newProxy(t *testing.T, target string) *FaultProxy {
 	t.Helper()
-	p, err := NewFaultProxy("127.0.0.1:0", target)
+	p, err := NewFaultProxy("127.0.0.1:0", target, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,5 +154,41 @@ func TestFaultProxyTargetDown(t *testing.T) {
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatal("read through a proxy whose target is down succeeded")
+	}
+}
+
+// HoldFrom and HoldTo hold one direction of the named client's
+// connections only.
+func TestFaultProxyHold(t *testing.T) {
+	p, err := NewFaultProxy("127.0.0.1:0", echoServer(t), func(net.Conn) string { return "a" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	roundTrip(t, c, r, "before")
+
+	for _, f := range []Faults{{HoldFrom: map[string]bool{"a": true}}, {HoldTo: map[string]bool{"a": true}}} {
+		p.Set(f)
+		if _, err := io.WriteString(c, "held\n"); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := r.ReadString('\n'); err == nil {
+			t.Fatalf("%s: a line came back", f)
+		}
+		if p.Held() == 0 {
+			t.Errorf("%s: Held() is 0", f)
+		}
+		p.Set(Faults{HoldFrom: map[string]bool{"b": true}}) // someone else
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if got, err := r.ReadString('\n'); err != nil || got != "held\n" {
+			t.Fatalf("%s lifted: got %q, %v; want the held line", f, got, err)
+		}
 	}
 }

@@ -4,10 +4,12 @@
 # this script (.ci/run); so should you before you push.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
+export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin:/usr/sbin:/sbin"
 
-# Debian packages the tests use. Installed only when missing.
-packages=(ca-certificates dnsutils)
+# Debian packages the tests use. Installed only when missing. iproute2 (ip)
+# and nftables (nft) give the robustness suite its network namespaces and
+# partitions (as root; CI runs as root and must not skip them).
+packages=(ca-certificates dnsutils iproute2 nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,6 +19,12 @@ if ((${#missing[@]})); then
   if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+if [ "${CI:-}" = "true" ]; then
+  for tool in ip nft; do
+    command -v "$tool" >/dev/null || { echo "CI: $tool is missing after the install step" >&2; exit 1; }
+  done
 fi
 
 command -v go >/dev/null || { echo "Go is not installed: install Go 1.26 from the Go module proxy's toolchain or your distribution" >&2; exit 1; }

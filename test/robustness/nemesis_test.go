@@ -2,9 +2,11 @@ package robustness
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,13 +19,67 @@ import (
 type scenario struct {
 	name                    string
 	nodes                   int
-	voters                  int // store voters; 0: clustertest's default (3)
+	voters                  int      // store voters; 0: clustertest's default (3)
+	flags                   []string // more agent flags
+	net                     network  // how the nodes are connected
 	runFor, faultAt, healAt time.Duration
 	// fault injects the fault and returns what it did and how to heal it.
 	// The injection must be done when fault returns (kill -9 waits for the
 	// process to be reaped); heal must return once the cluster serves again
 	// (Restart and RestartAll wait until the nodes answer).
-	fault func(t *testing.T, c *clustertest.Cluster) (what string, heal func() string)
+	fault func(t *testing.T, c *target) (what string, heal func() string)
+}
+
+// network is how a scenario's nodes are connected.
+type network int
+
+const (
+	// loopback: every node on 127.0.0.1, nothing in between.
+	loopback network = iota
+	// namespaces: each node in a network namespace of its own behind a
+	// router namespace where nftables drops packets (clustertest's
+	// Options.Netns). Needs root. Without it the scenario runs proxied,
+	// its partitions made by the proxies (except in CI, which must have
+	// namespaces); TANDEM_ROBUSTNESS_NET=proxy asks for that anyway.
+	namespaces
+	// proxied: a FaultProxy in front of every node's ports (Fronts), so
+	// Raft traffic can be delayed or stalled. Needs nothing special.
+	proxied
+)
+
+// target is what a fault acts on: the cluster, and the proxies in front of
+// its nodes when the scenario's network is proxied. Its partition methods
+// use the proxies when there are some, nftables otherwise.
+type target struct {
+	*clustertest.Cluster
+	fronts *Fronts
+}
+
+// Isolate cuts nd off from the other nodes, both ways.
+func (c *target) Isolate(nd *clustertest.Node) {
+	if c.fronts != nil {
+		c.fronts.Isolate(nd.Name)
+		return
+	}
+	c.Cluster.Isolate(nd)
+}
+
+// PartitionOneWay stops what from sends to to.
+func (c *target) PartitionOneWay(from, to *clustertest.Node) {
+	if c.fronts != nil {
+		c.fronts.PartitionOneWay(from.Name, to.Name)
+		return
+	}
+	c.Cluster.PartitionOneWay(from, to)
+}
+
+// Blackhole cuts nd off from everyone, the test's clients included.
+func (c *target) Blackhole(nd *clustertest.Node) {
+	if c.fronts != nil {
+		c.fronts.Blackhole(nd.Name)
+		return
+	}
+	c.Cluster.Blackhole(nd)
 }
 
 // electionPause freezes a node for longer than the agents' election
@@ -34,7 +90,7 @@ var scenarios = []scenario{
 	{
 		name: "kill-leader", nodes: 3,
 		runFor: 8 * time.Second, faultAt: 3 * time.Second, healAt: 5 * time.Second,
-		fault: func(t *testing.T, c *clustertest.Cluster) (string, func() string) {
+		fault: func(t *testing.T, c *target) (string, func() string) {
 			nd := c.Leader()
 			nd.Kill()
 			return "kill -9 leader " + nd.Name, func() string { nd.Restart(); return "restarted " + nd.Name }
@@ -43,7 +99,7 @@ var scenarios = []scenario{
 	{
 		name: "kill-follower", nodes: 3,
 		runFor: 8 * time.Second, faultAt: 3 * time.Second, healAt: 5 * time.Second,
-		fault: func(t *testing.T, c *clustertest.Cluster) (string, func() string) {
+		fault: func(t *testing.T, c *target) (string, func() string) {
 			nd := follower(t, c)
 			nd.Kill()
 			return "kill -9 follower " + nd.Name, func() string { nd.Restart(); return "restarted " + nd.Name }
@@ -52,7 +108,7 @@ var scenarios = []scenario{
 	{
 		name: "pause-leader", nodes: 3,
 		runFor: 9 * time.Second, faultAt: 3 * time.Second, healAt: 3*time.Second + electionPause,
-		fault: func(t *testing.T, c *clustertest.Cluster) (string, func() string) {
+		fault: func(t *testing.T, c *target) (string, func() string) {
 			nd := c.Leader()
 			nd.Stop()
 			return "SIGSTOP leader " + nd.Name, func() string { nd.Cont(); return "SIGCONT " + nd.Name }
@@ -61,7 +117,7 @@ var scenarios = []scenario{
 	{
 		name: "kill-all", nodes: 3,
 		runFor: 10 * time.Second, faultAt: 3 * time.Second, healAt: 5 * time.Second,
-		fault: func(t *testing.T, c *clustertest.Cluster) (string, func() string) {
+		fault: func(t *testing.T, c *target) (string, func() string) {
 			for _, nd := range c.Nodes {
 				nd.Kill()
 			}
@@ -71,16 +127,163 @@ var scenarios = []scenario{
 	{
 		name: "kill-leader-5", nodes: 5, voters: 5,
 		runFor: 8 * time.Second, faultAt: 3 * time.Second, healAt: 5 * time.Second,
-		fault: func(t *testing.T, c *clustertest.Cluster) (string, func() string) {
+		fault: func(t *testing.T, c *target) (string, func() string) {
 			nd := c.Leader()
 			nd.Kill()
 			return "kill -9 leader " + nd.Name, func() string { nd.Restart(); return "restarted " + nd.Name }
 		},
 	},
+	{
+		// The leader is cut off from both followers, both ways; the test's
+		// clients still reach it, and it answers them 503 once its
+		// requests time out. The majority elects a new leader.
+		name: "partition-leader", nodes: 3, net: namespaces,
+		runFor: 12 * time.Second, faultAt: 3 * time.Second, healAt: 6 * time.Second,
+		fault: func(t *testing.T, c *target) (string, func() string) {
+			nd := c.Leader()
+			c.Isolate(nd)
+			return "isolate leader " + nd.Name + " from the others", c.healNetwork
+		},
+	},
+	{
+		// Packets from the followers to the leader are dropped; the leader
+		// still reaches them. Of the two directions this is the harder
+		// one: the followers keep hearing heartbeats, so they never time
+		// out on their own, and only the leader's check-quorum (no answers
+		// from a majority for an election timeout) can end its term. After
+		// it steps down the followers elect one of them, and the old leader,
+		// which hears nothing from the new one, keeps campaigning at them:
+		// pre-vote has to keep it from deposing the new leader over and
+		// over. The other direction (leader -> followers dropped) is close
+		// to partition-leader: the followers elect a new leader, whose
+		// messages still reach the old one and make it step down.
+		name: "partition-one-way", nodes: 3, net: namespaces,
+		runFor: 12 * time.Second, faultAt: 3 * time.Second, healAt: 6 * time.Second,
+		fault: func(t *testing.T, c *target) (string, func() string) {
+			leader := c.Leader()
+			for _, nd := range c.Nodes {
+				if nd != leader {
+					c.PartitionOneWay(nd, leader)
+				}
+			}
+			return "drop packets from the followers to leader " + leader.Name, c.healNetwork
+		},
+	},
+	{
+		// Every packet to or from the leader is dropped, the test's
+		// clients' too: their connections time out instead of being
+		// refused, and writes in flight there end with an unknown outcome.
+		name: "blackhole-leader", nodes: 3, net: namespaces,
+		runFor: 12 * time.Second, faultAt: 3 * time.Second, healAt: 6 * time.Second,
+		fault: func(t *testing.T, c *target) (string, func() string) {
+			nd := c.Leader()
+			c.Blackhole(nd)
+			return "blackhole leader " + nd.Name, c.healNetwork
+		},
+	},
+	{
+		// 80 ms more each way on every Raft link (160 ms more per round
+		// trip, against a 500 ms election timeout and 50 ms heartbeat):
+		// no election should happen, writes get slower.
+		name: "delay-peers", nodes: 3, net: proxied,
+		runFor: 10 * time.Second, faultAt: 3 * time.Second, healAt: 6 * time.Second,
+		fault: func(t *testing.T, c *target) (string, func() string) {
+			f := Faults{Delay: 80 * time.Millisecond}
+			c.fronts.SetPeers(f)
+			return "peer links: " + f.String(), func() string { c.fronts.SetPeers(Faults{}); return "peer links: no faults" }
+		},
+	},
+	{
+		// 10 % of the chunks on every Raft link held back 200 ms (a TCP
+		// retransmission), with 5 ms delay each way.
+		name: "lossy-peers", nodes: 3, net: proxied,
+		runFor: 10 * time.Second, faultAt: 3 * time.Second, healAt: 6 * time.Second,
+		fault: func(t *testing.T, c *target) (string, func() string) {
+			f := Faults{Delay: 5 * time.Millisecond, Loss: 0.1}
+			c.fronts.SetPeers(f)
+			return "peer links: " + f.String(), func() string { c.fronts.SetPeers(Faults{}); return "peer links: no faults" }
+		},
+	},
+	{
+		// A voter dies for good; autopilot must put the spare client node
+		// in its place (learner, promoted, then the dead member removed)
+		// while the workload runs. The heal step kills nothing more: it
+		// waits for autopilot. Dead-voter timeout 2 s (default 30 s).
+		name: "replace-voter", nodes: 4, voters: 3, flags: []string{"--dead-voter-timeout", "2s"},
+		runFor: 18 * time.Second, faultAt: 3 * time.Second, healAt: 3 * time.Second,
+		fault: func(t *testing.T, c *target) (string, func() string) {
+			nd := c.Leader()
+			nd.Kill()
+			killed := time.Now()
+			return "kill -9 leader " + nd.Name + " for good", func() string {
+				voters := waitReplaced(t, c.Cluster, nd, killed)
+				return "autopilot replaced " + nd.Name + ": voters " + strings.Join(voters, ", ")
+			}
+		},
+	},
+}
+
+// healNetwork removes the network faults and waits until every node is
+// back: alive, the voters too, with a leader. After a partition that
+// takes TCP's retransmission back-off (a second or more), not just the
+// next packet.
+func (c *target) healNetwork() string {
+	if c.fronts != nil {
+		n := c.fronts.Held()
+		c.fronts.Heal()
+		c.WaitHealthy()
+		return fmt.Sprintf("healed (the proxies had held %d bytes)", n)
+	}
+	n := c.Dropped()
+	c.Heal()
+	c.WaitHealthy()
+	return fmt.Sprintf("healed (%d packets had been dropped)", n)
+}
+
+// waitReplaced waits until dead is no longer a store member and the
+// target number of voters (3) are alive again, and returns them. It logs
+// the cluster's events since the kill: autopilot's timeline.
+func waitReplaced(t *testing.T, c *clustertest.Cluster, dead *clustertest.Node, killed time.Time) []string {
+	t.Helper()
+	var voters []string
+	c.Eventually(60*time.Second, "autopilot replaces "+dead.Name, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		ms, err := c.RunningClient().Members(ctx)
+		if err != nil {
+			return err
+		}
+		if ms.Stale {
+			return errors.New("no quorum")
+		}
+		voters = voters[:0]
+		for _, m := range ms.Members {
+			if m.Name == dead.Name && m.Role != "client" {
+				return fmt.Errorf("%s is still a %s", dead.Name, m.Role)
+			}
+			if m.Role == "voter" && m.Alive {
+				voters = append(voters, m.Name)
+			}
+		}
+		if len(voters) != 3 {
+			return fmt.Errorf("alive voters %v, want 3", voters)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if evs, _, err := c.RunningClient().Events(ctx, 100); err == nil {
+		for _, e := range evs {
+			if !e.Time.Before(killed) {
+				t.Logf("  +%5.2fs %s %s: %s", e.Time.Sub(killed).Seconds(), e.Type, e.Node, e.Message)
+			}
+		}
+	}
+	return voters
 }
 
 // follower returns a running node that does not hold store leadership.
-func follower(t *testing.T, c *clustertest.Cluster) *clustertest.Node {
+func follower(t *testing.T, c *target) *clustertest.Node {
 	t.Helper()
 	leader := c.Leader()
 	for _, nd := range c.Nodes {
@@ -128,7 +331,29 @@ func TestNemesisLinearizable(t *testing.T) {
 // history, final reads included, for linearizability. An acknowledged
 // write that was lost shows up as a final read the model cannot explain.
 func runScenario(t *testing.T, sc scenario, seed uint64) {
-	c := clustertest.Start(t, sc.nodes, clustertest.Options{Mode: clustertest.Processes, Voters: sc.voters})
+	opts := clustertest.Options{Mode: clustertest.Processes, Voters: sc.voters, Flags: sc.flags}
+	tg := &target{}
+	nw := sc.net
+	if nw == namespaces {
+		if os.Getenv("TANDEM_ROBUSTNESS_NET") == "proxy" {
+			nw = proxied
+		} else if err := clustertest.NetnsAvailable(); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("CI must run the network partition scenarios in network namespaces: %v", err)
+			}
+			t.Logf("no network namespaces (%v): the fault proxies make the partitions", err)
+			nw = proxied
+		}
+	}
+	switch nw {
+	case namespaces:
+		opts.Netns = true
+	case proxied:
+		tg.fronts = NewFronts(t) // before Start: closed after the nodes
+		opts.Front = tg.fronts.Front
+	}
+	c := clustertest.Start(t, sc.nodes, opts)
+	tg.Cluster = c
 	var addrs, logs []string
 	for _, nd := range c.Nodes {
 		addrs = append(addrs, nd.API)
@@ -145,7 +370,7 @@ func runScenario(t *testing.T, sc scenario, seed uint64) {
 	// until a point of it is what the schedule means.
 	until := func(d time.Duration) { time.Sleep(d - time.Duration(h.Now())) }
 	until(sc.faultAt)
-	what, heal := sc.fault(t, c)
+	what, heal := sc.fault(t, tg)
 	faulted := time.Duration(h.Now())
 	t.Logf("%s at %.2fs (seed %d)", what, faulted.Seconds(), seed)
 	until(sc.healAt)
@@ -158,7 +383,11 @@ func runScenario(t *testing.T, sc scenario, seed uint64) {
 	end := time.Duration(h.Now())
 
 	c.WaitHealthy()
-	for _, addr := range addrs {
+	for _, nd := range c.Nodes {
+		if !nd.Running() {
+			continue // a voter killed for good
+		}
+		addr := nd.API
 		final := client.New([]string{addr})
 		for _, key := range w.KeyNames() {
 			id := h.NewClient()

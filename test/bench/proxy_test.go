@@ -157,10 +157,17 @@ func BenchmarkProxyFailover(b *testing.B) {
 		waitInView(all)
 		victim := backends[run%3]
 		before := failed.Load()
+		prev := map[string]float64{}
+		for _, nd := range c.Nodes {
+			n, err := requestsTo(nd.API, victim.name)
+			if err != nil {
+				b.Fatal(err)
+			}
+			prev[nd.Name] = n
+		}
 		t0 := time.Now()
 		victim.kill()
 		last := t0
-		prev := map[string]float64{}
 		viewGone := time.Duration(0)
 		for time.Since(t0) < 30*time.Second {
 			for _, nd := range c.Nodes {

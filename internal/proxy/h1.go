@@ -378,7 +378,7 @@ func (cc *clientConn) proxy(req *http.Request, pool *Pool) bool {
 		resp, err := cc.exchange(req, u, body, pool)
 		if err != nil {
 			b.End()
-			u.close()
+			b.discard(u)
 			p.metrics.requests.WithLabelValues(pool.Service, b.ID, "0").Inc()
 			if b.Report(pool.Outlier, ServerError, time.Now()) {
 				p.metrics.ejections.WithLabelValues(pool.Service, b.ID).Inc()
@@ -405,7 +405,7 @@ func (cc *clientConn) proxy(req *http.Request, pool *Pool) bool {
 				if err == nil && n < 64<<10 && !resp.Close {
 					b.put(u)
 				} else {
-					u.close()
+					b.discard(u)
 				}
 				b.End()
 				p.metrics.retries.WithLabelValues(pool.Service, "5xx").Inc()
@@ -414,7 +414,7 @@ func (cc *clientConn) proxy(req *http.Request, pool *Pool) bool {
 		}
 		if upgrade && resp.StatusCode == http.StatusSwitchingProtocols {
 			b.End() // an upgraded connection is not a request in flight
-			cc.tunnel(req, resp, u)
+			cc.tunnel(req, resp, u, b)
 			return false
 		}
 		keep := cc.respond(req, resp, u, b, body)
@@ -580,7 +580,7 @@ func (cc *clientConn) respond(req *http.Request, resp *http.Response, u *upstrea
 	if ok && !resp.Close {
 		b.put(u)
 	} else {
-		u.close()
+		b.discard(u)
 	}
 	return ok && keep
 }
@@ -629,7 +629,7 @@ func (cc *clientConn) copyResponse(resp *http.Response, u *upstream, chunked boo
 
 // tunnel joins the client and the instance after a 101 Switching
 // Protocols (WebSocket) until both sides are done.
-func (cc *clientConn) tunnel(req *http.Request, resp *http.Response, u *upstream) {
+func (cc *clientConn) tunnel(req *http.Request, resp *http.Response, u *upstream, b *Backend) {
 	bw := cc.bw
 	bw.WriteString("HTTP/1.1 ")
 	bw.WriteString(resp.Status)
@@ -641,7 +641,7 @@ func (cc *clientConn) tunnel(req *http.Request, resp *http.Response, u *upstream
 	bw.WriteString(req.Header.Get("X-Request-Id"))
 	bw.WriteString("\r\n\r\n")
 	if bw.Flush() != nil {
-		u.close()
+		b.discard(u)
 		return
 	}
 	done := make(chan struct{})
@@ -653,7 +653,7 @@ func (cc *clientConn) tunnel(req *http.Request, resp *http.Response, u *upstream
 	_, _ = u.br.WriteTo(cc.c)
 	closeWrite(cc.c)
 	<-done
-	u.close()
+	b.discard(u)
 }
 
 func closeWrite(c net.Conn) {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemhq/tandem/internal/config"
 	"github.com/tandemhq/tandem/internal/registry"
 	"github.com/tandemhq/tandem/internal/view"
 )
@@ -23,8 +25,18 @@ import (
 // test here, not the view.
 type staticCatalog struct {
 	mu        sync.Mutex
+	spec      registry.Service
 	instances map[string][]view.Instance
 	ch        chan struct{}
+}
+
+// set replaces a service's instances and tells the proxy.
+func (c *staticCatalog) set(svc string, ins []view.Instance) {
+	c.mu.Lock()
+	c.instances[svc] = ins
+	close(c.ch)
+	c.ch = make(chan struct{})
+	c.mu.Unlock()
 }
 
 func (c *staticCatalog) Services() []string {
@@ -38,7 +50,11 @@ func (c *staticCatalog) Services() []string {
 }
 
 func (c *staticCatalog) Service(name string) (registry.Service, bool) {
-	return registry.Service{Name: name}, true
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	spec := c.spec
+	spec.Name = name
+	return spec, true
 }
 
 func (c *staticCatalog) Instances(svc string) []view.Instance {
@@ -47,12 +63,22 @@ func (c *staticCatalog) Instances(svc string) []view.Instance {
 	return c.instances[svc]
 }
 
-func (c *staticCatalog) Changed() <-chan struct{} { return c.ch }
+func (c *staticCatalog) Changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ch
+}
 
 // startProxy runs a proxy in front of backends (service "svc").
 func startProxy(t *testing.T, backends ...string) *Proxy {
 	t.Helper()
-	cat := &staticCatalog{instances: map[string][]view.Instance{}, ch: make(chan struct{})}
+	p, _ := startProxySpec(t, registry.Service{}, backends...)
+	return p
+}
+
+func startProxySpec(t *testing.T, spec registry.Service, backends ...string) (*Proxy, *staticCatalog) {
+	t.Helper()
+	cat := &staticCatalog{spec: spec, instances: map[string][]view.Instance{}, ch: make(chan struct{})}
 	for i, addr := range backends {
 		host, port, _ := net.SplitHostPort(addr)
 		p, _ := strconv.Atoi(port)
@@ -78,7 +104,7 @@ func startProxy(t *testing.T, backends ...string) *Proxy {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return p
+	return p, cat
 }
 
 func backendAddr(s *httptest.Server) string { return s.Listener.Addr().String() }
@@ -343,5 +369,38 @@ func TestH1HeadKeepsContentLength(t *testing.T) {
 	// The connection is still in step: the next answer follows.
 	if resp, err = http.ReadResponse(br, nil); err != nil || resp.StatusCode != 404 {
 		t.Fatalf("next answer: %v %v", resp, err)
+	}
+}
+
+// An instance that leaves the view gets no new requests; one in flight
+// may go on for the service's response_header timeout, and is then cut.
+func TestH1DrainTimeout(t *testing.T) {
+	started := make(chan struct{})
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "streaming\n")
+		w.(http.Flusher).Flush()
+		close(started)
+		<-r.Context().Done() // streams until the proxy hangs up
+	}))
+	defer be.Close()
+	spec := registry.Service{Timeouts: registry.ProxyTimeouts{ResponseHeader: config.Duration(300 * time.Millisecond)}}
+	p, cat := startProxySpec(t, spec, backendAddr(be))
+	req, _ := http.NewRequest(http.MethodGet, "http://"+p.Addr()+"/", nil)
+	req.Host = "svc"
+	hc := &http.Client{Timeout: 10 * time.Second}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	<-started
+	cat.set("svc", nil)
+	rest, err := io.ReadAll(resp.Body) // ends when the drain cuts the stream
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("the stream went on for 10 s after the instance left; want it cut after 300 ms")
+	}
+	if string(rest) != "streaming\n" {
+		t.Fatalf("body %q", rest)
 	}
 }

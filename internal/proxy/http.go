@@ -44,6 +44,10 @@ type Proxy struct {
 
 type poolKey struct{}
 
+// shutdownGrace is how long requests in flight may go on when the proxy
+// stops.
+const shutdownGrace = 5 * time.Second
+
 // maxAttempts bounds how many instances one request may be sent to.
 const maxAttempts = 4
 
@@ -120,10 +124,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		h1.closing.Store(true)
 		ln.Close()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		defer cancel()
 		go func() { _ = srv.Shutdown(sctx) }()
-		h1.shutdown(5 * time.Second)
+		h1.shutdown(shutdownGrace)
 		return nil
 	case err := <-errc:
 		h1.closing.Store(true)

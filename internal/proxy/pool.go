@@ -122,7 +122,7 @@ func (t *table) closeIdle() {
 	for _, p := range t.cur.Load().pools {
 		p.Transport.CloseIdleConnections()
 		for _, b := range p.Backends {
-			b.closeIdle(true)
+			b.drain(shutdownGrace)
 		}
 	}
 }
@@ -222,7 +222,7 @@ func (t *table) rebuild() {
 	for _, p := range old.pools {
 		for _, b := range p.Backends {
 			if !kept[b] {
-				b.closeIdle(true)
+				b.drain(p.headerTimeout)
 			}
 		}
 	}

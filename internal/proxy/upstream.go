@@ -23,10 +23,12 @@ type upstream struct {
 
 func (u *upstream) close() { _ = u.c.Close() }
 
-// connPool holds a backend's idle keep-alive connections, newest last.
+// connPool holds a backend's idle keep-alive connections, newest last,
+// and knows those in use, to cut them when a drain runs out of time.
 type connPool struct {
 	mu     sync.Mutex
 	idle   []*upstream
+	active map[*upstream]struct{}
 	closed bool
 }
 
@@ -48,6 +50,7 @@ func (b *Backend) get(connect, maxIdle time.Duration) (u *upstream, reused bool,
 		b.conns.idle = b.conns.idle[:n-1]
 		b.conns.mu.Unlock()
 		if now.Sub(u.idleAt) < maxIdle && stillOpen(u.c) {
+			b.activate(u)
 			return u, true, nil
 		}
 		u.close()
@@ -56,13 +59,33 @@ func (b *Backend) get(connect, maxIdle time.Duration) (u *upstream, reused bool,
 	if err != nil {
 		return nil, false, err
 	}
-	return &upstream{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}, false, nil
+	u = &upstream{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}
+	b.activate(u)
+	return u, false, nil
+}
+
+func (b *Backend) activate(u *upstream) {
+	b.conns.mu.Lock()
+	if b.conns.active == nil {
+		b.conns.active = map[*upstream]struct{}{}
+	}
+	b.conns.active[u] = struct{}{}
+	b.conns.mu.Unlock()
+}
+
+// discard closes a connection that cannot carry another request.
+func (b *Backend) discard(u *upstream) {
+	b.conns.mu.Lock()
+	delete(b.conns.active, u)
+	b.conns.mu.Unlock()
+	u.close()
 }
 
 // put returns a connection whose last response was read to its end.
 func (b *Backend) put(u *upstream) {
 	u.idleAt = time.Now()
 	b.conns.mu.Lock()
+	delete(b.conns.active, u)
 	if b.conns.closed || len(b.conns.idle) >= maxIdlePerBackend {
 		b.conns.mu.Unlock()
 		u.close()
@@ -72,19 +95,36 @@ func (b *Backend) put(u *upstream) {
 	b.conns.mu.Unlock()
 }
 
-// closeIdle closes b's idle connections; with forever, connections
-// returned later are closed too (b left the pool: it is draining).
-func (b *Backend) closeIdle(forever bool) {
+// closeIdle closes b's idle connections.
+func (b *Backend) closeIdle() {
 	b.conns.mu.Lock()
 	idle := b.conns.idle
 	b.conns.idle = nil
-	if forever {
-		b.conns.closed = true
-	}
 	b.conns.mu.Unlock()
 	for _, u := range idle {
 		u.close()
 	}
+}
+
+// drain is for a backend that left its pool: its idle connections close
+// now, the others when their request ends, and those still busy after
+// timeout are cut.
+func (b *Backend) drain(timeout time.Duration) {
+	b.conns.mu.Lock()
+	b.conns.closed = true
+	b.conns.mu.Unlock()
+	b.closeIdle()
+	time.AfterFunc(timeout, func() {
+		b.conns.mu.Lock()
+		var busy []*upstream
+		for u := range b.conns.active {
+			busy = append(busy, u)
+		}
+		b.conns.mu.Unlock()
+		for _, u := range busy {
+			u.close() // the request fails; its goroutine discards u
+		}
+	})
 }
 
 // pruneIdle closes connections idle for maxIdle or longer.

@@ -108,7 +108,8 @@ type ProxyTimeouts struct {
 	// Connect bounds opening a connection (default 1s).
 	Connect config.Duration `json:"connect,omitempty"`
 	// ResponseHeader bounds the wait for the response headers once the
-	// request is sent (default 30s); it also bounds draining.
+	// request is sent (default 30s). It also bounds draining: requests
+	// in flight to an instance that left the view are cut after it.
 	ResponseHeader config.Duration `json:"response_header,omitempty"`
 	// Idle closes pooled connections unused this long (default 90s).
 	Idle config.Duration `json:"idle,omitempty"`

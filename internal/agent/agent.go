@@ -224,8 +224,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return st.RunProbe(gctx, time.Second) })
 	g.Go(func() error { return v.Run(gctx) })
 	g.Go(func() error { return runner.Run(gctx) })
-	g.Go(func() error { return dnsSrv.Run(gctx) })
-	g.Go(func() error { return px.Run(gctx) })
+	// DNS and the proxies answer from the view: they listen only once it
+	// has loaded, so that a node just started refuses connections (clients
+	// go to another node) rather than answering "no such service".
+	g.Go(func() error { return whenSynced(gctx, v, dnsSrv.Run) })
+	g.Go(func() error { return whenSynced(gctx, v, px.Run) })
 	g.Go(func() error {
 		return pxMetrics.RunStats(gctx, 5*time.Second, func(ctx context.Context, w map[string]proxy.Window) error {
 			lease := cm.LeaseID()
@@ -390,5 +393,15 @@ func retry(ctx context.Context, f func() error) error {
 			return errors.Join(err, ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
+	}
+}
+
+// whenSynced runs run once the view has loaded, unless ctx ends first.
+func whenSynced(ctx context.Context, v *view.View, run func(context.Context) error) error {
+	select {
+	case <-v.Synced():
+		return run(ctx)
+	case <-ctx.Done():
+		return nil
 	}
 }

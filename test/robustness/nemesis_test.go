@@ -146,17 +146,20 @@ var scenarios = []scenario{
 		},
 	},
 	{
-		// Packets from the followers to the leader are dropped; the leader
-		// still reaches them. Of the two directions this is the harder
-		// one: the followers keep hearing heartbeats, so they never time
-		// out on their own, and only the leader's check-quorum (no answers
-		// from a majority for an election timeout) can end its term. After
-		// it steps down the followers elect one of them, and the old leader,
-		// which hears nothing from the new one, keeps campaigning at them:
-		// pre-vote has to keep it from deposing the new leader over and
-		// over. The other direction (leader -> followers dropped) is close
-		// to partition-leader: the followers elect a new leader, whose
-		// messages still reach the old one and make it step down.
+		// What the followers send the leader is dropped; what the leader
+		// sends still goes out. Of the two directions this is the harder
+		// one: the followers go on hearing the leader, so they do not time
+		// out on their own, and only the leader's check-quorum (no answer
+		// from a majority for an election timeout) can end its term; then
+		// the old leader, hearing nothing from the new one, campaigns at
+		// the followers, and pre-vote must keep it from deposing the new
+		// leader again and again. The other direction (leader -> followers
+		// dropped) is close to partition-leader: the followers elect a new
+		// leader, whose messages reach the old one and make it step down.
+		// With packets dropped (namespaces) the followers hear the leader
+		// only for a while: their TCP acknowledgements are dropped too, so
+		// the leader's streams stall at its next retransmission timeout.
+		// With the proxies (messages held) they hear it all along.
 		name: "partition-one-way", nodes: 3, net: namespaces,
 		runFor: 12 * time.Second, faultAt: 3 * time.Second, healAt: 6 * time.Second,
 		fault: func(t *testing.T, c *target) (string, func() string) {

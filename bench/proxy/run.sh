@@ -24,6 +24,9 @@
 #   TANDEM_BIN=        path to the tandem binary: also benchmark tandem's proxy
 #   RESULTS_DIR=       where raw wrk outputs go (default bench/proxy/results/<time>)
 #   KEEP_TMP=0         1 = keep the temp dir (configs, logs, pid files)
+#   FORWARD_HEADERS=1  1 = HAProxy, nginx and Caddy add the headers tandem adds
+#                      to every request (X-Forwarded-For/-Host/-Proto and
+#                      X-Request-Id), so all do the same work; 0 = plain configs
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -39,6 +42,7 @@ READY_TIMEOUT=${READY_TIMEOUT:-30}
 TANDEM_BIN=${TANDEM_BIN:-}
 RESULTS_DIR=${RESULTS_DIR:-$SCRIPT_DIR/results/$(date +%Y%m%d-%H%M%S)}
 KEEP_TMP=${KEEP_TMP:-0}
+FORWARD_HEADERS=${FORWARD_HEADERS:-1}
 
 HOST_HEADER=bench                # the Host every request carries (tandem routes on it)
 EXPECTED_BODY="hello, world"     # the backend's body, less its trailing newline
@@ -219,7 +223,9 @@ secs() {
 
 # render TEMPLATE OUT PORT: fill in a config template's @NAME@ placeholders.
 render() {
-	sed -e "s|@TMP@|$TMP|g" -e "s|@WORKERS@|$WORKERS|g" \
+	local fwd='s|^#FWD||'
+	[[ $FORWARD_HEADERS == 1 ]] || fwd='/^#FWD/d'
+	sed -e "$fwd" -e "s|@TMP@|$TMP|g" -e "s|@WORKERS@|$WORKERS|g" \
 		-e "s|@PORT@|$3|g" -e "s|@BACKEND_PORT@|$BACKEND_PORT|g" "$1" >"$2"
 	cp "$2" "$RESULTS_DIR/"
 }
@@ -431,7 +437,7 @@ idx_of() { local i; for i in "${!T_SLUG[@]}"; do [[ ${T_SLUG[i]} == "$1" ]] && {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
 
 {
-	echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -H 'Host: $HOST_HEADER'; proxies with $WORKERS workers; $(nproc) CPUs shared by wrk, proxy and backend"
+	echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -H 'Host: $HOST_HEADER'; proxies with $WORKERS workers, FORWARD_HEADERS=$FORWARD_HEADERS; $(nproc) CPUs shared by wrk, proxy and backend"
 	echo
 	echo "| target | req/s | p50 | p99 | CPU µs/req | backend CPU µs/req | errors |"
 	echo "|---|---:|---:|---:|---:|---:|---:|"

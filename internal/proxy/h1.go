@@ -161,6 +161,11 @@ type clientConn struct {
 	clientIP string
 	proto    string // "http" or "https"
 	idle     atomic.Bool
+
+	// per-request scratch space (see proxy)
+	body  guardedBody
+	tried [maxAttempts]*Backend
+	buf   [16]*Backend
 }
 
 // serve answers requests until the connection closes or must close. It
@@ -350,9 +355,11 @@ func (cc *clientConn) proxy(req *http.Request, pool *Pool) bool {
 	canRetry5xx := idempotent(req.Method) && !hasBody
 	upgrade := isUpgrade(req.Header)
 	key := hashKeyOf(req, pool, cc.clientIP)
-	body := &guardedBody{r: req.Body}
-	var tried [maxAttempts]*Backend
-	var buf [16]*Backend
+	// Scratch space of the connection: passed to interfaces, it would
+	// escape to the heap once per request if it were local.
+	cc.body = guardedBody{r: req.Body}
+	body, tried, buf := &cc.body, cc.tried[:], cc.buf[:]
+	clear(tried)
 	var lastErr error
 	lastConnect := false // lastErr is a connect failure
 	for attempt := 0; attempt < maxAttempts; attempt++ {

@@ -19,6 +19,24 @@ type upstream struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	idleAt time.Time
+	// stillOpen's parts, made once per connection, not per request
+	raw  syscall.RawConn
+	peek func(fd uintptr) bool
+	open bool
+}
+
+func newUpstream(c net.Conn) *upstream {
+	u := &upstream{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}
+	if sc, ok := c.(syscall.Conn); ok {
+		u.raw, _ = sc.SyscallConn()
+	}
+	var b [1]byte
+	u.peek = func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		u.open = err == syscall.EAGAIN
+		return true
+	}
+	return u
 }
 
 func (u *upstream) close() { _ = u.c.Close() }
@@ -49,7 +67,7 @@ func (b *Backend) get(connect, maxIdle time.Duration) (u *upstream, reused bool,
 		b.conns.idle[n-1] = nil
 		b.conns.idle = b.conns.idle[:n-1]
 		b.conns.mu.Unlock()
-		if now.Sub(u.idleAt) < maxIdle && stillOpen(u.c) {
+		if now.Sub(u.idleAt) < maxIdle && u.stillOpen() {
 			b.activate(u)
 			return u, true, nil
 		}
@@ -59,7 +77,7 @@ func (b *Backend) get(connect, maxIdle time.Duration) (u *upstream, reused bool,
 	if err != nil {
 		return nil, false, err
 	}
-	u = &upstream{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}
+	u = newUpstream(c)
 	b.activate(u)
 	return u, false, nil
 }
@@ -152,21 +170,10 @@ func (b *Backend) pruneIdle(maxIdle time.Duration) {
 // instance has neither closed it nor sent anything unasked (an idle
 // connection with data waiting is out of step). It peeks without blocking:
 // one system call, much cheaper than a request lost on a dead connection.
-func stillOpen(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
+func (u *upstream) stillOpen() bool {
+	if u.raw == nil {
 		return true
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	open := false
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		_, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		open = rerr == syscall.EAGAIN
-		return true
-	})
-	return err == nil && open
+	u.open = false
+	return u.raw.Read(u.peek) == nil && u.open
 }

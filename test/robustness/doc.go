@@ -25,25 +25,29 @@
 //     problems.txt and every node's log to a folder under
 //     $TANDEM_ROBUSTNESS_OUT (default: the system's temporary folder).
 //   - nemesis_test.go: TestNemesisLinearizable runs a table of nemesis
-//     scenarios one at a time through one runner: kill -9 the leader and
-//     restart it; kill -9 a follower and restart it; SIGSTOP the leader for
-//     2 s (longer than the 500 ms election timeout) and SIGCONT it; kill -9
-//     every node and restart them all; kill -9 the leader of a five-voter
-//     cluster and restart it. Each runs the workload for 8 to 10 s, reads
-//     every key through every node once the cluster is healthy (a lost
-//     acknowledged write shows up there), checks the history, and logs the
-//     figures: operations checked, violations, unknown-outcome writes,
-//     success rate before, during and after the fault, and the time to the
-//     first acknowledged write after the fault.
+//     scenarios one at a time through one runner: kill -9 of the leader, of
+//     a follower, of every node (then restart); SIGSTOP of the leader for
+//     2 s; kill -9 of the leader of a five-voter cluster; the leader
+//     isolated from the majority, a one-way partition and a blackholed
+//     leader (network namespaces and nftables, internal/clustertest, or the
+//     fault proxies without root); delay and stalls on every Raft link
+//     (faultproxy.go); and a dead voter replaced by autopilot. Each runs the
+//     workload for seconds, reads every key through every node once the
+//     cluster is healthy (a lost acknowledged write shows up there), checks
+//     the history, and logs the figures: operations checked, violations,
+//     unknown-outcome writes, success rate before, during and after the
+//     fault, and the time to the first acknowledged write after it.
+//   - availability.go, availability_test.go: TestAvailabilityUnderFaults,
+//     HTTP clients through every node's proxy while instances and a node are
+//     killed and frozen: GET success (goal 99.9 %) and POSTs delivered twice
+//     (must be 0).
 //
 // $TANDEM_ROBUSTNESS_SEEDS (default 1) runs every scenario with that many
 // workload seeds (1, 2, ...), one subtest each, for longer runs.
 //
-// To come: network partitions in network namespaces (netns) instead of
-// process faults only, one-way partitions, blackholes, a delay and loss
-// proxy; clock skew; an availability workload that measures error budgets
-// rather than correctness; autopilot voter replacement under the checker;
-// compare-and-set on revisions in the model. See docs/ROBUSTNESS.md.
+// To come: clock skew; packet-level loss and reordering; several faults in
+// one run; compare-and-set on revisions in the model. See
+// docs/ROBUSTNESS.md.
 //
 // Run with:
 //

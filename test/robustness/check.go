@@ -154,3 +154,68 @@ func describeHistory(ops []porcupine.Operation) string {
 	}
 	return b.String()
 }
+
+// LostWrites counts acknowledged writes the final state does not reflect.
+// For each key, the final state (the last final read, invoked at or after
+// end) was made by some write: the put that carried its value, or for an
+// absent key the latest delete (or no write at all). Every acknowledged
+// write invoked after that write had returned came later in any order the
+// cluster could have chosen, so the final state should show it or a still
+// later write: each such write counts as lost. A write whose outcome is
+// unknown may have been applied at any time, so it never ends the window.
+// Failed records and put-if-absent refusals changed nothing and count for
+// nothing.
+func LostWrites(recs []Record, end int64) int {
+	type keyRecs struct {
+		final  *Record
+		writes []Record
+	}
+	keys := map[string]*keyRecs{}
+	for i := range recs {
+		r := &recs[i]
+		if r.Failed {
+			continue
+		}
+		k := keys[r.Input.Key]
+		if k == nil {
+			k = &keyRecs{}
+			keys[r.Input.Key] = k
+		}
+		switch {
+		case r.Input.Kind == Get:
+			if r.Call >= end && (k.final == nil || r.Return > k.final.Return) {
+				k.final = r
+			}
+		case r.Input.Kind == PutIfAbsent && !r.Output.Unknown && !r.Output.OK:
+		default:
+			k.writes = append(k.writes, *r)
+		}
+	}
+	const never = int64(1<<63 - 1)
+	lost := 0
+	for _, k := range keys {
+		if k.final == nil {
+			continue
+		}
+		// made is when the write that made the final state returned.
+		made := int64(0)
+		for _, w := range k.writes {
+			ret := w.Return
+			if w.Output.Unknown {
+				ret = never
+			}
+			switch {
+			case k.final.Output.Found && w.Input.Kind != Delete && w.Input.Value == k.final.Output.Value:
+				made = ret
+			case !k.final.Output.Found && w.Input.Kind == Delete:
+				made = max(made, ret)
+			}
+		}
+		for _, w := range k.writes {
+			if !w.Output.Unknown && w.Call > made {
+				lost++
+			}
+		}
+	}
+	return lost
+}

@@ -414,6 +414,11 @@ func runScenario(t *testing.T, sc scenario, seed uint64) {
 	f := figuresOf(h.Records(), faulted, healed, end)
 	t.Logf("ops checked %d (%d failed operations left out), violations %d, result %s", rep.Ops, f.failed, rep.Violations, rep.Result)
 	t.Logf("unknown-outcome writes %d of %d writes", f.unknown, f.writes)
+	lost := LostWrites(h.Records(), int64(end))
+	t.Logf("acknowledged writes lost %d", lost)
+	if lost > 0 {
+		t.Errorf("%d acknowledged writes are missing from the final state", lost)
+	}
 	t.Logf("success rate: before the fault %s, during %s, after the heal %s", f.rate[0], f.rate[1], f.rate[2])
 	if f.firstWrite >= 0 {
 		t.Logf("first acknowledged write invoked after the fault returned %s after the fault", f.firstWrite.Round(time.Millisecond))

@@ -210,6 +210,62 @@ func TestCheckRevisions(t *testing.T) {
 	}
 }
 
+func TestLostWrites(t *testing.T) {
+	tests := []struct {
+		name string
+		ops  []op
+		want int
+	}{
+		{"final read shows the last write", []op{
+			{0, 0, 10, put("a", "1"), ok},
+			{1, 20, 30, put("a", "2"), ok},
+			{2, 100, 110, get("a"), value("2")},
+		}, 0},
+		{"an acknowledged write lost", []op{
+			{0, 0, 10, put("a", "1"), ok},
+			{1, 20, 30, put("a", "2"), ok},
+			{2, 100, 110, get("a"), value("1")},
+		}, 1},
+		{"concurrent writes: either may win", []op{
+			{0, 0, 30, put("a", "1"), ok},
+			{1, 10, 20, put("a", "2"), ok},
+			{2, 100, 110, get("a"), value("1")},
+		}, 0},
+		{"an unknown write may land last", []op{
+			{0, 0, 10, put("a", "1"), unknown},
+			{1, 20, 30, put("a", "2"), ok},
+			{2, 100, 110, get("a"), value("1")},
+		}, 0},
+		{"a lost delete", []op{
+			{0, 0, 10, put("a", "1"), ok},
+			{1, 20, 30, del("a"), deleted(1)},
+			{2, 100, 110, get("a"), value("1")},
+		}, 1},
+		{"a put lost after a delete", []op{
+			{0, 0, 10, del("a"), deleted(0)},
+			{1, 20, 30, put("a", "1"), ok},
+			{2, 100, 110, get("a"), absent},
+		}, 1},
+		{"refusals and failed writes change nothing", []op{
+			{0, 0, 10, put("a", "1"), ok},
+			{1, 20, 30, putIfAbsent("a", "2"), exists},
+			{1, 40, 50, get("a"), failed},
+			{2, 100, 110, get("a"), value("1")},
+		}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var recs []Record
+			for _, o := range tt.ops {
+				recs = append(recs, Record{Client: o.client, Input: o.in, Output: o.out, Call: o.call, Return: o.ret, Failed: o.out == failed})
+			}
+			if got := LostWrites(recs, 100); got != tt.want {
+				t.Errorf("got %d lost writes, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
 // TestCheckKeepsEvidence checks that a failed check leaves the
 // visualisation, the history and the logs behind.
 func TestCheckKeepsEvidence(t *testing.T) {

@@ -70,13 +70,13 @@ func (c *staticCatalog) Changed() <-chan struct{} {
 }
 
 // startProxy runs a proxy in front of backends (service "svc").
-func startProxy(t *testing.T, backends ...string) *Proxy {
+func startProxy(t testing.TB, backends ...string) *Proxy {
 	t.Helper()
 	p, _ := startProxySpec(t, registry.Service{}, backends...)
 	return p
 }
 
-func startProxySpec(t *testing.T, spec registry.Service, backends ...string) (*Proxy, *staticCatalog) {
+func startProxySpec(t testing.TB, spec registry.Service, backends ...string) (*Proxy, *staticCatalog) {
 	t.Helper()
 	cat := &staticCatalog{spec: spec, instances: map[string][]view.Instance{}, ch: make(chan struct{})}
 	for i, addr := range backends {
@@ -108,6 +108,27 @@ func startProxySpec(t *testing.T, spec registry.Service, backends ...string) (*P
 }
 
 func backendAddr(s *httptest.Server) string { return s.Listener.Addr().String() }
+
+// instance listens for an instance of raw TCP, closed when the test ends,
+// and serves each connection in a goroutine with its number, from 0.
+func instance(tb testing.TB, serve func(c net.Conn, n int)) net.Listener {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for n := 0; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(c, n)
+		}
+	}()
+	return ln
+}
 
 // raw sends raw bytes to the proxy and returns the connection's reader.
 func raw(t *testing.T, p *Proxy, request string) (net.Conn, *bufio.Reader) {
@@ -313,27 +334,14 @@ func TestH1ExpectContinueAndHTTP10(t *testing.T) {
 func TestH1InstanceClosesIdleConnections(t *testing.T) {
 	// The instance answers one request per connection and then closes it
 	// without saying so, as a server does whose idle timeout struck.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	closed := make(chan struct{}, 16)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-				c.Close()
-				closed <- struct{}{}
-			}()
+	ln := instance(t, func(c net.Conn, _ int) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
-	}()
+		c.Close()
+		closed <- struct{}{}
+	})
 	p := startProxy(t, ln.Addr().String())
 	hc := &http.Client{Timeout: 5 * time.Second}
 	for i := 0; i < 5; i++ {

@@ -2,17 +2,18 @@ package proxy
 
 // The HTTP/1.1 path. A goroutine per client connection reads a request
 // with net/http's parser, sends it on a pooled keep-alive connection to an
-// instance, reads the answer with net/http's parser and writes it back,
-// all in that one goroutine. Compared with net/http's Server, Transport
-// and httputil.ReverseProxy this saves the goroutine handoffs between a
-// server connection, a transport's read and write loops and the handler,
-// and a background read per request; the benchmark in bench/proxy showed
-// them to be most of the proxy's CPU time (docs/BENCHMARKS.md). Parsing
-// stays net/http's, so what it refuses the proxy refuses. Requests are
-// written out with framing the proxy chooses itself (Content-Length or
-// chunked, never both), so no ambiguity in a request's framing reaches an
-// instance. HTTP/2 (h2c, or ALPN "h2" over TLS) goes to net/http's server
-// and the ReverseProxy path in http.go.
+// instance, reads the answer with the proxy's own strict parser
+// (h1resp.go) and writes it back, all in that one goroutine. Compared
+// with net/http's Server, Transport and httputil.ReverseProxy this saves
+// the goroutine handoffs between a server connection, a transport's read
+// and write loops and the handler, and a background read per request; the
+// benchmark in bench/proxy showed them to be most of the proxy's CPU time
+// (docs/BENCHMARKS.md). Requests are parsed by net/http, so what it
+// refuses the proxy refuses, and written out with framing the proxy
+// chooses itself (Content-Length or chunked, never both), so no ambiguity
+// in a request's framing reaches an instance; an answer framed
+// ambiguously is refused. HTTP/2 (h2c, or ALPN "h2" over TLS) goes
+// to net/http's server and the ReverseProxy path in http.go.
 
 import (
 	"bufio"
@@ -166,6 +167,8 @@ type clientConn struct {
 	body  guardedBody
 	tried [maxAttempts]*Backend
 	buf   [16]*Backend
+	resp  respHead // the instance's answer
+	rbody respBody // and its body
 }
 
 // serve answers requests until the connection closes or must close. It
@@ -382,7 +385,7 @@ func (cc *clientConn) proxy(req *http.Request, pool *Pool) bool {
 			lastErr, lastConnect = err, true
 			continue
 		}
-		resp, err := cc.exchange(req, u, body, pool)
+		resp, err := cc.exchange(req, u, body, pool, upgrade)
 		if err != nil {
 			b.End()
 			b.discard(u)
@@ -404,12 +407,12 @@ func (cc *clientConn) proxy(req *http.Request, pool *Pool) bool {
 			}
 			break
 		}
-		p.answered(pool, b, resp.StatusCode, start)
-		switch resp.StatusCode {
+		p.answered(pool, b, resp.code, start)
+		switch resp.code {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 			if canRetry5xx && attempt+1 < min(maxAttempts, len(pool.Backends)) && pool.Budget.TryRetry(time.Now()) {
-				n, err := io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-				if err == nil && n < 64<<10 && !resp.Close {
+				cc.rbody.reset(resp, u.br)
+				if cc.rbody.discard(64<<10) && !resp.close {
 					b.put(u)
 				} else {
 					b.discard(u)
@@ -419,7 +422,7 @@ func (cc *clientConn) proxy(req *http.Request, pool *Pool) bool {
 				continue
 			}
 		}
-		if upgrade && resp.StatusCode == http.StatusSwitchingProtocols {
+		if resp.code == http.StatusSwitchingProtocols { // exchange let it through for an upgrade only
 			b.End() // an upgraded connection is not a request in flight
 			cc.tunnel(req, resp, u, b)
 			return false
@@ -453,8 +456,9 @@ var (
 	errClientBody = errors.New("reading the request body from the client failed")
 )
 
-// exchange writes req to u and reads the answer's head.
-func (cc *clientConn) exchange(req *http.Request, u *upstream, body *guardedBody, pool *Pool) (*http.Response, error) {
+// exchange writes req to u and reads the answer's head into cc.resp; a
+// 101 Switching Protocols only if the request asked to upgrade.
+func (cc *clientConn) exchange(req *http.Request, u *upstream, body *guardedBody, pool *Pool, upgrade bool) (*respHead, error) {
 	cc.writeHead(u.bw, req)
 	if req.Body != nil && req.Body != http.NoBody {
 		if _, ok := req.Header["Expect"]; ok {
@@ -472,22 +476,25 @@ func (cc *clientConn) exchange(req *http.Request, u *upstream, body *guardedBody
 		return nil, fmt.Errorf("%w: %w", errNotWritten, err)
 	}
 	_ = u.c.SetReadDeadline(time.Now().Add(pool.headerTimeout))
+	resp := &cc.resp
 	for {
-		resp, err := http.ReadResponse(u.br, req)
-		if err != nil {
+		if err := resp.read(u.br, req.Method == http.MethodHead); err != nil {
 			return nil, fmt.Errorf("reading the instance's response: %w", err)
 		}
-		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+		if resp.code == http.StatusSwitchingProtocols && !upgrade {
+			return nil, fmt.Errorf("reading the instance's response: %w: 101 Switching Protocols to a request that asked for no upgrade", errMalformed)
+		}
+		if resp.code >= 200 || resp.code == http.StatusSwitchingProtocols {
 			_ = u.c.SetReadDeadline(time.Time{})
 			return resp, nil
 		}
 		// An informational answer (103 Early Hints): pass it on to a
 		// client that understands it, and wait for the final one.
-		if resp.StatusCode != http.StatusContinue && req.ProtoAtLeast(1, 1) {
+		if resp.code != http.StatusContinue && req.ProtoAtLeast(1, 1) {
 			cc.bw.WriteString("HTTP/1.1 ")
-			cc.bw.WriteString(resp.Status)
+			cc.bw.Write(resp.status)
 			cc.bw.WriteString("\r\n")
-			writeHeader(cc.bw, resp.Header, nil, nil)
+			resp.writeFields(cc.bw, resp.fields)
 			cc.bw.WriteString("\r\n")
 			_ = cc.bw.Flush()
 		}
@@ -539,12 +546,12 @@ func (cc *clientConn) copyBody(u *upstream, req *http.Request, body *guardedBody
 // respond writes the instance's answer to the client and puts u back in
 // its pool when the answer was read to its end. It reports whether the
 // client connection can carry another request.
-func (cc *clientConn) respond(req *http.Request, resp *http.Response, u *upstream, b *Backend, body *guardedBody) bool {
+func (cc *clientConn) respond(req *http.Request, resp *respHead, u *upstream, b *Backend, body *guardedBody) bool {
 	bw := cc.bw
 	keep := !req.Close && !cc.s.closing.Load()
-	bodiless := req.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified
+	bodiless := resp.framing == noBody
 	chunked := false
-	if !bodiless && resp.ContentLength < 0 {
+	if resp.framing == chunkedBody || resp.framing == eofBody {
 		if req.ProtoAtLeast(1, 1) {
 			chunked = true
 		} else {
@@ -557,18 +564,12 @@ func (cc *clientConn) respond(req *http.Request, resp *http.Response, u *upstrea
 		keep = cc.discardBody(req)
 	}
 	bw.WriteString("HTTP/1.1 ")
-	bw.WriteString(resp.Status)
+	bw.Write(resp.status)
 	bw.WriteString("\r\n")
-	writeHeader(bw, resp.Header, resp.Header["Connection"], nil)
-	if bodiless {
-		if cl, ok := resp.Header["Content-Length"]; ok && len(cl) == 1 {
-			bw.WriteString("Content-Length: ")
-			bw.WriteString(cl[0])
-			bw.WriteString("\r\n")
-		}
-	} else if resp.ContentLength >= 0 {
+	resp.writeFields(bw, resp.fields)
+	if resp.length >= 0 { // the body's length, or for HEAD, 204 and 304 the one the instance gave
 		bw.WriteString("Content-Length: ")
-		bw.WriteString(strconv.FormatInt(resp.ContentLength, 10))
+		bw.Write(strconv.AppendInt(resp.num[:0], resp.length, 10))
 		bw.WriteString("\r\n")
 	} else if chunked {
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
@@ -583,8 +584,7 @@ func (cc *clientConn) respond(req *http.Request, resp *http.Response, u *upstrea
 	bw.WriteString("\r\n\r\n")
 
 	ok := bodiless || cc.copyResponse(resp, u, chunked)
-	resp.Body.Close()
-	if ok && !resp.Close {
+	if ok && !resp.close {
 		b.put(u)
 	} else {
 		b.discard(u)
@@ -595,7 +595,7 @@ func (cc *clientConn) respond(req *http.Request, resp *http.Response, u *upstrea
 // copyResponse streams the answer's body to the client, flushing whenever
 // the instance has nothing more buffered, so that a streamed answer
 // (server-sent events, a long download) reaches the client as it comes.
-func (cc *clientConn) copyResponse(resp *http.Response, u *upstream, chunked bool) bool {
+func (cc *clientConn) copyResponse(resp *respHead, u *upstream, chunked bool) bool {
 	bp := buffers.Get().(*[]byte)
 	defer buffers.Put(bp)
 	buf := *bp
@@ -605,9 +605,14 @@ func (cc *clientConn) copyResponse(resp *http.Response, u *upstream, chunked boo
 		cw = httputil.NewChunkedWriter(cc.bw)
 		w = cw
 	}
-	left := resp.ContentLength
+	body := &cc.rbody
+	body.reset(resp, u.br)
+	left := int64(-1) // never 0 but after the last byte of a body of known length
+	if resp.framing == lengthBody {
+		left = resp.length
+	}
 	for {
-		n, rerr := resp.Body.Read(buf)
+		n, rerr := body.Read(buf)
 		if n > 0 {
 			if _, err := w.Write(buf[:n]); err != nil {
 				return false
@@ -628,7 +633,7 @@ func (cc *clientConn) copyResponse(resp *http.Response, u *upstream, chunked boo
 	}
 	if cw != nil {
 		cw.Close()
-		writeHeader(cc.bw, resp.Trailer, nil, nil)
+		resp.writeFields(cc.bw, resp.trailer)
 		cc.bw.WriteString("\r\n")
 	}
 	return true
@@ -636,14 +641,14 @@ func (cc *clientConn) copyResponse(resp *http.Response, u *upstream, chunked boo
 
 // tunnel joins the client and the instance after a 101 Switching
 // Protocols (WebSocket) until both sides are done.
-func (cc *clientConn) tunnel(req *http.Request, resp *http.Response, u *upstream, b *Backend) {
+func (cc *clientConn) tunnel(req *http.Request, resp *respHead, u *upstream, b *Backend) {
 	bw := cc.bw
 	bw.WriteString("HTTP/1.1 ")
-	bw.WriteString(resp.Status)
+	bw.Write(resp.status)
 	bw.WriteString("\r\n")
-	writeHeader(bw, resp.Header, resp.Header["Connection"], nil)
+	resp.writeFields(bw, resp.fields)
 	bw.WriteString("Connection: Upgrade\r\nUpgrade: ")
-	bw.WriteString(resp.Header.Get("Upgrade"))
+	bw.Write(resp.get("Upgrade"))
 	bw.WriteString("\r\nX-Request-Id: ")
 	bw.WriteString(req.Header.Get("X-Request-Id"))
 	bw.WriteString("\r\n\r\n")

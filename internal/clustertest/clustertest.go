@@ -274,7 +274,9 @@ func (nd *Node) choosePorts() {
 }
 
 // startServing starts a new node and reports false if it exited because
-// one of its ports was taken.
+// one of its ports was taken. It waits for the API and then the proxy: a
+// node binds its DNS and proxy ports only once its view has loaded, after
+// its API answers.
 func (nd *Node) startServing() bool {
 	nd.start()
 	err := Poll(nd.c.opts.Timeout, func() error {
@@ -283,8 +285,14 @@ func (nd *Node) startServing() bool {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err := nd.Client().Health(ctx)
-		return err
+		if _, err := nd.Client().Health(ctx); err != nil {
+			return err
+		}
+		conn, err := net.DialTimeout("tcp", nd.Proxy, time.Second)
+		if err != nil {
+			return err
+		}
+		return conn.Close()
 	})
 	if err == nil && !nd.Running() {
 		b, _ := os.ReadFile(nd.Log)

@@ -101,7 +101,7 @@ func CheckRevisions(ops []porcupine.Operation) []string {
 			continue
 		case in.Kind == Get && out.Found:
 			value = out.Value
-		case in.Kind == Put, in.Kind == PutIfAbsent && out.OK:
+		case in.Kind == Put, (in.Kind == PutIfAbsent || in.Kind == CompareAndSet) && out.OK:
 			value = in.Value
 		default:
 			continue
@@ -163,8 +163,8 @@ func describeHistory(ops []porcupine.Operation) string {
 // cluster could have chosen, so the final state should show it or a still
 // later write: each such write counts as lost. A write whose outcome is
 // unknown may have been applied at any time, so it never ends the window.
-// Failed records and put-if-absent refusals changed nothing and count for
-// nothing.
+// Failed records and refused put-if-absent and cas writes changed nothing
+// and count for nothing.
 func LostWrites(recs []Record, end int64) int {
 	type keyRecs struct {
 		final  *Record
@@ -186,7 +186,7 @@ func LostWrites(recs []Record, end int64) int {
 			if r.Call >= end && (k.final == nil || r.Return > k.final.Return) {
 				k.final = r
 			}
-		case r.Input.Kind == PutIfAbsent && !r.Output.Unknown && !r.Output.OK:
+		case (r.Input.Kind == PutIfAbsent || r.Input.Kind == CompareAndSet) && !r.Output.Unknown && !r.Output.OK:
 		default:
 			k.writes = append(k.writes, *r)
 		}

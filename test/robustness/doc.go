@@ -7,9 +7,9 @@
 // What exists:
 //
 //   - model.go: a porcupine model of the KV API, partitioned by key, for
-//     get, put, delete and put-if-absent (PUT with cas=0). Every write
-//     carries a unique value. Compare-and-set on a mod revision other than
-//     0 is not modelled (see Model).
+//     get, put, delete, put-if-absent (PUT with cas=0) and compare-and-set
+//     (PUT with cas=<revision read>). Every write carries a unique value,
+//     so a cas is decided by the value read at that revision (see Model).
 //   - history.go: a recorder safe for concurrent use, on the monotonic
 //     clock. A write with an unknown outcome (503, transport error) is
 //     checked as an operation that never returns: it may take effect at
@@ -46,8 +46,7 @@
 // workload seeds (1, 2, ...), one subtest each, for longer runs.
 //
 // To come: clock skew; packet-level loss and reordering; several faults in
-// one run; compare-and-set on revisions in the model. See
-// docs/ROBUSTNESS.md.
+// one run. See docs/ROBUSTNESS.md.
 //
 // Run with:
 //

@@ -18,13 +18,22 @@ const (
 	Put         Kind = "put"
 	Delete      Kind = "delete"
 	PutIfAbsent Kind = "put-if-absent" // PUT with cas=0: create only if the key does not exist
+	// CompareAndSet is PUT with cas=<mod revision>: write only if the key
+	// is still at the revision the client read.
+	CompareAndSet Kind = "cas"
 )
 
 // Input is what a client asked for.
 type Input struct {
 	Kind  Kind
 	Key   string
-	Value string // put and put-if-absent
+	Value string // put, put-if-absent and cas
+	// For cas: the mod revision the client read, and the value it read at
+	// that revision. Every write has its own value and its own revision,
+	// so "the key is still at revision Rev" is "the key still holds
+	// Expect", which the model can decide per key.
+	Rev    int64
+	Expect string
 }
 
 // Output is what the client was told. When Unknown is set the write may or
@@ -60,14 +69,12 @@ type state struct {
 // value, a delete removes the key, a put-if-absent creates the key only if
 // it is absent.
 //
-// Compare-and-set on a mod revision other than 0 is not modelled. The
-// revision to compare with comes from an earlier read, so the state would
-// have to carry the key's mod revision; but revisions are cluster-wide (a
-// write to any key moves them), which defeats partitioning by key, and a
-// write with an unknown outcome would leave the revision unknown too.
-// Put-if-absent (cas=0) exercises the same compare-and-set transaction
-// with a condition the model can decide from the value alone, and
-// CheckRevisions checks revisions outside the model.
+// Compare-and-set compares mod revisions, which are cluster-wide and not
+// known to a sequential model of one key. But every write carries its own
+// value and gets its own revision, so a key is at the revision a client
+// read exactly when it still holds the value the client read there: the
+// model decides a cas from Input.Expect. CheckRevisions checks revisions
+// themselves outside the model.
 var Model = porcupine.Model{
 	Partition: partitionByKey,
 	Init:      func() interface{} { return state{} },
@@ -124,17 +131,15 @@ func step(s, in, out interface{}) (bool, interface{}) {
 			return false, st
 		}
 		return true, state{}
-	case PutIfAbsent:
-		if o.Unknown {
-			if st.Exists {
-				return true, st
-			}
-			return true, state{Exists: true, Value: i.Value}
+	case PutIfAbsent, CompareAndSet:
+		applies := !st.Exists
+		if i.Kind == CompareAndSet {
+			applies = st.Exists && st.Value == i.Expect
 		}
-		if o.OK == st.Exists {
+		if !o.Unknown && o.OK != applies {
 			return false, st
 		}
-		if o.OK {
+		if applies {
 			return true, state{Exists: true, Value: i.Value}
 		}
 		return true, st
@@ -152,8 +157,11 @@ func boolCount(b bool) int64 {
 func describeOperation(in, out interface{}) string {
 	i, o := in.(Input), out.(Output)
 	call := fmt.Sprintf("%s(%s)", i.Kind, i.Key)
-	if i.Kind == Put || i.Kind == PutIfAbsent {
+	switch i.Kind {
+	case Put, PutIfAbsent:
 		call = fmt.Sprintf("%s(%s, %q)", i.Kind, i.Key, i.Value)
+	case CompareAndSet:
+		call = fmt.Sprintf("%s(%s, @%d=%q, %q)", i.Kind, i.Key, i.Rev, i.Expect, i.Value)
 	}
 	if o.Unknown {
 		return call + " -> unknown"
@@ -166,9 +174,9 @@ func describeOperation(in, out interface{}) string {
 		return fmt.Sprintf("%s -> %q @%d", call, o.Value, o.Revision)
 	case Delete:
 		return fmt.Sprintf("%s -> deleted %d", call, o.Deleted)
-	case PutIfAbsent:
+	case PutIfAbsent, CompareAndSet:
 		if !o.OK {
-			return call + " -> exists"
+			return call + " -> conflict"
 		}
 	}
 	return fmt.Sprintf("%s -> ok @%d", call, o.Revision)

@@ -414,6 +414,17 @@ func runScenario(t *testing.T, sc scenario, seed uint64) {
 	f := figuresOf(h.Records(), faulted, healed, end)
 	t.Logf("ops checked %d (%d failed operations left out), violations %d, result %s", rep.Ops, f.failed, rep.Violations, rep.Result)
 	t.Logf("unknown-outcome writes %d of %d writes", f.unknown, f.writes)
+	var casOK, casConflict int
+	for _, r := range h.Records() {
+		if r.Input.Kind == CompareAndSet && !r.Failed && !r.Output.Unknown {
+			if r.Output.OK {
+				casOK++
+			} else {
+				casConflict++
+			}
+		}
+	}
+	t.Logf("compare-and-set: %d applied, %d conflicts", casOK, casConflict)
 	lost := LostWrites(h.Records(), int64(end))
 	t.Logf("acknowledged writes lost %d", lost)
 	if lost > 0 {

@@ -21,6 +21,9 @@ func put(k, v string) Input         { return Input{Kind: Put, Key: k, Value: v} 
 func putIfAbsent(k, v string) Input { return Input{Kind: PutIfAbsent, Key: k, Value: v} }
 func get(k string) Input            { return Input{Kind: Get, Key: k} }
 func del(k string) Input            { return Input{Kind: Delete, Key: k} }
+func cas(k, expect, v string) Input {
+	return Input{Kind: CompareAndSet, Key: k, Expect: expect, Value: v}
+}
 
 var (
 	ok      = Output{}
@@ -57,6 +60,26 @@ func TestModel(t *testing.T) {
 			{3, 26, 35, get("a"), value("2")},
 			{2, 50, 60, get("a"), value("2")},
 			{3, 0, 5, get("b"), absent},
+		}, porcupine.Ok},
+		{"cas on the value read succeeds, a second on it conflicts", []op{
+			{0, 0, 10, put("a", "1"), ok},
+			{1, 20, 30, cas("a", "1", "2"), created},
+			{2, 40, 50, cas("a", "1", "3"), exists},
+			{1, 60, 70, get("a"), value("2")},
+		}, porcupine.Ok},
+		{"cas may not succeed on an overwritten value", []op{
+			{0, 0, 10, put("a", "1"), ok},
+			{0, 20, 30, put("a", "2"), ok},
+			{1, 40, 50, cas("a", "1", "3"), created},
+		}, porcupine.Illegal},
+		{"cas may not conflict when the value is still there", []op{
+			{0, 0, 10, put("a", "1"), ok},
+			{1, 20, 30, cas("a", "1", "2"), exists},
+		}, porcupine.Illegal},
+		{"an unknown cas may have been applied", []op{
+			{0, 0, 10, put("a", "1"), ok},
+			{1, 20, 30, cas("a", "1", "2"), unknown},
+			{2, 40, 50, get("a"), value("2")},
 		}, porcupine.Ok},
 		{"stale read after an acknowledged put", []op{
 			{0, 0, 10, put("a", "1"), ok},

@@ -71,22 +71,47 @@ func (w Workload) Run(ctx context.Context, h *History) error {
 		rng := rand.New(rand.NewPCG(w.Seed, uint64(i)))
 		wg.Go(func() {
 			id := h.NewClient()
+			// What this client last saw of each key: the value and its
+			// mod revision, for compare-and-set.
+			type seen struct {
+				value string
+				rev   int64
+			}
+			last := map[string]seen{}
 			for seq := 0; ctx.Err() == nil; seq++ {
 				in := Input{Key: keys[rng.IntN(len(keys))], Value: fmt.Sprintf("c%d-%d", i, seq)}
 				switch p := rng.IntN(100); {
-				case p < 40:
+				case p < 35:
 					in.Kind, in.Value = Get, ""
-				case p < 65:
+				case p < 55:
 					in.Kind = Put
-				case p < 80:
+				case p < 70:
 					in.Kind, in.Value = Delete, ""
-				default:
+				case p < 82:
 					in.Kind = PutIfAbsent
+				default:
+					in.Kind = CompareAndSet
+					sn, ok := last[in.Key]
+					if !ok {
+						in.Kind, in.Value = Get, "" // nothing to compare with yet
+					}
+					in.Rev, in.Expect = sn.rev, sn.value
 				}
 				r := Record{Client: id, Input: in, Call: h.Now()}
 				r.Output, r.Failed = Apply(cl, in, w.Timeout)
 				r.Return = h.Now()
 				h.Add(r)
+				switch {
+				case r.Failed || r.Output.Unknown:
+				case in.Kind == Get && r.Output.Found:
+					last[in.Key] = seen{r.Output.Value, r.Output.Revision}
+				case in.Kind == Get, in.Kind == Delete:
+					delete(last, in.Key)
+				case in.Kind == Put, r.Output.OK:
+					last[in.Key] = seen{in.Value, r.Output.Revision}
+				default: // a refused put-if-absent or cas: what it saw is stale
+					delete(last, in.Key)
+				}
 				if r.Output.Unknown {
 					id = h.NewClient()
 				}
@@ -106,7 +131,7 @@ func (w Workload) Run(ctx context.Context, h *History) error {
 const failedPause = 50 * time.Millisecond
 
 // Apply sends one operation and classifies the answer. A 404 on a get and a
-// 409 on a put-if-absent are definite answers. A write that reached no node
+// 409 on a put-if-absent or a cas are definite answers. A write that reached no node
 // (every connection was refused: see notSent) failed like a read: it had no
 // effect. Any other error makes a write Unknown (it may have been applied)
 // and a read failed (it had no effect).
@@ -135,9 +160,9 @@ func Apply(cl *client.Client, in Input, timeout time.Duration) (out Output, fail
 		case notSent(perr):
 			return Output{}, true
 		}
-	case PutIfAbsent:
-		zero := int64(0)
-		wo.CAS = &zero
+	case PutIfAbsent, CompareAndSet:
+		rev := in.Rev // 0 for put-if-absent
+		wo.CAS = &rev
 		res, perr := cl.Put(ctx, in.Key, []byte(in.Value), wo)
 		switch {
 		case perr == nil:

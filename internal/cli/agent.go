@@ -77,6 +77,23 @@ Settings come from, lowest first: defaults, the data dir's node.json, the
 	return cmd
 }
 
+// AgentConfig returns the configuration `tandem agent` would run with for
+// args (its flags, without "agent"), with the same layering. Test harnesses
+// that run agents in-process use it so that flags mean the same there.
+func AgentConfig(args []string) (config.Config, error) {
+	var cfg config.Config
+	cmd := agentCmd(func(_ *cobra.Command, c config.Config) error {
+		cfg = c
+		return nil
+	})
+	cmd.SetArgs(args)
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	if err := cmd.Execute(); err != nil {
+		return config.Config{}, err
+	}
+	return cfg, nil
+}
+
 // resolveAgentConfig layers defaults, the data dir's identity, the config
 // file and explicitly set flags, lowest first.
 func resolveAgentConfig(cmd *cobra.Command, fl config.Config, configFile string) (config.Config, error) {

@@ -30,6 +30,7 @@ import (
 
 	"github.com/tandemhq/tandem/internal/agent"
 	"github.com/tandemhq/tandem/internal/api"
+	"github.com/tandemhq/tandem/internal/cli"
 	"github.com/tandemhq/tandem/internal/client"
 	"github.com/tandemhq/tandem/internal/config"
 )
@@ -348,7 +349,7 @@ func (nd *Node) start() {
 		}()
 		return
 	}
-	cfg, err := inProcessConfig(nd.args())
+	cfg, err := cli.AgentConfig(nd.args())
 	if err != nil {
 		c.t.Fatalf("config for %s: %v", nd.Name, err)
 	}
@@ -611,56 +612,6 @@ func tail(path string, n int) string {
 		}
 	}
 	return strings.Join(lines, "\n")
-}
-
-func inProcessConfig(args []string) (config.Config, error) {
-	cfg := config.Default()
-	for i := 0; i+1 < len(args); i += 2 {
-		k, v := strings.TrimPrefix(args[i], "--"), args[i+1]
-		var err error
-		switch k {
-		case "name":
-			cfg.Name = v
-		case "data-dir":
-			cfg.DataDir = v
-		case "bind":
-			cfg.Bind = v
-		case "advertise":
-			cfg.Advertise = v
-		case "api-port":
-			cfg.APIPort, err = strconv.Atoi(v)
-		case "peer-port":
-			cfg.PeerPort, err = strconv.Atoi(v)
-		case "store-port":
-			cfg.StorePort, err = strconv.Atoi(v)
-		case "dns-port":
-			cfg.DNSPort, err = strconv.Atoi(v)
-		case "proxy-port":
-			cfg.ProxyPort, err = strconv.Atoi(v)
-		case "voters":
-			cfg.Voters, err = strconv.Atoi(v)
-		case "join":
-			cfg.Join = append(cfg.Join, v)
-		case "store-endpoints":
-			cfg.StoreEndpoints = append(cfg.StoreEndpoints, v)
-		case "dead-voter-timeout":
-			err = cfg.DeadVoterTimeout.Set(v)
-		case "request-timeout":
-			err = cfg.RequestTimeout.Set(v)
-		case "proxy-tls-cert":
-			cfg.ProxyTLSCert = v
-		case "proxy-tls-key":
-			cfg.ProxyTLSKey = v
-		case "enable-exec-checks":
-			cfg.EnableExecChecks, err = strconv.ParseBool(v)
-		default:
-			return cfg, fmt.Errorf("in-process nodes do not take --%s", k)
-		}
-		if err != nil {
-			return cfg, fmt.Errorf("--%s: %w", k, err)
-		}
-	}
-	return cfg, nil
 }
 
 // RestartAll starts every stopped node again on its data dir at once (a

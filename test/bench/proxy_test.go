@@ -5,16 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,56 +20,11 @@ import (
 	"github.com/tandemhq/tandem/internal/registry"
 )
 
-// TestMain lets the test binary double as a backend process: with
-// TANDEM_BENCH_BACKEND=host:port it serves HTTP there instead of running
-// benchmarks, so a benchmark can kill -9 a real instance process.
+// TestMain lets the test binary double as an instance process
+// (clustertest.StartBackend), so a benchmark can kill -9 a real instance.
 func TestMain(m *testing.M) {
-	if addr := os.Getenv("TANDEM_BENCH_BACKEND"); addr != "" {
-		name := os.Getenv("TANDEM_BENCH_BACKEND_NAME")
-		err := http.ListenAndServe(addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintln(w, name)
-		}))
-		fmt.Fprintln(os.Stderr, "backend:", err)
-		os.Exit(2)
-	}
+	clustertest.ServeBackendIfAsked()
 	os.Exit(m.Run())
-}
-
-// backendProc is a backend process started from the test binary.
-type backendProc struct {
-	name string
-	port int
-	cmd  *exec.Cmd
-}
-
-func startBackend(b *testing.B, name string, port int) *backendProc {
-	b.Helper()
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "TANDEM_BENCH_BACKEND=127.0.0.1:"+strconv.Itoa(port), "TANDEM_BENCH_BACKEND_NAME="+name)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	bp := &backendProc{name: name, port: port, cmd: cmd}
-	b.Cleanup(bp.kill)
-	err := clustertest.Poll(10*time.Second, func() error {
-		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err == nil {
-			c.Close()
-		}
-		return err
-	})
-	if err != nil {
-		b.Fatalf("backend %s did not listen: %v", name, err)
-	}
-	return bp
-}
-
-func (bp *backendProc) kill() {
-	if bp.cmd.ProcessState == nil {
-		_ = bp.cmd.Process.Signal(syscall.SIGKILL)
-		_ = bp.cmd.Wait()
-	}
 }
 
 // BenchmarkProxyFailover measures what a client sees when an instance dies
@@ -87,12 +39,12 @@ func (bp *backendProc) kill() {
 func BenchmarkProxyFailover(b *testing.B) {
 	c := startCluster(b)
 	ctx := context.Background()
-	ports := clustertest.FreePorts(b, 3)
-	var backends []*backendProc
+	var ports []int
+	var backends []*clustertest.Backend
 	for i, nd := range c.Nodes {
-		bp := startBackend(b, fmt.Sprintf("pf-%d", i+1), ports[i])
-		backends = append(backends, bp)
-		if _, err := nd.Client().Register(ctx, registry.Instance{Service: "pf", ID: bp.name, Address: "127.0.0.1", Port: bp.port,
+		bp := clustertest.StartBackend(b, fmt.Sprintf("pf-%d", i+1))
+		backends, ports = append(backends, bp), append(ports, bp.Port)
+		if _, err := nd.Client().Register(ctx, registry.Instance{Service: "pf", ID: bp.Name, Address: "127.0.0.1", Port: bp.Port,
 			Checks: []registry.Check{{Type: registry.CheckHTTP, HTTP: "/", Interval: config.Duration(time.Second)}}}); err != nil {
 			b.Fatal(err)
 		}
@@ -159,19 +111,19 @@ func BenchmarkProxyFailover(b *testing.B) {
 		before := failed.Load()
 		prev := map[string]float64{}
 		for _, nd := range c.Nodes {
-			n, err := requestsTo(nd.API, victim.name)
+			n, err := requestsTo(nd.API, victim.Name)
 			if err != nil {
 				b.Fatal(err)
 			}
 			prev[nd.Name] = n
 		}
 		t0 := time.Now()
-		victim.kill()
+		victim.Kill()
 		last := t0
 		viewGone := time.Duration(0)
 		for time.Since(t0) < 30*time.Second {
 			for _, nd := range c.Nodes {
-				n, err := requestsTo(nd.API, victim.name)
+				n, err := requestsTo(nd.API, victim.Name)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -181,7 +133,7 @@ func BenchmarkProxyFailover(b *testing.B) {
 					prev[nd.Name], last = n, time.Now()
 				}
 			}
-			if viewGone == 0 && notServed(c.Nodes, victim.port) {
+			if viewGone == 0 && notServed(c.Nodes, victim.Port) {
 				viewGone = time.Since(t0)
 			}
 			// Done once every view dropped it and no counter moved for
@@ -192,13 +144,13 @@ func BenchmarkProxyFailover(b *testing.B) {
 			time.Sleep(10 * time.Millisecond) // the polling period of the measurement
 		}
 		if viewGone == 0 {
-			b.Fatalf("run %d: %s never left the views", run, victim.name)
+			b.Fatalf("run %d: %s never left the views", run, victim.Name)
 		}
 		lastSent = append(lastSent, last.Sub(t0))
 		gone = append(gone, viewGone)
 		b.Logf("run %d: killed %s; last request to it %s after the kill, out of every view after %s, failed GETs %d",
-			run, victim.name, last.Sub(t0).Round(time.Millisecond), viewGone.Round(time.Millisecond), failed.Load()-before)
-		backends[run%3] = startBackend(b, victim.name, victim.port)
+			run, victim.Name, last.Sub(t0).Round(time.Millisecond), viewGone.Round(time.Millisecond), failed.Load()-before)
+		victim.Restart()
 	}
 	if e := lastErr.Load(); e != nil {
 		b.Logf("last failure: %s", e)

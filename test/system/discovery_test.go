@@ -74,14 +74,14 @@ func httpCheck() []registry.Check {
 func TestDiscoveryUnderFailures(t *testing.T) {
 	c := clustertest.Start(t, 3, clustertest.Options{Mode: clustertest.Processes})
 	ctx := ctxT(t, 3*time.Minute)
-	var backends []*backend
+	var backends []*clustertest.Backend
 	var ports []int
 	for i, nd := range c.Nodes {
-		b := startBackend(t, fmt.Sprintf("web-%d", i+1))
+		b := clustertest.StartBackend(t, fmt.Sprintf("web-%d", i+1))
 		backends = append(backends, b)
 		ports = append(ports, b.Port)
-		if _, err := nd.Client().Register(ctx, registry.Instance{Service: "web", ID: b.name, Address: "127.0.0.1", Port: b.Port, Checks: httpCheck()}); err != nil {
-			t.Fatalf("register %s through %s: %v", b.name, nd.Name, err)
+		if _, err := nd.Client().Register(ctx, registry.Instance{Service: "web", ID: b.Name, Address: "127.0.0.1", Port: b.Port, Checks: httpCheck()}); err != nil {
+			t.Fatalf("register %s through %s: %v", b.Name, nd.Name, err)
 		}
 	}
 	waitDNS(t, c, c.Nodes, "web", ports, 30*time.Second)

@@ -47,11 +47,11 @@ func proxyURL(nd *clustertest.Node) string {
 func TestProxyRoutesAroundFailure(t *testing.T) {
 	c := clustertest.Start(t, 3, clustertest.Options{Mode: clustertest.Processes})
 	ctx := ctxT(t, 3*time.Minute)
-	var backends []*backend
+	var backends []*clustertest.Backend
 	for i, nd := range c.Nodes {
-		b := startBackend(t, fmt.Sprintf("web-%d", i+1))
+		b := clustertest.StartBackend(t, fmt.Sprintf("web-%d", i+1))
 		backends = append(backends, b)
-		if _, err := nd.Client().Register(ctx, registry.Instance{Service: "web", ID: b.name, Address: "127.0.0.1", Port: b.Port,
+		if _, err := nd.Client().Register(ctx, registry.Instance{Service: "web", ID: b.Name, Address: "127.0.0.1", Port: b.Port,
 			Checks: []registry.Check{{Type: registry.CheckHTTP, HTTP: "/healthz", Interval: config.Duration(time.Second)}}}); err != nil {
 			t.Fatal(err)
 		}
@@ -168,7 +168,7 @@ func statusOf(resp *http.Response) string {
 func first(s []string, n int) []string { return s[:min(n, len(s))] }
 
 // checkNoDuplicatePosts: no POST (by request id) reached a backend twice.
-func checkNoDuplicatePosts(t *testing.T, backends []*backend) {
+func checkNoDuplicatePosts(t *testing.T, backends []*clustertest.Backend) {
 	t.Helper()
 	seen := map[string]string{}
 	total := 0
@@ -181,9 +181,9 @@ func checkNoDuplicatePosts(t *testing.T, backends []*backend) {
 		for sc.Scan() {
 			total++
 			if prev, dup := seen[sc.Text()]; dup {
-				t.Errorf("POST %s reached a backend twice (%s and %s)", sc.Text(), prev, b.name)
+				t.Errorf("POST %s reached a backend twice (%s and %s)", sc.Text(), prev, b.Name)
 			}
-			seen[sc.Text()] = b.name
+			seen[sc.Text()] = b.Name
 		}
 		f.Close()
 	}

@@ -289,7 +289,7 @@ func (cc *clientConn) discardBody(req *http.Request) bool {
 }
 
 // check applies the rules net/http's server applies to a request before
-// its handler sees it.
+// its handler sees it, beyond those http.ReadRequest applies.
 func check(req *http.Request) (int, string) {
 	switch {
 	case req.ProtoMajor != 1:
@@ -301,16 +301,8 @@ func check(req *http.Request) (int, string) {
 	case !httpguts.ValidHostHeader(req.Host):
 		return http.StatusBadRequest, "malformed Host header"
 	}
-	for k, vv := range req.Header {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return http.StatusBadRequest, "invalid header name"
-		}
-		for _, v := range vv {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return http.StatusBadRequest, "invalid header value"
-			}
-		}
-	}
+	// Field names and values need no check here: http.ReadRequest's
+	// header reader (net/textproto) refuses invalid ones already.
 	if e := req.Header["Expect"]; len(e) > 0 && !(len(e) == 1 && strings.EqualFold(e[0], "100-continue")) {
 		return http.StatusExpectationFailed, "unsupported Expect header"
 	}

@@ -219,6 +219,8 @@ func TestH1BadInput(t *testing.T) {
 		{"NOT HTTP\r\n\r\n", " 400 "},
 		{"GET / HTTP/1.1\r\n\r\n", " 400 "}, // no Host
 		{"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", " 400 "},
+		{"GET / HTTP/1.1\r\nHost: svc\r\nBad Name: x\r\n\r\n", " 400 "},
+		{"GET / HTTP/1.1\r\nHost: svc\r\nX-Ctl: a\x01b\r\n\r\n", " 400 "},
 		{"GET / HTTP/1.1\r\nHost: svc\r\nExpect: magic\r\n\r\n", " 417 "},
 		{"CONNECT svc:80 HTTP/1.1\r\nHost: svc:80\r\n\r\n", " 405 "},
 		{"GET / HTTP/1.1\r\nHost: svc\r\nX-Big: " + strings.Repeat("a", 2<<20) + "\r\n\r\n", " 431 "},

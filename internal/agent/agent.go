@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -227,8 +228,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	// DNS and the proxies answer from the view: they listen only once it
 	// has loaded, so that a node just started refuses connections (clients
 	// go to another node) rather than answering "no such service".
-	g.Go(func() error { return whenSynced(gctx, v, dnsSrv.Run) })
-	g.Go(func() error { return whenSynced(gctx, v, px.Run) })
+	g.Go(func() error { return portHint(whenSynced(gctx, v, dnsSrv.Run), "--dns-port") })
+	g.Go(func() error { return portHint(whenSynced(gctx, v, px.Run), "--proxy-port") })
 	g.Go(func() error {
 		return pxMetrics.RunStats(gctx, 5*time.Second, func(ctx context.Context, w map[string]proxy.Window) error {
 			lease := cm.LeaseID()
@@ -394,6 +395,14 @@ func retry(ctx context.Context, f func() error) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// portHint tells the user what to do when a port is taken.
+func portHint(err error, flag string) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%w (another process holds the port; pick another with %s)", err, flag)
+	}
+	return err
 }
 
 // whenSynced runs run once the view has loaded, unless ctx ends first.

@@ -191,7 +191,7 @@ func runUp(ctx context.Context, g *globals, dir string, n, basePort, voters int,
 	if err := os.WriteFile(filepath.Join(dir, "cluster.json"), b, 0o644); err != nil {
 		return err
 	}
-	if err := waitHealthy(ctx, cl, len(lc.Nodes), min(lc.Voters, len(lc.Nodes))); err != nil {
+	if err := waitHealthy(ctx, cl, len(lc.Nodes), min(lc.Voters, len(lc.Nodes)), exited, logs(lc)); err != nil {
 		return err
 	}
 
@@ -231,8 +231,18 @@ func runUp(ctx context.Context, g *globals, dir string, n, basePort, voters int,
 	return err
 }
 
+// logs maps node names to their log files.
+func logs(lc LocalCluster) map[string]string {
+	m := make(map[string]string, len(lc.Nodes))
+	for _, nd := range lc.Nodes {
+		m[nd.Name] = nd.Log
+	}
+	return m
+}
+
 // waitHealthy polls until every node is alive and the voters are at target.
-func waitHealthy(ctx context.Context, cl *client.Client, nodes, voters int) error {
+// A node that exits meanwhile ends the wait at once, naming its log.
+func waitHealthy(ctx context.Context, cl *client.Client, nodes, voters int, exited <-chan string, logs map[string]string) error {
 	deadline := time.Now().Add(60 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
@@ -249,6 +259,8 @@ func waitHealthy(ctx context.Context, cl *client.Client, nodes, voters int) erro
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case name := <-exited:
+			return fmt.Errorf("node %s exited before the cluster was healthy; see %s", name, logs[name])
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -3,7 +3,6 @@ package system
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -11,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -147,10 +147,21 @@ func TestLeaveAndRemove(t *testing.T) {
 	}
 }
 
-// freeBase finds a base port with the 10 ports of each of n nodes free.
+// freeBase finds a base port with the 10 ports of each of n nodes free,
+// below the kernel's ephemeral port range: `up` restarts nodes on the same
+// ports, and in between an outgoing connection of another test may take any
+// ephemeral port (an established socket blocks a listener on its port).
 func freeBase(t *testing.T, n int) int {
+	hi := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if lo, err := strconv.Atoi(f[0]); err == nil && lo > 12000 {
+				hi = lo
+			}
+		}
+	}
 	for range 50 {
-		base := 20000 + 10*rand.IntN(3000)
+		base := 10000 + 10*rand.IntN((hi-10000-10*n)/10)
 		ok := true
 		var lns []net.Listener
 		for p := base; p < base+10*n; p++ {
@@ -211,7 +222,7 @@ func TestUp(t *testing.T) {
 			t.Fatalf("up did not print %q in 2 minutes", wantLine)
 		}
 		if !strings.Contains(out.String(), wantLine) {
-			t.Fatalf("up exited without %q:\n%s", wantLine, out)
+			t.Fatalf("up exited without %q:\n%s%s", wantLine, out, nodeLogs(dir))
 		}
 		return cmd, out
 	}
@@ -256,9 +267,6 @@ func TestUp(t *testing.T) {
 		}
 	}
 	mustTandem(t, "kv", "put", addr, "up/key", "kept")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = ctx
 	stop(cmd)
 
 	cmd, _ = run("cluster restarted")
@@ -266,6 +274,18 @@ func TestUp(t *testing.T) {
 		t.Fatalf("after restart: %q", got)
 	}
 	stop(cmd)
+}
+
+// nodeLogs returns the last lines of every node log `up` wrote in dir.
+func nodeLogs(dir string) string {
+	logs, _ := filepath.Glob(filepath.Join(dir, "n*.log"))
+	var b strings.Builder
+	for _, l := range logs {
+		data, _ := os.ReadFile(l)
+		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		fmt.Fprintf(&b, "\n--- last lines of %s:\n%s\n", filepath.Base(l), strings.Join(lines[max(0, len(lines)-30):], "\n"))
+	}
+	return b.String()
 }
 
 // TestServiceCLI registers from a YAML file through the CLI and inspects

@@ -15,6 +15,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -112,17 +113,24 @@ type Node struct {
 // FreePorts returns n distinct loopback ports, free for TCP and UDP a moment
 // ago (all are held open together, so none repeats). The store's ports must
 // be known before the store starts, so they cannot be bound to :0 by the
-// store itself; a collision with another process is rare and fails loudly.
+// store itself. They come from below the kernel's ephemeral range: a node
+// restarts on the same ports, and meanwhile any outgoing connection of
+// another test may take an ephemeral port (an established socket keeps a
+// listener off its port). A collision left is rare and fails loudly.
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
+	lo, hi := StaticPortRange()
 	var ports []int
-	for len(ports) < n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 1000 {
+			t.Fatalf("no %d free ports in %d-%d after 1000 tries", n, lo, hi)
+		}
+		port := lo + rand.IntN(hi-lo)
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
-			t.Fatalf("find a free port: %v", err)
+			continue
 		}
 		defer ln.Close()
-		port := ln.Addr().(*net.TCPAddr).Port
 		// DNS needs the same port free for UDP too.
 		pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
@@ -132,6 +140,20 @@ func FreePorts(t testing.TB, n int) []int {
 		ports = append(ports, port)
 	}
 	return ports
+}
+
+// StaticPortRange is where tests take the fixed ports of nodes they may
+// restart: from 10000 up to the start of the kernel's ephemeral port range.
+func StaticPortRange() (lo, hi int) {
+	lo, hi = 10000, 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if start, err := strconv.Atoi(f[0]); err == nil && start > lo+2000 {
+				hi = start
+			}
+		}
+	}
+	return lo, hi
 }
 
 var (

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -147,21 +146,13 @@ func TestLeaveAndRemove(t *testing.T) {
 	}
 }
 
-// freeBase finds a base port with the 10 ports of each of n nodes free,
-// below the kernel's ephemeral port range: `up` restarts nodes on the same
-// ports, and in between an outgoing connection of another test may take any
-// ephemeral port (an established socket blocks a listener on its port).
+// freeBase finds a base port with the 10 ports of each of n nodes free, in
+// the range where nothing takes ports behind our back while `up` restarts
+// its nodes on the same ports (clustertest.StaticPortRange).
 func freeBase(t *testing.T, n int) int {
-	hi := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if lo, err := strconv.Atoi(f[0]); err == nil && lo > 12000 {
-				hi = lo
-			}
-		}
-	}
+	lo, hi := clustertest.StaticPortRange()
 	for range 50 {
-		base := 10000 + 10*rand.IntN((hi-10000-10*n)/10)
+		base := lo + 10*rand.IntN((hi-lo-10*n)/10)
 		ok := true
 		var lns []net.Listener
 		for p := base; p < base+10*n; p++ {

@@ -65,6 +65,7 @@ Settings come from, lowest first: defaults, the data dir's node.json, the
 	f.StringSliceVar(&fl.StoreEndpoints, "store-endpoints", nil, "use this external etcd cluster (client URLs) instead of an embedded store")
 	f.Var(&fl.DeadVoterTimeout, "dead-voter-timeout", "replace a voter dead this long with a live client node")
 	f.Var(&fl.LeaseTTL, "lease-ttl", "node liveness lease TTL")
+	f.Var(&fl.NodeProbeInterval, "node-probe-interval", "probe the next two nodes' APIs this often; revoke the lease of one that refuses twice (0: off)")
 	f.Var(&fl.HeartbeatInterval, "heartbeat-interval", "store Raft heartbeat interval")
 	f.Var(&fl.ElectionTimeout, "election-timeout", "store Raft election timeout")
 	f.Var(&fl.RequestTimeout, "request-timeout", "default bound on a request that needs a quorum")

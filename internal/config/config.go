@@ -50,6 +50,10 @@ type Config struct {
 	DeadVoterTimeout Duration `json:"dead-voter-timeout"`
 	// LeaseTTL is the node liveness lease. A node is alive while its lease is.
 	LeaseTTL Duration `json:"lease-ttl"`
+	// NodeProbeInterval is how often a node probes the API of the next two
+	// alive nodes; one whose API refuses two probes in a row has its lease
+	// revoked at once instead of at its TTL. 0 turns the probes off.
+	NodeProbeInterval Duration `json:"node-probe-interval"`
 	// HeartbeatInterval is the Raft heartbeat (etcd --heartbeat-interval).
 	HeartbeatInterval Duration `json:"heartbeat-interval"`
 	// ElectionTimeout is the Raft election timeout (etcd --election-timeout).
@@ -84,6 +88,9 @@ type Config struct {
 //     be at least 10× the round trip and well above fsync latency.
 //   - lease TTL 2 s, kept alive every TTL/3: a dead node is noticed within 2 s,
 //     and a node survives two lost keepalives.
+//   - node probes every 250 ms: a node whose process died (its API refuses
+//     connections) is noticed after two refused probes, well before its
+//     lease expires; a host that went silent is still left to the lease.
 func Default() Config {
 	return Config{
 		Name:              "",
@@ -98,6 +105,7 @@ func Default() Config {
 		Voters:            3,
 		DeadVoterTimeout:  Duration(30 * time.Second),
 		LeaseTTL:          Duration(2 * time.Second),
+		NodeProbeInterval: Duration(250 * time.Millisecond),
 		HeartbeatInterval: Duration(50 * time.Millisecond),
 		ElectionTimeout:   Duration(500 * time.Millisecond),
 		RequestTimeout:    Duration(3 * time.Second),
@@ -154,6 +162,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LeaseTTL.D() < time.Second {
 		bad("lease-ttl %s: must be at least 1s", c.LeaseTTL)
+	}
+	if c.NodeProbeInterval.D() < 0 || (c.NodeProbeInterval.D() > 0 && c.NodeProbeInterval.D() < 10*time.Millisecond) {
+		bad("node-probe-interval %s: give 0 (off) or at least 10ms", c.NodeProbeInterval)
 	}
 	if c.HeartbeatInterval.D() < time.Millisecond || c.ElectionTimeout.D() < 5*c.HeartbeatInterval.D() {
 		bad("election-timeout %s must be at least 5x heartbeat-interval %s (and heartbeat at least 1ms)", c.ElectionTimeout, c.HeartbeatInterval)

@@ -21,6 +21,8 @@ var (
 	duration = flag.Duration("bench.duration", 5*time.Second, "measured window of each KV sub-benchmark")
 	warmup   = flag.Duration("bench.warmup", time.Second, "unmeasured warm-up before each KV window")
 	runs     = flag.Int("bench.runs", 10, "failover runs")
+	// For A/B runs of agent settings, like -bench.agent-flags=--node-probe-interval=0.
+	agentFlags = flag.String("bench.agent-flags", "", "extra flags, space-separated, for every agent of the benchmark clusters")
 )
 
 // Workload sizes, the same for the API and for direct etcd.
@@ -47,7 +49,7 @@ func benchKey(w, i int) string {
 // until it is healthy.
 func startCluster(b *testing.B) *clustertest.Cluster {
 	b.Helper()
-	return clustertest.Start(b, 3, clustertest.Options{Mode: clustertest.Processes})
+	return clustertest.Start(b, 3, clustertest.Options{Mode: clustertest.Processes, Flags: strings.Fields(*agentFlags)})
 }
 
 // storeURLs returns the etcd client URL of every node, in node order, as

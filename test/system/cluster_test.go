@@ -185,6 +185,33 @@ func TestKillLeaderUnderWriteLoad(t *testing.T) {
 	t.Logf("%d acknowledged writes, %d after the kill, none lost", len(acked), ackedAfterKill.Load())
 }
 
+// TestDeadNodeNoticedBeforeItsLease gives nodes a 30 s lease and kills -9
+// the store leader's node: the other nodes' probes find its API refusing
+// connections and revoke its lease, so it shows dead long before the lease
+// would expire (and before etcd's renewal of every lease on the election
+// would let it). Restarted, it is alive again and stays so.
+func TestDeadNodeNoticedBeforeItsLease(t *testing.T) {
+	c := clustertest.Start(t, 3, clustertest.Options{Mode: clustertest.Processes, Flags: []string{"--lease-ttl=30s"}})
+	victim := c.Leader()
+	victim.Kill()
+	killed := time.Now()
+	c.Eventually(20*time.Second, victim.Name+" shown dead well inside its 30 s lease", func() error {
+		ms, err := c.RunningClient().Members(ctxT(t, 3*time.Second))
+		if err != nil {
+			return err
+		}
+		for _, m := range ms.Members {
+			if m.Name == victim.Name && m.Alive {
+				return fmt.Errorf("%s still alive", victim.Name)
+			}
+		}
+		return nil
+	})
+	t.Logf("killed store leader %s shown dead after %s (lease TTL 30s)", victim.Name, time.Since(killed).Round(time.Millisecond))
+	victim.Restart()
+	c.WaitHealthy()
+}
+
 // TestDeadVoterReplaced kills a voter for good: autopilot promotes the
 // client node, removes the dead member, and fault tolerance is back to 1.
 func TestDeadVoterReplaced(t *testing.T) {

@@ -1,0 +1,126 @@
+package cluster
+
+import (
+	"context"
+	"net"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestWatchTargets(t *testing.T) {
+	for _, tc := range []struct {
+		alive []string
+		self  string
+		want  []string
+	}{
+		{[]string{"n1", "n2", "n3"}, "n1", []string{"n2", "n3"}},
+		{[]string{"n3", "n1", "n2"}, "n3", []string{"n1", "n2"}},
+		{[]string{"a", "b", "c", "d", "e"}, "d", []string{"e", "a"}},
+		{[]string{"a", "b", "c", "d", "e"}, "e", []string{"a", "b"}},
+		{[]string{"a", "c", "e", "g"}, "d", []string{"e", "g"}}, // self not alive: the next ones after its name
+		{[]string{"n1", "n2"}, "n1", []string{"n2"}},
+		{[]string{"n1"}, "n1", []string{}},
+		{nil, "n1", []string{}},
+	} {
+		got := watchTargets(tc.alive, tc.self, 2)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("watchTargets(%v, %s) = %v, want %v", tc.alive, tc.self, got, tc.want)
+		}
+	}
+	// Every node is watched by exactly k others when all are alive.
+	alive := []string{"a", "b", "c", "d", "e", "f", "g"}
+	watchers := map[string]int{}
+	for _, self := range alive {
+		for _, n := range watchTargets(alive, self, 2) {
+			watchers[n]++
+		}
+	}
+	for _, n := range alive {
+		if watchers[n] != 2 {
+			t.Errorf("%s is watched by %d nodes, want 2", n, watchers[n])
+		}
+	}
+}
+
+func TestDeathWatchDecisions(t *testing.T) {
+	type probe struct {
+		lease   int64
+		refused bool
+		revoke  bool
+	}
+	for _, tc := range []struct {
+		name   string
+		probes []probe
+	}{
+		{"two refusals under one lease after an answer revoke it", []probe{
+			{7, false, false}, {7, true, false}, {7, true, true}}},
+		{"a node never seen answering is left to its lease", []probe{
+			{7, true, false}, {7, true, false}, {7, true, false}}},
+		{"one refusal between answers does nothing", []probe{
+			{7, false, false}, {7, true, false}, {7, false, false}, {7, true, false}}},
+		{"a new lease between refusals (a restart) does nothing", []probe{
+			{7, false, false}, {7, true, false}, {8, true, false}, {8, false, false}}},
+		{"revoked once: a still refusing node with a new lease is not revoked again until it answers", []probe{
+			{7, false, false}, {7, true, false}, {7, true, true},
+			{8, true, false}, {8, true, false}, {8, true, false},
+			{8, false, false}, {8, true, false}, {8, true, true}}},
+		{"no lease, nothing to revoke", []probe{
+			{0, false, false}, {0, true, false}, {0, true, false}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newDeathWatch()
+			for i, p := range tc.probes {
+				if got := w.observe("n2", p.lease, p.refused); got != p.revoke {
+					t.Fatalf("probe %d (lease %d, refused %v): revoke = %v, want %v", i, p.lease, p.refused, got, p.revoke)
+				}
+			}
+		})
+	}
+
+	t.Run("a revocation that failed is decided again on the next refusal", func(t *testing.T) {
+		w := newDeathWatch()
+		w.observe("n2", 7, false)
+		w.observe("n2", 7, true)
+		if !w.observe("n2", 7, true) {
+			t.Fatal("no revoke")
+		}
+		w.retry("n2", 7)
+		if !w.observe("n2", 7, true) {
+			t.Fatal("no revoke after retry")
+		}
+	})
+	t.Run("a node that leaves the targets loses its refusals but stays armed", func(t *testing.T) {
+		w := newDeathWatch()
+		w.observe("n2", 7, false)
+		w.observe("n2", 7, true)
+		w.forget([]string{"n3"})
+		if w.observe("n2", 7, true) {
+			t.Fatal("revoked on one refusal after forget")
+		}
+		if !w.observe("n2", 7, true) {
+			t.Fatal("not armed after forget")
+		}
+	})
+}
+
+func TestProbeRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ctx := context.Background()
+	if probeRefused(ctx, addr, time.Second) {
+		t.Fatal("a listening port counts as refused")
+	}
+	ln.Close()
+	if !probeRefused(ctx, addr, time.Second) {
+		t.Fatal("a closed port does not count as refused")
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if probeRefused(cctx, addr, time.Second) {
+		t.Fatal("a cancelled probe counts as refused")
+	}
+}

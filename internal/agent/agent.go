@@ -219,7 +219,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx, ln) })
 	g.Go(func() error { return cm.RunLiveness(gctx) })
-	g.Go(func() error { return cm.RunDeathWatch(gctx, a.cfg.NodeProbeInterval.D()) })
+	g.Go(func() error { return cm.RunDeathWatch(gctx, a.cfg.NodeProbeInterval.D(), v.AliveNodes) })
 	g.Go(func() error { return cm.RunAutopilot(gctx) })
 	g.Go(func() error { return cm.RunLeaderEvents(gctx) })
 	g.Go(func() error { return cm.RunPromotion(gctx) })

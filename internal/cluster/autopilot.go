@@ -118,7 +118,7 @@ func (m *Manager) step(ctx context.Context, downSince map[string]time.Time, memb
 		// since it last started.
 		wasUp := (*prevAlive)[name] || (first && rec.LastSeen.Before(rec.Started))
 		if wasUp {
-			m.event(ctx, EventNodeDown, name, "%s is down (lease expired)", name)
+			m.event(ctx, EventNodeDown, name, "%s is down (its liveness lease ended)", name)
 			rec.LastSeen = now.UTC()
 			b, _ := json.Marshal(rec)
 			if err := updateRecord(ctx, c, name, b); err != nil {

@@ -2,32 +2,37 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/tandemhq/tandem/internal/store"
 )
 
 // deathWatchPeers is how many other nodes each node probes: the next ones
 // after it in name order, so that every node is probed by as many.
 const deathWatchPeers = 2
 
+// AliveNode is an alive node as the death watch needs it.
+type AliveNode struct {
+	Name  string
+	API   string // host:port
+	Lease int64  // the lease its alive key is bound to
+}
+
 // RunDeathWatch speeds up the detection of dead node processes. Every
 // interval it opens a TCP connection to the API of the next deathWatchPeers
-// alive nodes (in name order, wrapping). When a node's API refuses two
-// probes in a row, its process is gone (the agent binds its API before it
-// takes a lease and closes it only when stopping), so this node revokes the
-// node's liveness lease: its instances leave every view about one interval
-// after the kill, instead of a lease TTL later, or a TTL plus an election
-// when the dead node led the store (etcd restarts every lease's TTL when
-// leadership moves).
+// alive nodes (in name order, wrapping), as nodes() lists them (the local
+// view, so the watch costs the store nothing until it acts). When a node's
+// API refuses two probes in a row, its process is gone (the agent binds its
+// API before it takes a lease and closes it only when stopping), so this
+// node revokes the node's liveness lease: its instances leave every view
+// about one interval after the kill, instead of a lease TTL later, or a TTL
+// plus an election when the dead node led the store (etcd restarts every
+// lease's TTL when leadership moves).
 //
 // Only a refusal counts. A timeout (a host down, a partition, an overloaded
 // node) is left to the lease. A node is revoked at most once until its API
@@ -35,7 +40,7 @@ const deathWatchPeers = 2
 // node's keepalives still get through cannot make it flap.
 //
 // interval 0 disables the watch.
-func (m *Manager) RunDeathWatch(ctx context.Context, interval time.Duration) error {
+func (m *Manager) RunDeathWatch(ctx context.Context, interval time.Duration, nodes func() []AliveNode) error {
 	if interval <= 0 {
 		return nil
 	}
@@ -48,74 +53,46 @@ func (m *Manager) RunDeathWatch(ctx context.Context, interval time.Duration) err
 			return nil
 		case <-t.C:
 		}
-		rctx, cancel := context.WithTimeout(ctx, max(4*interval, time.Second))
-		m.deathWatchRound(rctx, w, interval)
-		cancel()
+		m.deathWatchRound(ctx, w, interval, nodes())
 	}
 }
 
-// deathWatchRound reads the alive nodes, probes this node's share of them
-// and revokes the leases w decides on.
-func (m *Manager) deathWatchRound(ctx context.Context, w *deathWatch, interval time.Duration) {
-	c := m.st.Client()
-	// A serializable read answers from the local member; a stale list only
-	// means a probe of a node that just left or a round without one that
-	// just came.
-	alive, err := c.Get(ctx, store.AlivePrefix, clientv3.WithPrefix(), clientv3.WithSerializable())
-	if err != nil {
-		return
-	}
-	leases := map[string]clientv3.LeaseID{}
-	var names []string
-	for _, kv := range alive.Kvs {
-		name := strings.TrimPrefix(string(kv.Key), store.AlivePrefix)
-		leases[name] = clientv3.LeaseID(kv.Lease)
-		names = append(names, name)
+// deathWatchRound probes this node's share of alive and revokes the leases
+// w decides on.
+func (m *Manager) deathWatchRound(ctx context.Context, w *deathWatch, interval time.Duration, alive []AliveNode) {
+	byName := make(map[string]AliveNode, len(alive))
+	names := make([]string, 0, len(alive))
+	for _, n := range alive {
+		byName[n.Name] = n
+		names = append(names, n.Name)
 	}
 	self := m.Self().Name
 	targets := watchTargets(names, self, deathWatchPeers)
 	w.forget(targets)
 	for _, name := range targets {
-		lease := int64(leases[name])
-		api, err := m.apiOf(ctx, w, name, lease)
-		if err != nil || api == "" {
-			continue
-		}
-		if !w.observe(name, lease, probeRefused(ctx, api, interval)) {
+		n := byName[name]
+		// The lease comes from a view read before the probe: a node binds
+		// its API before it takes a lease, so a lease seen before a refused
+		// probe belongs to a process that was not listening then.
+		if n.API == "" || !w.observe(name, n.Lease, probeRefused(ctx, n.API, interval)) {
 			continue
 		}
 		// Revoking needs a store leader. When the dead node was the leader,
 		// a request made before the election can hang until etcd's own
 		// timeout, so give up soon and decide again next round.
 		vctx, cancel := context.WithTimeout(ctx, max(2*interval, 500*time.Millisecond))
-		_, err = c.Revoke(vctx, clientv3.LeaseID(lease))
+		_, err := m.st.Client().Revoke(vctx, clientv3.LeaseID(n.Lease))
 		cancel()
 		if err != nil {
-			w.retry(name, lease)
+			if rpctypes.Error(err) == rpctypes.ErrLeaseNotFound {
+				continue // revoked by another watcher, or expired
+			}
+			w.retry(name, n.Lease)
 			m.log.Debug("death watch: could not revoke the lease of a node whose API refuses connections", "dead", name, "err", err)
 			continue
 		}
-		m.log.Info("death watch: node's API refuses connections; revoked its liveness lease", "dead", name, "api", api)
+		m.event(ctx, EventLeaseRevoked, name, "%s revoked %s's liveness lease: its API (%s) refused two connections in a row", self, name, n.API)
 	}
-}
-
-// apiOf returns a node's API address from its record, cached in w for as
-// long as the node keeps the same lease (a node writes its record before it
-// takes a lease, so a new lease may come with a new address).
-func (m *Manager) apiOf(ctx context.Context, w *deathWatch, name string, lease int64) (string, error) {
-	if a, ok := w.api[name]; ok && a.lease == lease {
-		return a.addr, nil
-	}
-	resp, err := m.st.Client().Get(ctx, store.NodeKey(name), clientv3.WithSerializable())
-	if err != nil || len(resp.Kvs) == 0 {
-		return "", err
-	}
-	var rec NodeRecord
-	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
-		return "", err
-	}
-	w.api[name] = leasedAddr{lease: lease, addr: rec.API}
-	return rec.API, nil
 }
 
 // probeRefused reports whether a TCP connection to addr was refused. Any
@@ -154,18 +131,12 @@ func watchTargets(alive []string, self string, k int) []string {
 
 // deathWatch is the decision state of RunDeathWatch, per probed node.
 type deathWatch struct {
-	api     map[string]leasedAddr // API address from the node record
-	armed   map[string]bool       // its API answered since the last revocation
-	refused map[string]int64      // lease seen before the last probe, if it was refused
-}
-
-type leasedAddr struct {
-	lease int64
-	addr  string
+	armed   map[string]bool  // its API answered since the last revocation
+	refused map[string]int64 // lease seen before the last probe, if it was refused
 }
 
 func newDeathWatch() *deathWatch {
-	return &deathWatch{api: map[string]leasedAddr{}, armed: map[string]bool{}, refused: map[string]int64{}}
+	return &deathWatch{armed: map[string]bool{}, refused: map[string]int64{}}
 }
 
 // observe records a probe of node, whose alive key had lease just before
@@ -202,11 +173,6 @@ func (w *deathWatch) forget(targets []string) {
 	for name := range w.refused {
 		if !slices.Contains(targets, name) {
 			delete(w.refused, name)
-		}
-	}
-	for name := range w.api {
-		if !slices.Contains(targets, name) {
-			delete(w.api, name)
 		}
 	}
 }

@@ -60,6 +60,7 @@ const (
 	EventLeader        = "leader-change"
 	EventNodeUp        = "node-up"
 	EventNodeDown      = "node-down"
+	EventLeaseRevoked  = "lease-revoked" // by the death watch
 	EventJoined        = "node-joined"
 	EventLeft          = "node-left"
 	EventRemoved       = "node-removed"

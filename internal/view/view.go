@@ -43,7 +43,7 @@ type View struct {
 	catalogRev int64     // revision of the last change to what the view holds
 	applied    time.Time // when rev was applied
 	nodes      map[string]cluster.NodeRecord
-	alive      map[string]bool
+	alive      map[string]int64 // node -> the lease its alive key is bound to
 	services   map[string]registry.Service
 	instances  map[string]map[string]registry.Instance // service -> id
 	instRev    map[string]map[string]int64             // mod revision of each instance
@@ -64,7 +64,7 @@ func New(client func() *clientv3.Client, log *slog.Logger) *View {
 
 func (v *View) reset() {
 	v.nodes = map[string]cluster.NodeRecord{}
-	v.alive = map[string]bool{}
+	v.alive = map[string]int64{}
 	v.services = map[string]registry.Service{}
 	v.instances = map[string]map[string]registry.Instance{}
 	v.instRev = map[string]map[string]int64{}
@@ -184,7 +184,7 @@ func (v *View) applyLocked(typ mvccpb.Event_EventType, kv *mvccpb.KeyValue) bool
 		if del {
 			delete(v.alive, name)
 		} else {
-			v.alive[name] = true
+			v.alive[name] = kv.Lease
 		}
 	case strings.HasPrefix(key, registry.ServicesPrefix):
 		name := key[len(registry.ServicesPrefix):]
@@ -294,7 +294,7 @@ func (v *View) WaitRevision(ctx context.Context, rev int64) error {
 // effective computes an instance's served health.
 func (v *View) effectiveLocked(in registry.Instance) Instance {
 	out := Instance{Instance: in, Status: registry.Critical}
-	if !v.alive[in.Node] {
+	if _, alive := v.alive[in.Node]; !alive {
 		out.Output = "owner node " + in.Node + " is down"
 		return out
 	}
@@ -406,9 +406,24 @@ func (v *View) Nodes() []Node {
 		if i := strings.LastIndex(host, ":"); i >= 0 {
 			host = strings.Trim(host[:i], "[]")
 		}
-		out = append(out, Node{Name: name, Addr: host, Role: rec.Role, Alive: v.alive[name]})
+		_, alive := v.alive[name]
+		out = append(out, Node{Name: name, Addr: host, Role: rec.Role, Alive: alive})
 	}
 	slices.SortFunc(out, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// AliveNodes returns the alive nodes whose records the view holds, with
+// their API addresses and the leases their alive keys are bound to.
+func (v *View) AliveNodes() []cluster.AliveNode {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make([]cluster.AliveNode, 0, len(v.alive))
+	for name, lease := range v.alive {
+		if rec, ok := v.nodes[name]; ok {
+			out = append(out, cluster.AliveNode{Name: name, API: rec.API, Lease: lease})
+		}
+	}
 	return out
 }
 

@@ -36,7 +36,7 @@ type AliveNode struct {
 //
 // Only a refusal counts. A timeout (a host down, a partition, an overloaded
 // node) is left to the lease. A node is revoked at most once until its API
-// answers again, so a firewall that rejects this node's probes while the
+// answers a watcher again, so a firewall that rejects the probes while the
 // node's keepalives still get through cannot make it flap.
 //
 // interval 0 disables the watch.
@@ -166,13 +166,17 @@ func (w *deathWatch) retry(node string, lease int64) {
 	w.refused[node] = lease
 }
 
-// forget drops the probe state of nodes this node no longer probes. Whether
-// a node was seen answering is kept: a node that leaves the targets and
-// comes back (another node died or came back) stays armed.
+// forget drops the probe state of nodes this node no longer probes. A node
+// that left the targets while refusing this node's probes (its lease was
+// revoked by another watcher, or ran out) is disarmed: it must answer again
+// before this node revokes a lease of its, so that a node whose probes are
+// rejected by a firewall is revoked once in all, not once per watcher.
+// Whether a node that left while answering was seen answering is kept.
 func (w *deathWatch) forget(targets []string) {
 	for name := range w.refused {
 		if !slices.Contains(targets, name) {
 			delete(w.refused, name)
+			w.armed[name] = false
 		}
 	}
 }

@@ -90,16 +90,31 @@ func TestDeathWatchDecisions(t *testing.T) {
 			t.Fatal("no revoke after retry")
 		}
 	})
-	t.Run("a node that leaves the targets loses its refusals but stays armed", func(t *testing.T) {
+	t.Run("a node that leaves the targets while answering stays armed", func(t *testing.T) {
 		w := newDeathWatch()
 		w.observe("n2", 7, false)
-		w.observe("n2", 7, true)
 		w.forget([]string{"n3"})
 		if w.observe("n2", 7, true) {
-			t.Fatal("revoked on one refusal after forget")
+			t.Fatal("revoked on one refusal")
 		}
 		if !w.observe("n2", 7, true) {
 			t.Fatal("not armed after forget")
+		}
+	})
+	t.Run("a node that leaves the targets while refusing (revoked by the other watcher) is disarmed", func(t *testing.T) {
+		w := newDeathWatch()
+		w.observe("n2", 7, false)
+		w.observe("n2", 7, true)
+		w.forget([]string{"n3"}) // n2's lease 7 is gone
+		for i := range 3 {
+			if w.observe("n2", 8, true) {
+				t.Fatalf("refusal %d under its new lease revoked it again", i)
+			}
+		}
+		w.observe("n2", 8, false)
+		w.observe("n2", 8, true)
+		if !w.observe("n2", 8, true) {
+			t.Fatal("not armed again after it answered")
 		}
 	})
 }

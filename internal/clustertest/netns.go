@@ -347,6 +347,26 @@ func (c *Cluster) Blackhole(nd *Node) {
 	c.fault("blackhole "+nd.Name, [][2]string{{nd.Bind, ""}, {"", nd.Bind}})
 }
 
+// RejectAPI makes nd's API port answer every other node's connection
+// attempts with a TCP reset, as a firewall's reject rule would, while
+// everything else between the nodes (Raft, the store) still flows, and
+// the test's own clients still reach the API.
+func (c *Cluster) RejectAPI(nd *Node) {
+	c.t.Helper()
+	if c.net == nil {
+		c.t.Fatal("RejectAPI: network faults need Options.Netns")
+	}
+	var sb strings.Builder
+	for _, o := range c.Nodes {
+		if o != nd {
+			fmt.Fprintf(&sb, "add rule %s forward ip saddr %s ip daddr %s tcp dport %d counter reject with tcp reset\n", faultsTable, o.Bind, nd.Bind, nd.apiPort)
+		}
+	}
+	if err := c.net.nft(sb.String()); err != nil {
+		c.t.Fatalf("reject %s's API: %v", nd.Name, err)
+	}
+}
+
 // Heal removes every network fault.
 func (c *Cluster) Heal() {
 	c.t.Helper()

@@ -1,0 +1,100 @@
+package robustness
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/tandemhq/tandem/internal/cluster"
+	"github.com/tandemhq/tandem/internal/clustertest"
+)
+
+// TestDeathWatchDoesNotFlap puts a firewall in front of a live node's API
+// that resets the other nodes' connections (their death-watch probes) but
+// lets Raft and the store through, so the node keeps renewing its lease.
+// The watchers revoke its lease once, on the evidence they have; the node
+// takes a new lease, and it must then stay alive, revoked no more, until
+// its API answers the watchers again.
+func TestDeathWatchDoesNotFlap(t *testing.T) {
+	if err := clustertest.NetnsAvailable(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI must run this test in network namespaces: %v", err)
+		}
+		t.Skipf("needs network namespaces: %v", err)
+	}
+	c := clustertest.Start(t, 3, clustertest.Options{Mode: clustertest.Processes, Netns: true})
+	leader := c.Leader()
+	var victim *clustertest.Node
+	for _, nd := range c.Nodes {
+		if nd != leader {
+			victim = nd
+		}
+	}
+	cl := c.RunningClient()
+	revocations := func() (int, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		evs, _, err := cl.Events(ctx, 1000)
+		if err != nil {
+			return 0, err
+		}
+		n := 0
+		for _, e := range evs {
+			if e.Type == cluster.EventLeaseRevoked && e.Node == victim.Name {
+				n++
+			}
+		}
+		return n, nil
+	}
+	alive := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		ms, err := cl.Members(ctx)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms.Members {
+			if m.Name == victim.Name {
+				if !m.Alive {
+					return fmt.Errorf("%s is not alive", victim.Name)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("%s is not a member", victim.Name)
+	}
+
+	c.RejectAPI(victim)
+	c.Eventually(15*time.Second, "the watchers revoke "+victim.Name+"'s lease once its API resets their probes", func() error {
+		n, err := revocations()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("no lease-revoked event for %s yet", victim.Name)
+		}
+		return nil
+	})
+	c.Eventually(15*time.Second, victim.Name+" alive again on a new lease", alive)
+
+	// Twelve probe rounds of both watchers: no second revocation, and the
+	// node alive throughout.
+	until := time.Now().Add(3 * time.Second)
+	for time.Now().Before(until) {
+		if err := alive(); err != nil {
+			t.Fatalf("while its API still resets the probes: %v", err)
+		}
+		n, err := revocations()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Fatalf("%s's lease was revoked %d times; want once until its API answers again", victim.Name, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.Heal()
+	c.WaitHealthy()
+}

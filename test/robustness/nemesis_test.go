@@ -23,6 +23,9 @@ type scenario struct {
 	flags                   []string // more agent flags
 	net                     network  // how the nodes are connected
 	runFor, faultAt, healAt time.Duration
+	// sequence: fault runs a whole schedule of faults before it returns,
+	// so the fault window starts when fault is called, not when it returns.
+	sequence bool
 	// fault injects the fault and returns what it did and how to heal it.
 	// The injection must be done when fault returns (kill -9 waits for the
 	// process to be reaped); heal must return once the cluster serves again
@@ -53,6 +56,7 @@ const (
 type target struct {
 	*clustertest.Cluster
 	fronts *Fronts
+	seed   uint64 // the workload's, for faults drawn at random
 }
 
 // Isolate cuts nd off from the other nodes, both ways.
@@ -208,6 +212,14 @@ var scenarios = []scenario{
 		},
 	},
 	{
+		// Several faults in one run, overlapping, drawn from the seed:
+		// kill -9, SIGSTOP and isolation of any node (the leader often),
+		// at most two of the five at once (mixed_test.go).
+		name: "mixed-5", nodes: 5, voters: 5, net: namespaces, sequence: true,
+		runFor: 22 * time.Second, faultAt: 3 * time.Second, healAt: 3 * time.Second,
+		fault: mixedFaults(12 * time.Second),
+	},
+	{
 		// A voter dies for good; autopilot must put the spare client node
 		// in its place (learner, promoted, then the dead member removed)
 		// while the workload runs. The heal step kills nothing more: it
@@ -224,6 +236,15 @@ var scenarios = []scenario{
 			}
 		},
 	},
+}
+
+// healPartitions removes the network faults, and returns at once.
+func (c *target) healPartitions() {
+	if c.fronts != nil {
+		c.fronts.Heal()
+		return
+	}
+	c.Heal()
 }
 
 // healNetwork removes the network faults and waits until every node is
@@ -335,7 +356,7 @@ func TestNemesisLinearizable(t *testing.T) {
 // write that was lost shows up as a final read the model cannot explain.
 func runScenario(t *testing.T, sc scenario, seed uint64) {
 	opts := clustertest.Options{Mode: clustertest.Processes, Voters: sc.voters, Flags: sc.flags}
-	tg := &target{}
+	tg := &target{seed: seed}
 	nw := sc.net
 	if nw == namespaces {
 		if os.Getenv("TANDEM_ROBUSTNESS_NET") == "proxy" {
@@ -373,8 +394,11 @@ func runScenario(t *testing.T, sc scenario, seed uint64) {
 	// until a point of it is what the schedule means.
 	until := func(d time.Duration) { time.Sleep(d - time.Duration(h.Now())) }
 	until(sc.faultAt)
-	what, heal := sc.fault(t, tg)
 	faulted := time.Duration(h.Now())
+	what, heal := sc.fault(t, tg)
+	if !sc.sequence {
+		faulted = time.Duration(h.Now())
+	}
 	t.Logf("%s at %.2fs (seed %d)", what, faulted.Seconds(), seed)
 	until(sc.healAt)
 	what = heal()

@@ -28,7 +28,7 @@ func (m *Manager) RunAutopilot(ctx context.Context) error {
 			continue
 		}
 		el := concurrency.NewElection(sess, store.AutopilotElection)
-		if err := el.Campaign(ctx, m.Self().Name); err != nil {
+		if err := el.Campaign(ctx, m.Self().Name); err != nil || !m.holds(ctx, el, sess) {
 			sess.Close()
 			sleep(ctx, 200*time.Millisecond)
 			continue
@@ -41,6 +41,22 @@ func (m *Manager) RunAutopilot(ctx context.Context) error {
 		sess.Close()
 	}
 	return nil
+}
+
+// holds reports whether this node's key, on its live session, leads the
+// election. Campaign also returns when the session's lease ran out while it
+// waited (the keys before it were deleted, its own with them); this node
+// must not then announce itself as the holder.
+func (m *Manager) holds(ctx context.Context, el *concurrency.Election, sess *concurrency.Session) bool {
+	select {
+	case <-sess.Done():
+		return false
+	default:
+	}
+	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	resp, err := el.Leader(lctx)
+	return err == nil && len(resp.Kvs) == 1 && clientv3.LeaseID(resp.Kvs[0].Lease) == sess.Lease()
 }
 
 // AutopilotHolder returns the name of the node running autopilot.

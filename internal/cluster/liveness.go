@@ -2,23 +2,36 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tandemhq/tandem/internal/store"
 )
 
 // RunLiveness writes this node's record, then keeps its alive key bound to a
-// lease of LeaseTTL, kept alive every TTL/3 (etcd's client keepalive rate).
-// When the lease is lost (a partition longer than the TTL, or the client was
-// switched) it takes a new one. On return it revokes the lease so the node
-// shows as dead at once after a clean stop.
+// lease of LeaseTTL, renewed every TTL/4. When the lease is lost (a
+// partition longer than the TTL, a revocation, or the client was switched)
+// it takes a new one. On return it revokes the lease so the node shows as
+// dead at once after a clean stop.
+//
+// Each renewal is a KeepAliveOnce of its own, bounded by the renewal
+// interval, rather than etcd's KeepAlive stream: a renewal reaches the
+// leader through the local member, which forwards it over HTTP, and one
+// forwarded to a leader that froze (SIGSTOP, a blackhole) hangs for etcd's
+// request timeout (several seconds). On the shared stream every later
+// renewal of every lease of this client waits behind it, so when the store
+// leader froze, every other node's lease ran out even though a new leader
+// had been elected within a second. A renewal that gives up after the
+// interval is simply sent again, and reaches the new leader.
 func (m *Manager) RunLiveness(ctx context.Context) error {
 	ttl := int64(m.opts.LeaseTTL / time.Second)
 	if ttl < 1 {
 		ttl = 1
 	}
+	every := max(time.Duration(ttl)*time.Second/4, 100*time.Millisecond)
 	wroteRecord := false
 	defer func() {
 		if id := m.leaseID.Load(); id != 0 {
@@ -51,18 +64,47 @@ func (m *Manager) RunLiveness(ctx context.Context) error {
 		}
 		m.leaseID.Store(int64(lease.ID))
 		m.lastContact.Store(time.Now().UnixNano())
-		ka, err := c.KeepAlive(ctx, lease.ID)
-		if err != nil {
-			continue
-		}
-		for range ka {
-			m.lastContact.Store(time.Now().UnixNano())
-		}
+		m.keepAlive(ctx, lease.ID, every)
 		if ctx.Err() == nil {
 			m.log.Warn("liveness lease lost; taking a new one")
 		}
 	}
 	return nil
+}
+
+// keepAlive renews lease every interval until ctx ends or the lease is
+// gone (expired, revoked, or the client switched to another store).
+func (m *Manager) keepAlive(ctx context.Context, id clientv3.LeaseID, every time.Duration) {
+	c := m.st.Client()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if m.st.Client() != c {
+			return // promoted: take a lease through the new client
+		}
+		kctx, cancel := context.WithTimeout(ctx, every)
+		resp, err := c.KeepAliveOnce(kctx, id)
+		cancel()
+		switch {
+		case err == nil && resp.TTL > 0:
+			m.lastContact.Store(time.Now().UnixNano())
+		case errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL <= 0):
+			return
+		case ctx.Err() != nil:
+			return
+		default:
+			// No answer in time (no leader yet, or the renewal went to a
+			// leader that froze): send it again at once.
+			m.log.Debug("liveness renewal", "err", err)
+			sleep(ctx, 20*time.Millisecond)
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // RunLeaderEvents records an event each time this node's store member

@@ -212,6 +212,50 @@ func TestDeadNodeNoticedBeforeItsLease(t *testing.T) {
 	c.WaitHealthy()
 }
 
+// TestFrozenLeaderOthersStayAlive freezes the store leader's process with
+// SIGSTOP for longer than a lease TTL. The other nodes renew their leases
+// through their own store members, which forward renewals to the leader:
+// once the others have elected a new leader, their renewals must reach it,
+// so no node but the frozen one may ever be shown dead.
+func TestFrozenLeaderOthersStayAlive(t *testing.T) {
+	c := clustertest.Start(t, 3, clustertest.Options{Mode: clustertest.Processes})
+	leader := c.Leader()
+	var others []*clustertest.Node
+	for _, nd := range c.Nodes {
+		if nd != leader {
+			others = append(others, nd)
+		}
+	}
+	cl := client.New([]string{others[0].API, others[1].API})
+	leader.Stop()
+	defer leader.Cont()
+	frozen := time.Now()
+	sawLeaderDead := false
+	// Observe for three lease TTLs: the others' leases must outlive the
+	// old leader's renewals stuck on the frozen process.
+	for time.Since(frozen) < 6*time.Second {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ms, err := cl.Members(ctx)
+		cancel()
+		if err == nil && !ms.Stale {
+			for _, m := range ms.Members {
+				switch {
+				case m.Name == leader.Name:
+					sawLeaderDead = sawLeaderDead || !m.Alive
+				case !m.Alive:
+					t.Fatalf("%.1fs after the leader %s froze, %s is shown dead", time.Since(frozen).Seconds(), leader.Name, m.Name)
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !sawLeaderDead {
+		t.Errorf("the frozen leader %s was never shown dead", leader.Name)
+	}
+	leader.Cont()
+	c.WaitHealthy()
+}
+
 // TestDeadVoterReplaced kills a voter for good: autopilot promotes the
 // client node, removes the dead member, and fault tolerance is back to 1.
 func TestDeadVoterReplaced(t *testing.T) {

@@ -25,7 +25,7 @@ type Runner struct {
 	st    *store.Store
 	v     *view.View
 	node  string
-	lease func() clientv3.LeaseID
+	lease func() (clientv3.LeaseID, <-chan struct{})
 	log   *slog.Logger
 
 	mu      sync.Mutex
@@ -33,8 +33,8 @@ type Runner struct {
 }
 
 // NewRunner returns the runner of node. lease returns the node's current
-// liveness lease.
-func NewRunner(st *store.Store, v *view.View, node string, lease func() clientv3.LeaseID, log *slog.Logger) *Runner {
+// liveness lease and a channel closed when it next changes.
+func NewRunner(st *store.Store, v *view.View, node string, lease func() (clientv3.LeaseID, <-chan struct{}), log *slog.Logger) *Runner {
 	return &Runner{st: st, v: v, node: node, lease: lease, log: log, leaseCh: make(chan struct{})}
 }
 
@@ -154,7 +154,7 @@ func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks [
 				sig += "+"
 			}
 		}
-		lease := r.lease()
+		lease, _ := r.lease()
 		if sig == written && lease == writtenLease {
 			return true // write only on a change
 		}
@@ -211,18 +211,18 @@ func (r *Runner) leaseChanged() <-chan struct{} {
 }
 
 // watchLease closes leaseCh whenever the node's lease changes (it is taken
-// again after being lost), so every instance rewrites its health.
+// again after being lost), so every instance rewrites its health at once.
 func (r *Runner) watchLease(ctx context.Context) {
-	last := r.lease()
-	t := time.NewTicker(retryWrite)
-	defer t.Stop()
+	last, changed := r.lease()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-changed:
 		}
-		if cur := r.lease(); cur != last {
+		var cur clientv3.LeaseID
+		cur, changed = r.lease()
+		if cur != last {
 			last = cur
 			r.mu.Lock()
 			close(r.leaseCh)

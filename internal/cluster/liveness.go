@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -53,8 +54,12 @@ func (m *Manager) RunLiveness(ctx context.Context) error {
 			wroteRecord = true
 		}
 		lease, err := c.Grant(rctx, ttl)
+		var put *clientv3.PutResponse
 		if err == nil {
-			_, err = c.Put(rctx, store.AliveKey(m.Self().Name), "", clientv3.WithLease(lease.ID))
+			// Tell the health runner first: it rewrites the instances'
+			// health under the new lease while the alive key is written.
+			m.setLease(lease.ID)
+			put, err = c.Put(rctx, store.AliveKey(m.Self().Name), "", clientv3.WithLease(lease.ID))
 		}
 		cancel()
 		if err != nil {
@@ -62,9 +67,8 @@ func (m *Manager) RunLiveness(ctx context.Context) error {
 			sleep(ctx, 200*time.Millisecond)
 			continue
 		}
-		m.leaseID.Store(int64(lease.ID))
 		m.lastContact.Store(time.Now().UnixNano())
-		m.keepAlive(ctx, lease.ID, every)
+		m.keepAlive(ctx, lease.ID, put.Header.Revision, every)
 		if ctx.Err() == nil {
 			m.log.Warn("liveness lease lost; taking a new one")
 		}
@@ -73,9 +77,17 @@ func (m *Manager) RunLiveness(ctx context.Context) error {
 }
 
 // keepAlive renews lease every interval until ctx ends or the lease is
-// gone (expired, revoked, or the client switched to another store).
-func (m *Manager) keepAlive(ctx context.Context, id clientv3.LeaseID, every time.Duration) {
+// gone: expired, revoked, or the client switched to another store. It also
+// watches this node's alive key from rev, the revision that wrote it, and
+// returns as soon as the key is deleted, so that a lease revoked by mistake
+// (etcd's old leader, once resumed after a freeze, revokes the leases it
+// thinks expired) is replaced within a few milliseconds rather than at the
+// next renewal.
+func (m *Manager) keepAlive(ctx context.Context, id clientv3.LeaseID, rev int64, every time.Duration) {
 	c := m.st.Client()
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	deleted := c.Watch(wctx, store.AliveKey(m.Self().Name), clientv3.WithRev(rev+1))
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -103,6 +115,16 @@ func (m *Manager) keepAlive(ctx context.Context, id clientv3.LeaseID, every time
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case wr, ok := <-deleted:
+			if !ok {
+				deleted = nil // watch ended (store switched or closing): renewals still tell
+				continue
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == mvccpb.DELETE {
+					return
+				}
+			}
 		}
 	}
 }

@@ -57,6 +57,8 @@ type Manager struct {
 
 	lastContact atomic.Int64 // unix nanos of the last keepalive answered
 	leaseID     atomic.Int64
+	leaseMu     sync.Mutex
+	leaseCh     chan struct{} // closed when leaseID next changes
 	promoting   atomic.Bool
 }
 
@@ -194,3 +196,25 @@ func readNodes(ctx context.Context, c *clientv3.Client) (map[string]NodeRecord, 
 // LeaseID is this node's current liveness lease (0 before the first grant).
 // Keys bound to it vanish when the node dies.
 func (m *Manager) LeaseID() clientv3.LeaseID { return clientv3.LeaseID(m.leaseID.Load()) }
+
+// Lease returns this node's liveness lease (0 before the first) and a
+// channel closed when it next changes, so that what is bound to the lease
+// (instance health) can be written again at once under the new one.
+func (m *Manager) Lease() (clientv3.LeaseID, <-chan struct{}) {
+	m.leaseMu.Lock()
+	defer m.leaseMu.Unlock()
+	if m.leaseCh == nil {
+		m.leaseCh = make(chan struct{})
+	}
+	return clientv3.LeaseID(m.leaseID.Load()), m.leaseCh
+}
+
+func (m *Manager) setLease(id clientv3.LeaseID) {
+	m.leaseMu.Lock()
+	defer m.leaseMu.Unlock()
+	m.leaseID.Store(int64(id))
+	if m.leaseCh != nil {
+		close(m.leaseCh)
+	}
+	m.leaseCh = make(chan struct{})
+}

@@ -142,7 +142,8 @@ func newDeathWatch() *deathWatch {
 // observe records a probe of node, whose alive key had lease just before
 // the probe, and reports whether to revoke that lease now: the probe and
 // the one before were refused under the same lease, and the node's API
-// answered at some time since the watch last revoked one of its leases.
+// answered at some time since its lease last went away while it refused
+// (revoked by this watcher or another, or replaced).
 func (w *deathWatch) observe(node string, lease int64, refused bool) bool {
 	if !refused {
 		w.armed[node] = true
@@ -151,6 +152,13 @@ func (w *deathWatch) observe(node string, lease int64, refused bool) bool {
 	}
 	prev, seen := w.refused[node]
 	w.refused[node] = lease
+	if seen && prev != lease {
+		// A new lease while its API refuses this node: another watcher
+		// revoked the last one and the node took a new one at once, or it
+		// restarted and died before answering. Either way, wait for an
+		// answer before revoking again.
+		w.armed[node] = false
+	}
 	if !seen || prev != lease || lease == 0 || !w.armed[node] {
 		return false
 	}

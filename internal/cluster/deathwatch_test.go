@@ -61,6 +61,9 @@ func TestDeathWatchDecisions(t *testing.T) {
 			{7, false, false}, {7, true, false}, {7, false, false}, {7, true, false}}},
 		{"a new lease between refusals (a restart) does nothing", []probe{
 			{7, false, false}, {7, true, false}, {8, true, false}, {8, false, false}}},
+		{"a new lease while refusing (the other watcher revoked, the node took a new one at once): not revoked until it answers", []probe{
+			{7, false, false}, {7, true, false}, {8, true, false}, {8, true, false}, {8, true, false},
+			{8, false, false}, {8, true, false}, {8, true, true}}},
 		{"revoked once: a still refusing node with a new lease is not revoked again until it answers", []probe{
 			{7, false, false}, {7, true, false}, {7, true, true},
 			{8, true, false}, {8, true, false}, {8, true, false},

@@ -1,6 +1,7 @@
 package robustness
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemhq/tandem/internal/client"
 	"github.com/tandemhq/tandem/internal/clustertest"
 )
 
@@ -86,7 +88,16 @@ func (m *mixed) pick() *clustertest.Node {
 		}
 	}
 	if m.rnd.IntN(3) == 0 {
-		if st, err := m.c.Status(); err == nil {
+		// Ask only nodes with no fault: a frozen one would hold the
+		// question until the client's timeout and stall the schedule.
+		var apis []string
+		for _, nd := range free {
+			apis = append(apis, nd.API)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := client.New(apis).Status(ctx)
+		cancel()
+		if err == nil {
 			for _, nd := range free {
 				if nd.Name == st.Leader {
 					return nd

@@ -159,7 +159,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
+	liveMetrics := cluster.NewMetrics()
 	cm := cluster.New(st, self, cluster.Options{
+		Metrics:          liveMetrics,
 		Target:           a.cfg.Voters,
 		DeadVoterTimeout: a.cfg.DeadVoterTimeout.D(),
 		LeaseTTL:         a.cfg.LeaseTTL.D(),
@@ -199,7 +201,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		TLSKey:  a.cfg.ProxyTLSKey,
 	}, v, pxMetrics, a.log.With("component", "proxy"))
 	srv := api.New(st, cm, api.Options{
-		Metrics:        prometheus.Gatherers{pxMetrics.Registry, prometheus.DefaultGatherer},
+		Metrics:        prometheus.Gatherers{pxMetrics.Registry, liveMetrics.Registry, prometheus.DefaultGatherer},
 		RequestTimeout: a.cfg.RequestTimeout.D(),
 		AttemptTimeout: max(2*a.cfg.ElectionTimeout.D(), 200*time.Millisecond),
 		View:           v,

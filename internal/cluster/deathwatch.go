@@ -74,7 +74,14 @@ func (m *Manager) deathWatchRound(ctx context.Context, w *deathWatch, interval t
 		// The lease comes from a view read before the probe: a node binds
 		// its API before it takes a lease, so a lease seen before a refused
 		// probe belongs to a process that was not listening then.
-		if n.API == "" || !w.observe(name, n.Lease, probeRefused(ctx, n.API, interval)) {
+		if n.API == "" {
+			continue
+		}
+		refused := probeRefused(ctx, n.API, interval)
+		if refused {
+			m.opts.Metrics.refused.WithLabelValues(name).Inc()
+		}
+		if !w.observe(name, n.Lease, refused) {
 			continue
 		}
 		// Revoking needs a store leader. When the dead node was the leader,
@@ -91,6 +98,7 @@ func (m *Manager) deathWatchRound(ctx context.Context, w *deathWatch, interval t
 			m.log.Debug("death watch: could not revoke the lease of a node whose API refuses connections", "dead", name, "err", err)
 			continue
 		}
+		m.opts.Metrics.revocations.WithLabelValues(name).Inc()
 		m.event(ctx, EventLeaseRevoked, name, "%s revoked %s's liveness lease: its API (%s) refused two connections in a row", self, name, n.API)
 	}
 }

@@ -59,6 +59,7 @@ func (m *Manager) RunLiveness(ctx context.Context) error {
 			// Tell the health runner first: it rewrites the instances'
 			// health under the new lease while the alive key is written.
 			m.setLease(lease.ID)
+			m.opts.Metrics.leases.Inc()
 			put, err = c.Put(rctx, store.AliveKey(m.Self().Name), "", clientv3.WithLease(lease.ID))
 		}
 		cancel()
@@ -108,6 +109,7 @@ func (m *Manager) keepAlive(ctx context.Context, id clientv3.LeaseID, rev int64,
 			// No answer in time (no leader yet, or the renewal went to a
 			// leader that froze): send it again at once.
 			m.log.Debug("liveness renewal", "err", err)
+			m.opts.Metrics.renewFails.Inc()
 			sleep(ctx, 20*time.Millisecond)
 			continue
 		}

@@ -39,6 +39,8 @@ type Options struct {
 	StartMember func(ctx context.Context, initialCluster string) (*store.Member, error)
 	// OnRoleChange is called after the node became a voter, to persist it.
 	OnRoleChange func(role string) error
+	// Metrics, if set, count lease changes and the death watch's actions.
+	Metrics *Metrics
 }
 
 // Manager runs this node's part in membership: its record and liveness
@@ -64,6 +66,9 @@ type Manager struct {
 
 // New returns a Manager for the node described by self.
 func New(st *store.Store, self NodeRecord, opts Options, log *slog.Logger) *Manager {
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics()
+	}
 	return &Manager{st: st, self: self, opts: opts, log: log}
 }
 

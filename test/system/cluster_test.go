@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -208,6 +210,36 @@ func TestDeadNodeNoticedBeforeItsLease(t *testing.T) {
 		return nil
 	})
 	t.Logf("killed store leader %s shown dead after %s (lease TTL 30s)", victim.Name, time.Since(killed).Round(time.Millisecond))
+
+	// Exactly one watcher revoked it, and says so in /metrics.
+	revoked := 0.0
+	series := fmt.Sprintf(`tandem_deathwatch_revocations_total{node=%q} `, victim.Name)
+	for _, nd := range c.Nodes {
+		if nd == victim {
+			continue
+		}
+		resp, err := http.Get("http://" + nd.API + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, series); ok {
+				n, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("%s: %q", series, line)
+				}
+				revoked += n
+			}
+		}
+		if !strings.Contains(string(body), "tandem_liveness_leases_total 1") {
+			t.Errorf("%s's /metrics: want tandem_liveness_leases_total 1 (one lease since it started)", nd.Name)
+		}
+	}
+	if revoked != 1 {
+		t.Errorf("the survivors' /metrics count %v revocations of %s, want 1", revoked, victim.Name)
+	}
 	victim.Restart()
 	c.WaitHealthy()
 }

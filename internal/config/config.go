@@ -86,8 +86,8 @@ type Config struct {
 //     so writes resume within about a second. etcd's defaults (100 ms/1 s) give
 //     1–2 s. Raise both on slower networks or disks: the election timeout should
 //     be at least 10× the round trip and well above fsync latency.
-//   - lease TTL 2 s, kept alive every TTL/3: a dead node is noticed within 2 s,
-//     and a node survives two lost keepalives.
+//   - lease TTL 2 s, renewed every TTL/4: a dead node is noticed within 2 s,
+//     and a node survives three lost renewals.
 //   - node probes every 250 ms: a node whose process died (its API refuses
 //     connections) is noticed after two refused probes, well before its
 //     lease expires; a host that went silent is still left to the lease.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -265,6 +267,90 @@ func TestUp(t *testing.T) {
 		t.Fatalf("after restart: %q", got)
 	}
 	stop(cmd)
+}
+
+// TestUpReportsTakenPort restarts a `tandem up` cluster while another
+// process holds one of n3's ports: up must fail at once, naming the node
+// and its log, and the log must say which flag picks another port.
+func TestUpReportsTakenPort(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "local")
+	base := freeBase(t, 3)
+	up := func() (*exec.Cmd, *syncBuffer, chan error) {
+		cmd := exec.Command(clustertest.Binary(t), "up", "--nodes", "3", "--dir", dir, "--base-port", fmt.Sprint(base))
+		out := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill() })
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		return cmd, out, done
+	}
+	cmd, out, done := up()
+	if err := clustertest.Poll(2*time.Minute, func() error {
+		select {
+		case err := <-done:
+			t.Fatalf("up exited: %v\n%s", err, out)
+		default:
+		}
+		if !strings.Contains(out.String(), "cluster started") {
+			return errors.New("not started yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("up did not start the cluster: %v\n%s", err, out)
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("up after Ctrl-C: %v\n%s", err, out)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("up did not stop within a minute of Ctrl-C")
+	}
+
+	proxyPort := base + 20 + 4 // n3's proxy port
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", proxyPort))
+	if err != nil {
+		t.Fatalf("hold n3's proxy port: %v", err)
+	}
+	defer ln.Close()
+	_, out, done = up()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatalf("up succeeded with n3's proxy port taken:\n%s", out)
+		}
+	case <-time.After(45 * time.Second):
+		t.Fatalf("up still runs 45 s after a restart with n3's proxy port taken:\n%s", out)
+	}
+	if !strings.Contains(out.String(), "node n3 exited") || !strings.Contains(out.String(), "n3.log") {
+		t.Fatalf("up's error does not name n3 and its log:\n%s", out)
+	}
+	log, _ := os.ReadFile(filepath.Join(dir, "n3.log"))
+	if !strings.Contains(string(log), fmt.Sprintf("127.0.0.1:%d", proxyPort)) || !strings.Contains(string(log), "--proxy-port") {
+		t.Fatalf("n3's log does not name the taken port and the flag:\n%s", nodeLogs(dir))
+	}
+}
+
+// syncBuffer is a bytes.Buffer that a process writes while a test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // nodeLogs returns the last lines of every node log `up` wrote in dir.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -23,21 +24,23 @@ type AliveNode struct {
 	Lease int64  // the lease its alive key is bound to
 }
 
-// RunDeathWatch speeds up the detection of dead node processes. Every
-// interval it opens a TCP connection to the API of the next deathWatchPeers
-// alive nodes (in name order, wrapping), as nodes() lists them (the local
-// view, so the watch costs the store nothing until it acts). When a node's
-// API refuses two probes in a row, its process is gone (the agent binds its
-// API before it takes a lease and closes it only when stopping), so this
-// node revokes the node's liveness lease: its instances leave every view
-// about one interval after the kill, instead of a lease TTL later, or a TTL
-// plus an election when the dead node led the store (etcd restarts every
-// lease's TTL when leadership moves).
+// RunDeathWatch speeds up the detection of dead nodes. Every interval it
+// opens a TCP connection to the API of the next deathWatchPeers alive nodes
+// (in name order, wrapping), as nodes() lists them (the local view, so the
+// watch costs the store nothing until it acts), and revokes the liveness
+// lease of a node that gave enough evidence of death under the same lease:
+// two refused connections in a row (nothing listens: the agent binds its
+// API before it takes a lease and closes it only when stopping), or six
+// probes in a row with no answer within the interval (the host or its
+// network is gone; a frozen process still has its connections accepted by
+// the kernel, so a SIGSTOP does not count). Its instances then leave every
+// view within about a second, instead of a lease TTL later, or a TTL plus an
+// election when the dead node led the store (etcd restarts every lease's TTL
+// when leadership moves).
 //
-// Only a refusal counts. A timeout (a host down, a partition, an overloaded
-// node) is left to the lease. A node is revoked at most once until its API
-// answers a watcher again, so a firewall that rejects the probes while the
-// node's keepalives still get through cannot make it flap.
+// A node is revoked at most once until it answers a watcher again, so a
+// firewall that rejects or drops the probes while the node's renewals still
+// get through can make it flicker once, not flap.
 //
 // interval 0 disables the watch.
 func (m *Manager) RunDeathWatch(ctx context.Context, interval time.Duration, nodes func() []AliveNode) error {
@@ -57,8 +60,8 @@ func (m *Manager) RunDeathWatch(ctx context.Context, interval time.Duration, nod
 	}
 }
 
-// deathWatchRound probes this node's share of alive and revokes the leases
-// w decides on.
+// deathWatchRound probes this node's share of alive, all at once, and
+// revokes the leases w decides on.
 func (m *Manager) deathWatchRound(ctx context.Context, w *deathWatch, interval time.Duration, alive []AliveNode) {
 	byName := make(map[string]AliveNode, len(alive))
 	names := make([]string, 0, len(alive))
@@ -69,19 +72,26 @@ func (m *Manager) deathWatchRound(ctx context.Context, w *deathWatch, interval t
 	self := m.Self().Name
 	targets := watchTargets(names, self, deathWatchPeers)
 	w.forget(targets)
-	for _, name := range targets {
-		n := byName[name]
-		// The lease comes from a view read before the probe: a node binds
-		// its API before it takes a lease, so a lease seen before a refused
-		// probe belongs to a process that was not listening then.
-		if n.API == "" {
+	// The leases come from a view read before the probes: a node binds its
+	// API before it takes a lease, so a lease seen before a refused probe
+	// belongs to a process that was not listening then.
+	results := make([]probeResult, len(targets))
+	var wg sync.WaitGroup
+	for i, name := range targets {
+		api := byName[name].API
+		if api == "" {
+			results[i] = probeUnknown
 			continue
 		}
-		refused := probeRefused(ctx, n.API, interval)
-		if refused {
-			m.opts.Metrics.refused.WithLabelValues(name).Inc()
+		wg.Go(func() { results[i] = probe(ctx, api, interval) })
+	}
+	wg.Wait()
+	for i, name := range targets {
+		n, r := byName[name], results[i]
+		if r == probeRefused || r == probeSilent {
+			m.opts.Metrics.probesFailed.WithLabelValues(name, r.String()).Inc()
 		}
-		if !w.observe(name, n.Lease, refused) {
+		if !w.observe(name, n.Lease, r) {
 			continue
 		}
 		// Revoking needs a store leader. When the dead node was the leader,
@@ -95,24 +105,51 @@ func (m *Manager) deathWatchRound(ctx context.Context, w *deathWatch, interval t
 				continue // revoked by another watcher, or expired
 			}
 			w.retry(name, n.Lease)
-			m.log.Debug("death watch: could not revoke the lease of a node whose API refuses connections", "dead", name, "err", err)
+			m.log.Debug("death watch: could not revoke the lease of a node found dead", "dead", name, "err", err)
 			continue
 		}
 		m.opts.Metrics.revocations.WithLabelValues(name).Inc()
-		m.event(ctx, EventLeaseRevoked, name, "%s revoked %s's liveness lease: its API (%s) refused two connections in a row", self, name, n.API)
+		why := "refused connections"
+		if r == probeSilent {
+			why = "stopped answering (probes timed out)"
+		}
+		m.event(ctx, EventLeaseRevoked, name, "%s revoked %s's liveness lease: its API (%s) %s", self, name, n.API, why)
 	}
 }
 
-// probeRefused reports whether a TCP connection to addr was refused. Any
-// other outcome (connected, timed out, unreachable) is not a refusal.
-func probeRefused(ctx context.Context, addr string, timeout time.Duration) bool {
+// probeResult is what one probe of a node's API found.
+type probeResult int
+
+const (
+	probeAnswered probeResult = iota // connected
+	probeRefused                     // connection refused: nothing listens there
+	probeSilent                      // no answer within the timeout
+	probeUnknown                     // another error, or this node stopping: no evidence
+)
+
+func (r probeResult) String() string {
+	return [...]string{"answered", "refused", "silent", "unknown"}[r]
+}
+
+// probe opens and closes a TCP connection to addr.
+func probe(ctx context.Context, addr string, timeout time.Duration) probeResult {
 	d := net.Dialer{Timeout: timeout}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err == nil {
 		conn.Close()
-		return false
+		return probeAnswered
 	}
-	return errors.Is(err, syscall.ECONNREFUSED)
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return probeRefused
+	}
+	if ctx.Err() != nil {
+		return probeUnknown
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return probeSilent
+	}
+	return probeUnknown
 }
 
 // watchTargets returns the k nodes after self in name order among alive,
@@ -137,61 +174,87 @@ func watchTargets(alive []string, self string, k int) []string {
 	return out
 }
 
+// Evidence of death: a refused probe weighs refusedWeight, a silent one
+// silentWeight; deadEvidence under one lease, with no answer in between,
+// decides. So two refusals (0.25–0.5 s at the default interval) or six
+// silent probes (1.5 s).
+const (
+	refusedWeight = 3
+	silentWeight  = 1
+	deadEvidence  = 6
+)
+
 // deathWatch is the decision state of RunDeathWatch, per probed node.
 type deathWatch struct {
-	armed   map[string]bool  // its API answered since the last revocation
-	refused map[string]int64 // lease seen before the last probe, if it was refused
+	armed map[string]bool     // it answered since its lease last went away unanswered
+	seen  map[string]evidence // since its last answer
+}
+
+type evidence struct {
+	lease int64 // the lease seen before the probes
+	score int
 }
 
 func newDeathWatch() *deathWatch {
-	return &deathWatch{armed: map[string]bool{}, refused: map[string]int64{}}
+	return &deathWatch{armed: map[string]bool{}, seen: map[string]evidence{}}
 }
 
 // observe records a probe of node, whose alive key had lease just before
-// the probe, and reports whether to revoke that lease now: the probe and
-// the one before were refused under the same lease, and the node's API
-// answered at some time since its lease last went away while it refused
-// (revoked by this watcher or another, or replaced).
-func (w *deathWatch) observe(node string, lease int64, refused bool) bool {
-	if !refused {
+// the probe, and reports whether to revoke that lease now: the probes since
+// its last answer, all under this lease, add up to deadEvidence, and the
+// node answered at some time since its lease last went away while it did
+// not answer (revoked by this watcher or another, or replaced).
+func (w *deathWatch) observe(node string, lease int64, r probeResult) bool {
+	var weight int
+	switch r {
+	case probeAnswered:
 		w.armed[node] = true
-		delete(w.refused, node)
+		delete(w.seen, node)
+		return false
+	case probeRefused:
+		weight = refusedWeight
+	case probeSilent:
+		weight = silentWeight
+	default:
 		return false
 	}
-	prev, seen := w.refused[node]
-	w.refused[node] = lease
-	if seen && prev != lease {
-		// A new lease while its API refuses this node: another watcher
+	ev, ok := w.seen[node]
+	if ok && ev.lease != lease {
+		// A new lease while it does not answer this node: another watcher
 		// revoked the last one and the node took a new one at once, or it
 		// restarted and died before answering. Either way, wait for an
 		// answer before revoking again.
 		w.armed[node] = false
+		ev = evidence{}
 	}
-	if !seen || prev != lease || lease == 0 || !w.armed[node] {
+	ev.lease = lease
+	ev.score += weight
+	w.seen[node] = ev
+	if ev.score < deadEvidence || lease == 0 || !w.armed[node] {
 		return false
 	}
 	w.armed[node] = false
-	delete(w.refused, node)
+	delete(w.seen, node)
 	return true
 }
 
 // retry undoes a decision to revoke lease that could not be carried out, so
-// that the next refused probe under the same lease decides it again.
+// that the next probe without an answer under the same lease decides again.
 func (w *deathWatch) retry(node string, lease int64) {
 	w.armed[node] = true
-	w.refused[node] = lease
+	w.seen[node] = evidence{lease: lease, score: deadEvidence - 1}
 }
 
 // forget drops the probe state of nodes this node no longer probes. A node
-// that left the targets while refusing this node's probes (its lease was
-// revoked by another watcher, or ran out) is disarmed: it must answer again
-// before this node revokes a lease of its, so that a node whose probes are
-// rejected by a firewall is revoked once in all, not once per watcher.
+// that left the targets while not answering this node's probes (its lease
+// was revoked by another watcher, or ran out) is disarmed: it must answer
+// again before this node revokes a lease of its, so that a node whose
+// probes a firewall blocks is revoked once in all, not once per watcher.
 // Whether a node that left while answering was seen answering is kept.
 func (w *deathWatch) forget(targets []string) {
-	for name := range w.refused {
+	for name := range w.seen {
 		if !slices.Contains(targets, name) {
-			delete(w.refused, name)
+			delete(w.seen, name)
 			w.armed[name] = false
 		}
 	}

@@ -6,10 +6,10 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	leases      prometheus.Counter
-	renewFails  prometheus.Counter
-	refused     *prometheus.CounterVec
-	revocations *prometheus.CounterVec
+	leases       prometheus.Counter
+	renewFails   prometheus.Counter
+	probesFailed *prometheus.CounterVec
+	revocations  *prometheus.CounterVec
 }
 
 // NewMetrics registers the liveness metrics in a new registry.
@@ -22,13 +22,13 @@ func NewMetrics() *Metrics {
 		renewFails: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tandem_liveness_renewal_failures_total", Help: "Lease renewals that got no answer in time and were sent again.",
 		}),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tandem_deathwatch_probes_refused_total", Help: "Probes of another node's API that were refused, by node.",
-		}, []string{"node"}),
+		probesFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_deathwatch_probes_failed_total", Help: "Probes of another node's API that were refused or got no answer in time, by node and result (refused, silent).",
+		}, []string{"node", "result"}),
 		revocations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tandem_deathwatch_revocations_total", Help: "Liveness leases this node revoked because the node's API refused two probes in a row, by node.",
+			Name: "tandem_deathwatch_revocations_total", Help: "Liveness leases this node revoked because the node's API refused or ignored its probes, by node.",
 		}, []string{"node"}),
 	}
-	m.Registry.MustRegister(m.leases, m.renewFails, m.refused, m.revocations)
+	m.Registry.MustRegister(m.leases, m.renewFails, m.probesFailed, m.revocations)
 	return m
 }

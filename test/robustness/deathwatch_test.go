@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemhq/tandem/internal/client"
 	"github.com/tandemhq/tandem/internal/cluster"
 	"github.com/tandemhq/tandem/internal/clustertest"
 )
@@ -18,12 +19,7 @@ import (
 // takes a new lease, and it must then stay alive, revoked no more, until
 // its API answers the watchers again.
 func TestDeathWatchDoesNotFlap(t *testing.T) {
-	if err := clustertest.NetnsAvailable(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI must run this test in network namespaces: %v", err)
-		}
-		t.Skipf("needs network namespaces: %v", err)
-	}
+	needNetns(t)
 	c := clustertest.Start(t, 3, clustertest.Options{Mode: clustertest.Processes, Netns: true})
 	leader := c.Leader()
 	var victim *clustertest.Node
@@ -97,4 +93,53 @@ func TestDeathWatchDoesNotFlap(t *testing.T) {
 	}
 	c.Heal()
 	c.WaitHealthy()
+}
+
+// TestSilentLeaderNoticedBeforeItsLease gives nodes a 30 s lease and drops
+// every packet to and from the store leader's node, as a host that lost
+// power would look: the other nodes' probes get no answer, and after six
+// of them they revoke its lease once the survivors have elected a new
+// leader, long before the lease (renewed in full by that election) ends.
+func TestSilentLeaderNoticedBeforeItsLease(t *testing.T) {
+	needNetns(t)
+	c := clustertest.Start(t, 3, clustertest.Options{Mode: clustertest.Processes, Netns: true, Flags: []string{"--lease-ttl=30s"}})
+	victim := c.Leader()
+	var survivors []string
+	for _, nd := range c.Nodes {
+		if nd != victim {
+			survivors = append(survivors, nd.API)
+		}
+	}
+	cl := client.New(survivors)
+	c.Blackhole(victim)
+	silenced := time.Now()
+	c.Eventually(20*time.Second, victim.Name+" shown dead well inside its 30 s lease", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		ms, err := cl.Members(ctx)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms.Members {
+			if m.Name == victim.Name && m.Alive {
+				return fmt.Errorf("%s still alive", victim.Name)
+			}
+		}
+		return nil
+	})
+	t.Logf("blackholed store leader %s shown dead after %s (lease TTL 30s)", victim.Name, time.Since(silenced).Round(time.Millisecond))
+	c.Heal()
+	c.WaitHealthy()
+}
+
+// needNetns fails in CI and skips elsewhere when network namespaces are
+// not available.
+func needNetns(t *testing.T) {
+	t.Helper()
+	if err := clustertest.NetnsAvailable(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI must run this test in network namespaces: %v", err)
+		}
+		t.Skipf("needs network namespaces: %v", err)
+	}
 }

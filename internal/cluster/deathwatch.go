@@ -94,6 +94,13 @@ func (m *Manager) deathWatchRound(ctx context.Context, w *deathWatch, interval t
 		if !w.observe(name, n.Lease, r) {
 			continue
 		}
+		if time.Since(m.LastContact()) > m.opts.LeaseTTL/2 {
+			// This node cannot renew its own lease: it may be the one cut
+			// off (its probes unanswered for that reason), or the store is
+			// electing a leader. Judge again once it can.
+			w.retry(name, n.Lease)
+			continue
+		}
 		// Revoking needs a store leader. When the dead node was the leader,
 		// a request made before the election can hang until etcd's own
 		// timeout, so give up soon and decide again next round.

@@ -11,6 +11,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tandemhq/tandem/internal/store"
 )
 
 // deathWatchPeers is how many other nodes each node probes: the next ones
@@ -116,11 +118,33 @@ func (m *Manager) deathWatchRound(ctx context.Context, w *deathWatch, interval t
 			continue
 		}
 		m.opts.Metrics.revocations.WithLabelValues(name).Inc()
+		m.endCampaigns(ctx, name, interval)
 		why := "refused connections"
 		if r == probeSilent {
 			why = "stopped answering (probes timed out)"
 		}
 		m.event(ctx, EventLeaseRevoked, name, "%s revoked %s's liveness lease: its API (%s) %s", self, name, n.API, why)
+	}
+}
+
+// endCampaigns revokes the session leases of the dead node's election
+// keys (the elections' values are the candidates' names), so that the
+// singletons it held, autopilot among them, move to a live node now rather
+// than when its sessions expire: a TTL later, or a TTL after the election
+// if it led the store. A session is the node's own; ending it early costs a
+// live node (were the watch wrong) only its turn.
+func (m *Manager) endCampaigns(ctx context.Context, node string, interval time.Duration) {
+	rctx, cancel := context.WithTimeout(ctx, max(2*interval, 500*time.Millisecond))
+	defer cancel()
+	c := m.st.Client()
+	resp, err := c.Get(rctx, store.ElectionPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return // the sessions will expire
+	}
+	for _, kv := range resp.Kvs {
+		if string(kv.Value) == node && kv.Lease != 0 {
+			_, _ = c.Revoke(rctx, clientv3.LeaseID(kv.Lease))
+		}
 	}
 }
 

@@ -211,6 +211,21 @@ func TestDeadNodeNoticedBeforeItsLease(t *testing.T) {
 	})
 	t.Logf("killed store leader %s shown dead after %s (lease TTL 30s)", victim.Name, time.Since(killed).Round(time.Millisecond))
 
+	// It held autopilot (the first node does, and it led the store): the
+	// watch ended its campaign too, so autopilot moves now, not when the
+	// 30 s session runs out.
+	c.Eventually(20*time.Second, "autopilot moved off "+victim.Name, func() error {
+		st, err := c.RunningClient().Status(ctxT(t, 3*time.Second))
+		if err != nil {
+			return err
+		}
+		if st.Autopilot == "" || st.Autopilot == victim.Name {
+			return fmt.Errorf("autopilot holder %q", st.Autopilot)
+		}
+		return nil
+	})
+	t.Logf("autopilot moved off %s after %s", victim.Name, time.Since(killed).Round(time.Millisecond))
+
 	// Exactly one watcher revoked it, and says so in /metrics.
 	revoked := 0.0
 	series := fmt.Sprintf(`tandem_deathwatch_revocations_total{node=%q} `, victim.Name)

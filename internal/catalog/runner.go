@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -27,15 +26,12 @@ type Runner struct {
 	node  string
 	lease func() (clientv3.LeaseID, <-chan struct{})
 	log   *slog.Logger
-
-	mu      sync.Mutex
-	leaseCh chan struct{} // closed when the lease changes
 }
 
 // NewRunner returns the runner of node. lease returns the node's current
 // liveness lease and a channel closed when it next changes.
 func NewRunner(st *store.Store, v *view.View, node string, lease func() (clientv3.LeaseID, <-chan struct{}), log *slog.Logger) *Runner {
-	return &Runner{st: st, v: v, node: node, lease: lease, log: log, leaseCh: make(chan struct{})}
+	return &Runner{st: st, v: v, node: node, lease: lease, log: log}
 }
 
 type running struct {
@@ -50,7 +46,6 @@ func (r *Runner) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
-	go r.watchLease(ctx)
 	active := map[string]*running{}
 	defer func() {
 		for _, a := range active {
@@ -129,6 +124,7 @@ func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks [
 
 	written := ""
 	var writtenLease clientv3.LeaseID
+	var leaseChanged <-chan struct{} // closed when the lease write last saw changes
 	// write stores the instance's health if it changed (or the lease did)
 	// and reports whether the store now holds it.
 	write := func() bool {
@@ -154,7 +150,8 @@ func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks [
 				sig += "+"
 			}
 		}
-		lease, _ := r.lease()
+		lease, changed := r.lease()
+		leaseChanged = changed
 		if sig == written && lease == writtenLease {
 			return true // write only on a change
 		}
@@ -188,7 +185,7 @@ func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks [
 			st.status, _ = st.tracker.Observe(res.r)
 			st.output, st.reported = res.r.Output, true
 			ok = write()
-		case <-r.leaseChanged():
+		case <-leaseChanged:
 			ok = write() // the health keys went with the old lease
 		case <-retry:
 			ok = write()
@@ -202,35 +199,6 @@ func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks [
 
 // retryWrite is how soon a failed health write is tried again.
 const retryWrite = 500 * time.Millisecond
-
-// leaseChanged returns a channel closed when the node's lease next changes.
-func (r *Runner) leaseChanged() <-chan struct{} {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.leaseCh
-}
-
-// watchLease closes leaseCh whenever the node's lease changes (it is taken
-// again after being lost), so every instance rewrites its health at once.
-func (r *Runner) watchLease(ctx context.Context) {
-	last, changed := r.lease()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-changed:
-		}
-		var cur clientv3.LeaseID
-		cur, changed = r.lease()
-		if cur != last {
-			last = cur
-			r.mu.Lock()
-			close(r.leaseCh)
-			r.leaseCh = make(chan struct{})
-			r.mu.Unlock()
-		}
-	}
-}
 
 // runCheck runs one checker on its interval, sending each result.
 func runCheck(ctx context.Context, i int, c registry.Check, ch health.Checker, out chan<- result) {

@@ -512,6 +512,22 @@ func (c *Cluster) WaitHealthy() {
 	})
 }
 
+// MemberAlive reports whether the cluster cl talks to shows node name alive.
+func MemberAlive(cl *client.Client, name string) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	ms, err := cl.Members(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, m := range ms.Members {
+		if m.Name == name {
+			return m.Alive, nil
+		}
+	}
+	return false, fmt.Errorf("%s is not a member", name)
+}
+
 // Leader returns the node holding store leadership.
 func (c *Cluster) Leader() *Node {
 	c.t.Helper()

@@ -45,21 +45,10 @@ func TestDeathWatchDoesNotFlap(t *testing.T) {
 		return n, nil
 	}
 	alive := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		ms, err := cl.Members(ctx)
-		if err != nil {
-			return err
+		if ok, err := clustertest.MemberAlive(cl, victim.Name); err != nil || !ok {
+			return fmt.Errorf("%s alive: %v (%v)", victim.Name, ok, err)
 		}
-		for _, m := range ms.Members {
-			if m.Name == victim.Name {
-				if !m.Alive {
-					return fmt.Errorf("%s is not alive", victim.Name)
-				}
-				return nil
-			}
-		}
-		return fmt.Errorf("%s is not a member", victim.Name)
+		return nil
 	}
 
 	c.RejectAPI(victim)
@@ -114,16 +103,8 @@ func TestSilentLeaderNoticedBeforeItsLease(t *testing.T) {
 	c.Blackhole(victim)
 	silenced := time.Now()
 	c.Eventually(20*time.Second, victim.Name+" shown dead well inside its 30 s lease", func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		ms, err := cl.Members(ctx)
-		if err != nil {
-			return err
-		}
-		for _, m := range ms.Members {
-			if m.Name == victim.Name && m.Alive {
-				return fmt.Errorf("%s still alive", victim.Name)
-			}
+		if alive, err := clustertest.MemberAlive(cl, victim.Name); err != nil || alive {
+			return fmt.Errorf("%s alive: %v (%v)", victim.Name, alive, err)
 		}
 		return nil
 	})

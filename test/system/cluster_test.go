@@ -198,14 +198,8 @@ func TestDeadNodeNoticedBeforeItsLease(t *testing.T) {
 	victim.Kill()
 	killed := time.Now()
 	c.Eventually(20*time.Second, victim.Name+" shown dead well inside its 30 s lease", func() error {
-		ms, err := c.RunningClient().Members(ctxT(t, 3*time.Second))
-		if err != nil {
-			return err
-		}
-		for _, m := range ms.Members {
-			if m.Name == victim.Name && m.Alive {
-				return fmt.Errorf("%s still alive", victim.Name)
-			}
+		if alive, err := clustertest.MemberAlive(c.RunningClient(), victim.Name); err != nil || alive {
+			return fmt.Errorf("%s alive: %v (%v)", victim.Name, alive, err)
 		}
 		return nil
 	})

@@ -2,9 +2,7 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -97,10 +95,15 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.addr = ln.Addr().String()
 	p.mu.Unlock()
 	p.table.rebuild()
-	go p.table.run(ctx)
-	go p.tcp.run(ctx)
-	// HTTP/1.1 is served by the path in h1.go; HTTP/2 connections (h2c,
-	// or "h2" by ALPN) go on to net/http's server and the ReverseProxy.
+	// Every goroutine started here is waited for before Run returns.
+	var wg sync.WaitGroup
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	wg.Go(func() { p.table.run(rctx) })
+	wg.Go(func() { p.tcp.run(rctx, shutdownGrace) })
+	// HTTP/1.1 is served by the path in h1conn.go; HTTP/2 connections
+	// (h2c, or "h2" by ALPN) go on to net/http's server and the
+	// ReverseProxy.
 	h2 := newHandoff(ln.Addr())
 	h1 := &h1Server{p: p, tls: tlsConfig, h2: h2, conns: map[*clientConn]struct{}{}}
 	srv := &http.Server{
@@ -117,24 +120,33 @@ func (p *Proxy) Run(ctx context.Context) error {
 	} else {
 		srv.Protocols.SetUnencryptedHTTP2(true) // h2c
 	}
-	go func() { _ = srv.Serve(h2) }()
+	wg.Go(func() { _ = srv.Serve(h2) })
 	errc := make(chan error, 1)
-	go func() { errc <- h1.serve(ln) }()
+	wg.Go(func() { errc <- h1.serve(ln) })
+	var runErr error
+	grace := shutdownGrace
 	select {
 	case <-ctx.Done():
-		h1.closing.Store(true)
-		ln.Close()
-		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-		defer cancel()
-		go func() { _ = srv.Shutdown(sctx) }()
-		h1.shutdown(shutdownGrace)
-		return nil
 	case err := <-errc:
-		h1.closing.Store(true)
-		_ = srv.Close()
-		h1.shutdown(0)
-		return fmt.Errorf("proxy: %w", err)
+		runErr, grace = fmt.Errorf("proxy: %w", err), 0
 	}
+	// Stop: no new connections; requests in flight may go on for grace,
+	// then their connections are cut.
+	h1.closing.Store(true)
+	ln.Close()
+	stop()
+	wg.Go(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			_ = srv.Close()
+		}
+	})
+	h1.shutdown(grace)
+	h2.Close()
+	wg.Wait()
+	p.table.closeAll()
+	return runErr
 }
 
 // ServeHTTP routes a request to its service's pool and proxies it.
@@ -165,9 +177,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Host = pr.In.Host
 	pr.SetXForwarded()
 	if pr.In.Header.Get("X-Request-Id") == "" {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		pr.Out.Header.Set("X-Request-Id", hex.EncodeToString(b[:]))
+		pr.Out.Header.Set("X-Request-Id", newRequestID())
 	}
 }
 
@@ -201,22 +211,24 @@ func neverSent(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-// RoundTrip sends one proxied request to an instance of its pool, moving to
-// another instance when the first cannot take it: always when the request
-// never reached it (connection refused), and for idempotent requests with a
-// replayable body also on 502/503/504, inside the retry budget. A request
-// that may have reached an instance is never sent again unless idempotent.
+// RoundTrip sends one proxied request to an instance of its pool, sending
+// it again when an attempt fails by the rule in retry.go, which the
+// HTTP/1.1 path and the TCP proxy share. (The transport itself sends a
+// replayable request again when a reused connection turns out closed.)
 func (p *Proxy) RoundTrip(req *http.Request) (*http.Response, error) {
 	pool := req.Context().Value(poolKey{}).(*Pool)
 	now := time.Now()
 	pool.Budget.Request(now)
-	replayable := req.Body == nil || req.Body == http.NoBody
-	canRetry5xx := idempotent(req.Method) && replayable
+	a := attempt{
+		idempotent: idempotent(req.Method),
+		hasBody:    req.Body != nil && req.Body != http.NoBody,
+		instances:  len(pool.Backends),
+	}
 	// The transport closes a request's body even when it could not connect;
 	// hand it a guard instead, so a body not yet read can go to the next
 	// instance. The real body is closed here, once.
 	var guard *guardedBody
-	if !replayable {
+	if a.hasBody {
 		guard = &guardedBody{r: req.Body}
 		defer req.Body.Close()
 	}
@@ -224,21 +236,19 @@ func (p *Proxy) RoundTrip(req *http.Request) (*http.Response, error) {
 	var tried [maxAttempts]*Backend
 	var buf [16]*Backend
 	var lastErr error
-	for attempt := 0; attempt < maxAttempts; attempt++ {
+	for a.made < maxAttempts {
 		eligible, _ := Eligible(pool.Backends, pool.Outlier, now, buf[:0])
-		b := pool.Balancer.Pick(eligible, tried[:attempt], key, p.cfg.Node)
+		b := pool.Balancer.Pick(eligible, tried[:a.made], key, p.cfg.Node)
 		if b == nil {
 			break
 		}
-		tried[attempt] = b
+		tried[a.made] = b
+		a.made++
 		out := *req
 		u := *req.URL
 		u.Host = b.Addr
 		out.URL = &u
 		if guard != nil {
-			if guard.read {
-				break // part of the body went to an instance: it cannot be sent again
-			}
 			out.Body = guard
 		}
 		b.Begin()
@@ -247,22 +257,20 @@ func (p *Proxy) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			b.End()
 			p.metrics.requests.WithLabelValues(pool.Service, b.ID, "0").Inc()
+			a.failure = broken
 			outcome := ServerError
-			if neverSent(err) {
-				outcome = ConnectFailure
+			switch {
+			case neverSent(err):
+				a.failure, outcome = connectFailed, ConnectFailure
+			case req.Context().Err() != nil:
+				a.failure = clientGone
 			}
+			a.bodyRead = guard != nil && guard.read
 			if b.Report(pool.Outlier, outcome, time.Now()) {
 				p.metrics.ejections.WithLabelValues(pool.Service, b.ID).Inc()
 			}
 			lastErr = err
-			if outcome == ConnectFailure {
-				p.metrics.retries.WithLabelValues(pool.Service, "connect").Inc()
-				continue
-			}
-			// The instance died mid-request (reset, EOF): an idempotent
-			// request is as safe to send again as after a 502.
-			if canRetry5xx && req.Context().Err() == nil && pool.Budget.TryRetry(time.Now()) {
-				p.metrics.retries.WithLabelValues(pool.Service, "reset").Inc()
+			if p.retry(pool, retryVerdict(a)) {
 				continue
 			}
 			return nil, err
@@ -270,11 +278,12 @@ func (p *Proxy) RoundTrip(req *http.Request) (*http.Response, error) {
 		p.answered(pool, b, resp.StatusCode, start)
 		switch resp.StatusCode {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-			if canRetry5xx && attempt+1 < min(maxAttempts, len(pool.Backends)) && pool.Budget.TryRetry(time.Now()) {
+			a.failure = gatewayError
+			a.bodyRead = guard != nil && guard.read
+			if p.retry(pool, retryVerdict(a)) {
 				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 				resp.Body.Close()
 				b.End()
-				p.metrics.retries.WithLabelValues(pool.Service, "5xx").Inc()
 				continue
 			}
 		}
@@ -289,6 +298,17 @@ func (p *Proxy) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("%w: %w", errNoBackend, lastErr)
 	}
 	return nil, errNoBackend
+}
+
+// retry reports whether a verdict lets a request (or a TCP connection) go
+// again, spending the service's retry budget if it must, and counts the
+// retry.
+func (p *Proxy) retry(pool *Pool, v verdict) bool {
+	if !v.retry || (v.budget && !pool.Budget.TryRetry(time.Now())) {
+		return false
+	}
+	p.metrics.retries.WithLabelValues(pool.Service, v.reason).Inc()
+	return true
 }
 
 // answered records an instance's answer: metrics, and its outcome for

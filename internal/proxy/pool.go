@@ -89,7 +89,7 @@ func newTable(cat Catalog, domain string, metrics *Metrics) *table {
 
 // run rebuilds the table on every change of the catalog until ctx ends,
 // and closes keep-alive connections idle for longer than their service's
-// idle timeout.
+// idle timeout. The proxy's Run closes the rest when it stops.
 func (t *table) run(ctx context.Context) {
 	prune := time.NewTicker(5 * time.Second)
 	defer prune.Stop()
@@ -99,7 +99,6 @@ func (t *table) run(ctx context.Context) {
 		for changed := false; !changed; {
 			select {
 			case <-ctx.Done():
-				t.closeIdle()
 				return
 			case <-prune.C:
 				t.pruneIdle()
@@ -118,11 +117,13 @@ func (t *table) pruneIdle() {
 	}
 }
 
-func (t *table) closeIdle() {
+// closeAll closes every connection to every instance, idle or not, and
+// keeps none opened later: for a proxy that stopped.
+func (t *table) closeAll() {
 	for _, p := range t.cur.Load().pools {
 		p.Transport.CloseIdleConnections()
 		for _, b := range p.Backends {
-			b.drain(shutdownGrace)
+			b.cut()
 		}
 	}
 }

@@ -51,12 +51,12 @@ type connPool struct {
 }
 
 // get returns an idle connection to b that is still open and was idle for
-// less than maxIdle, or dials a new one within connect. reused reports
-// which: a reused connection may have been closed by the instance a moment
-// ago, a fresh one cannot have been.
-func (b *Backend) get(connect, maxIdle time.Duration) (u *upstream, reused bool, err error) {
+// less than maxIdle, or dials a new one within connect (always, with
+// fresh). reused reports which: a reused connection may have been closed
+// by the instance a moment ago, a fresh one cannot have been.
+func (b *Backend) get(connect, maxIdle time.Duration, fresh bool) (u *upstream, reused bool, err error) {
 	now := time.Now()
-	for {
+	for !fresh {
 		b.conns.mu.Lock()
 		n := len(b.conns.idle)
 		if n == 0 {
@@ -143,6 +143,22 @@ func (b *Backend) drain(timeout time.Duration) {
 			u.close() // the request fails; its goroutine discards u
 		}
 	})
+}
+
+// cut closes all of b's connections, idle or in use, and keeps none
+// returned later.
+func (b *Backend) cut() {
+	b.conns.mu.Lock()
+	b.conns.closed = true
+	all := b.conns.idle
+	b.conns.idle = nil
+	for u := range b.conns.active {
+		all = append(all, u)
+	}
+	b.conns.mu.Unlock()
+	for _, u := range all {
+		u.close()
+	}
 }
 
 // pruneIdle closes connections idle for maxIdle or longer.

@@ -1,0 +1,291 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// The HTTP/1.1 path. A goroutine per client connection reads a request
+// with net/http's parser, sends it on a pooled keep-alive connection to an
+// instance, reads the answer with the proxy's own strict parser
+// (h1resp.go) and writes it back, all in that one goroutine. Compared
+// with net/http's Server, Transport and httputil.ReverseProxy this saves
+// the goroutine handoffs between a server connection, a transport's read
+// and write loops and the handler, and a background read per request; the
+// benchmark in bench/proxy showed them to be most of the proxy's CPU time
+// (docs/BENCHMARKS.md). Requests are parsed by net/http, so what it
+// refuses the proxy refuses, and written out with framing the proxy
+// chooses itself (Content-Length or chunked, never both), so no ambiguity
+// in a request's framing reaches an instance; an answer framed
+// ambiguously is refused. HTTP/2 (h2c, or ALPN "h2" over TLS) goes
+// to net/http's server and the ReverseProxy path in http.go.
+
+const (
+	maxHeaderBytes   = 1 << 20 // as net/http's server
+	headerTimeout    = 10 * time.Second
+	clientIdle       = 120 * time.Second
+	drainLimit       = 256 << 10 // unread request body the proxy reads to keep a connection
+	tlsHandshakeTime = 10 * time.Second
+)
+
+// h1Server tracks the client connections of the HTTP/1.1 path so that a
+// shutdown can close the idle ones and wait for the busy ones.
+type h1Server struct {
+	p       *Proxy
+	tls     *tls.Config
+	h2      *handoff // connections for net/http's server (HTTP/2)
+	closing atomic.Bool
+	mu      sync.Mutex
+	conns   map[*clientConn]struct{}
+	wg      sync.WaitGroup
+}
+
+func (s *h1Server) serve(ln net.Listener) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(5 * time.Millisecond) // out of file descriptors: let some close
+				continue
+			}
+			return err
+		}
+		s.wg.Add(1)
+		go s.handle(c)
+	}
+}
+
+func (s *h1Server) handle(c net.Conn) {
+	defer s.wg.Done()
+	proto := "http"
+	if s.tls != nil {
+		tc := tls.Server(c, s.tls)
+		_ = tc.SetDeadline(time.Now().Add(tlsHandshakeTime))
+		if err := tc.Handshake(); err != nil {
+			tc.Close()
+			return
+		}
+		_ = tc.SetDeadline(time.Time{})
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			s.h2.give(tc)
+			return
+		}
+		c, proto = tc, "https"
+	}
+	cc := &clientConn{s: s, p: s.p, c: c, proto: proto}
+	cc.lr.R = c
+	cc.br = bufio.NewReaderSize(&cc.lr, 4096)
+	cc.bw = bufio.NewWriterSize(c, 4096)
+	if host, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
+		cc.clientIP = host
+	}
+	if !s.track(cc) {
+		c.Close()
+		return
+	}
+	handedOff := cc.serve()
+	s.untrack(cc)
+	if !handedOff {
+		c.Close()
+	}
+}
+
+func (s *h1Server) track(cc *clientConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[cc] = struct{}{}
+	return true
+}
+
+func (s *h1Server) untrack(cc *clientConn) {
+	s.mu.Lock()
+	delete(s.conns, cc)
+	s.mu.Unlock()
+}
+
+// shutdown stops new requests: connections waiting for a request close
+// now, the others after their request, and after timeout all close, with
+// their connections to instances. It returns when every connection's
+// goroutine has.
+func (s *h1Server) shutdown(timeout time.Duration) {
+	s.closing.Store(true)
+	s.mu.Lock()
+	for cc := range s.conns {
+		if cc.idle.Load() {
+			_ = cc.c.SetReadDeadline(time.Now())
+		}
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return
+	case <-timer.C:
+	}
+	s.mu.Lock()
+	for cc := range s.conns {
+		cc.c.Close()
+	}
+	s.mu.Unlock()
+	s.p.table.closeAll() // a request waiting on an instance ends too
+	<-done
+}
+
+// clientConn is one client connection on the HTTP/1.1 path.
+type clientConn struct {
+	s        *h1Server
+	p        *Proxy
+	c        net.Conn
+	lr       io.LimitedReader // bounds a request's head
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	clientIP string
+	proto    string // "http" or "https"
+	idle     atomic.Bool
+
+	// per-request scratch space (see proxy)
+	body      guardedBody
+	continued bool // 100 Continue went to the client
+	tried     [maxAttempts]*Backend
+	buf       [16]*Backend
+	resp      respHead // the instance's answer
+	rbody     respBody // and its body
+}
+
+// serve answers requests until the connection closes or must close. It
+// reports whether it handed the connection to net/http's server.
+func (cc *clientConn) serve() (handedOff bool) {
+	for first := true; ; first = false {
+		cc.idle.Store(true)
+		if cc.s.closing.Load() {
+			return false
+		}
+		cc.lr.N = maxHeaderBytes + 4096
+		_ = cc.c.SetReadDeadline(time.Now().Add(clientIdle))
+		if _, err := cc.br.Peek(1); err != nil {
+			return false
+		}
+		cc.idle.Store(false)
+		_ = cc.c.SetReadDeadline(time.Now().Add(headerTimeout))
+		if first && cc.proto == "http" && cc.isH2Preface() {
+			_ = cc.c.SetReadDeadline(time.Time{})
+			cc.s.h2.give(&bufferedConn{Conn: cc.c, r: cc.br})
+			return true
+		}
+		req, err := http.ReadRequest(cc.br)
+		if err != nil {
+			cc.refuse(err)
+			return false
+		}
+		cc.lr.N = math.MaxInt64
+		_ = cc.c.SetReadDeadline(time.Time{})
+		keep := cc.handle(req)
+		if !keep || cc.br.Buffered() == 0 { // no request pipelined behind this one
+			if cc.bw.Flush() != nil {
+				return false
+			}
+		}
+		if !keep {
+			return false
+		}
+	}
+}
+
+// isH2Preface reports whether the connection starts with HTTP/2's client
+// preface (h2c with prior knowledge). Only a prefix of the preface makes
+// it wait for more bytes, and no HTTP/1 request starts like that.
+func (cc *clientConn) isH2Preface() bool {
+	for n := 1; n <= len(h2Preface); n++ {
+		b, err := cc.br.Peek(n)
+		if err != nil || b[n-1] != h2Preface[n-1] {
+			return false
+		}
+	}
+	return true
+}
+
+// refuse answers a request that could not be read, if it is worth an
+// answer: not for a closed connection or a client that sent nothing in
+// time.
+func (cc *clientConn) refuse(err error) {
+	var ne net.Error
+	switch {
+	case cc.lr.N <= 0:
+		cc.plain(http.StatusRequestHeaderFieldsTooLarge, "request head larger than 1 MiB", nil)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return
+	case errors.As(err, &ne) && ne.Timeout():
+		return
+	default:
+		cc.plain(http.StatusBadRequest, "malformed HTTP request: "+err.Error(), nil)
+	}
+	_ = cc.bw.Flush()
+}
+
+// plain writes a short text answer from the proxy itself. With req nil
+// or closing, it asks the client to close the connection.
+func (cc *clientConn) plain(code int, msg string, req *http.Request) {
+	msg += "\n"
+	bw := cc.bw
+	bw.WriteString("HTTP/1.1 ")
+	bw.WriteString(strconv.Itoa(code))
+	bw.WriteByte(' ')
+	bw.WriteString(http.StatusText(code))
+	bw.WriteString("\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: ")
+	bw.WriteString(strconv.Itoa(len(msg)))
+	if req != nil {
+		if id := req.Header.Get("X-Request-Id"); id != "" && httpguts.ValidHeaderFieldValue(id) {
+			bw.WriteString("\r\nX-Request-Id: ")
+			bw.WriteString(id)
+		}
+	}
+	if req == nil || req.Close {
+		bw.WriteString("\r\nConnection: close")
+	}
+	bw.WriteString("\r\n\r\n")
+	if req == nil || req.Method != http.MethodHead {
+		bw.WriteString(msg)
+	}
+}
+
+// fail answers req from the proxy itself and reports whether the
+// connection can go on: only if the request's body, if any, was read (or
+// is small enough to read now).
+func (cc *clientConn) fail(req *http.Request, code int, msg string) bool {
+	keep := !req.Close && cc.discardBody(req)
+	if !keep {
+		req.Close = true
+	}
+	cc.plain(code, "tandem proxy: "+msg, req)
+	return keep
+}
+
+// discardBody reads what is left of a request's body, if little is left.
+func (cc *clientConn) discardBody(req *http.Request) bool {
+	if req.Body == nil || req.Body == http.NoBody {
+		return true
+	}
+	n, err := io.Copy(io.Discard, io.LimitReader(req.Body, drainLimit+1))
+	return err == nil && n <= drainLimit
+}

@@ -331,8 +331,9 @@ func TestH1ExpectContinueAndHTTP10(t *testing.T) {
 	}
 }
 
-// An idle connection the instance closed is not used for the next
-// request, so even a POST (never sent twice) gets through.
+// An idle connection the instance closed is not used for a POST (never
+// sent twice: it probes first), and a GET that found it closed goes again
+// on a new connection: both get through.
 func TestH1InstanceClosesIdleConnections(t *testing.T) {
 	// The instance answers one request per connection and then closes it
 	// without saying so, as a server does whose idle timeout struck.
@@ -346,8 +347,11 @@ func TestH1InstanceClosesIdleConnections(t *testing.T) {
 	})
 	p := startProxy(t, ln.Addr().String())
 	hc := &http.Client{Timeout: 5 * time.Second}
-	for i := 0; i < 5; i++ {
+	for i := 0; i < 10; i++ {
 		req, _ := http.NewRequest(http.MethodPost, "http://"+p.Addr()+"/", strings.NewReader("x"))
+		if i%2 == 1 {
+			req, _ = http.NewRequest(http.MethodGet, "http://"+p.Addr()+"/", nil)
+		}
 		req.Host = "svc"
 		resp, err := hc.Do(req)
 		if err != nil {

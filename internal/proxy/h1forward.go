@@ -80,7 +80,7 @@ func (cc *clientConn) proxy(req *http.Request, pool *Pool) bool {
 		a.made++
 		b.Begin()
 		start := time.Now()
-		u, reused, err := b.get(pool.connectTimeout, pool.idleTimeout, again != nil)
+		u, reused, err := b.get(pool.connectTimeout, pool.idleTimeout, again != nil, !a.idempotent || a.hasBody)
 		again = nil
 		var resp *respHead
 		if err != nil {

@@ -8,6 +8,15 @@ import (
 	"time"
 )
 
+// probeAfter: a pooled connection idle for longer is probed (one
+// MSG_PEEK) before reuse; one idle for less is used as is by a replayable
+// request (idempotent, no body), which goes again on a new connection if
+// the instance closed it meanwhile (retry.go). Other requests always
+// probe, so that a POST is not lost to a connection closed a moment ago. Under load
+// connections are reused within milliseconds, so the common case costs no
+// system call.
+const probeAfter = time.Second
+
 // maxIdlePerBackend bounds the keep-alive connections a node keeps open to
 // one instance.
 const maxIdlePerBackend = 256
@@ -54,7 +63,11 @@ type connPool struct {
 // less than maxIdle, or dials a new one within connect (always, with
 // fresh). reused reports which: a reused connection may have been closed
 // by the instance a moment ago, a fresh one cannot have been.
-func (b *Backend) get(connect, maxIdle time.Duration, fresh bool) (u *upstream, reused bool, err error) {
+//
+// A connection idle for less than probeAfter is probed only for a request
+// that could not be sent again (probe): one whose method is not idempotent
+// or that has a body.
+func (b *Backend) get(connect, maxIdle time.Duration, fresh, probe bool) (u *upstream, reused bool, err error) {
 	now := time.Now()
 	for !fresh {
 		b.conns.mu.Lock()
@@ -67,7 +80,8 @@ func (b *Backend) get(connect, maxIdle time.Duration, fresh bool) (u *upstream, 
 		b.conns.idle[n-1] = nil
 		b.conns.idle = b.conns.idle[:n-1]
 		b.conns.mu.Unlock()
-		if now.Sub(u.idleAt) < maxIdle && u.stillOpen() {
+		idle := now.Sub(u.idleAt)
+		if idle < maxIdle && ((idle < probeAfter && !probe) || u.stillOpen()) {
 			b.activate(u)
 			return u, true, nil
 		}

@@ -86,6 +86,20 @@ func TestExternalStore(t *testing.T) {
 			t.Fatalf("agent %s on an external store: role %s alive %v, want an alive client", m.Name, m.Role, m.Alive)
 		}
 	}
+	// The external member is reported as etcd reports it: an alive voter,
+	// the leader, with its term and revision; quorum met.
+	st, err := c.Client().Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Voters != 1 || st.VotersAlive != 1 || st.FaultTolerance != 0 || st.Leader != "external" || st.Term == 0 || st.Revision == 0 || st.TargetVoters != 1 {
+		t.Fatalf("status on an external store: %+v, want its one member alive, leading, with term and revision", st)
+	}
+	for _, m := range ms.Members {
+		if m.Name == "external" && (!m.Alive || !m.Leader || m.Role != "voter") {
+			t.Fatalf("the external etcd member: %+v, want an alive leading voter", m)
+		}
+	}
 	if _, err := c.Nodes[0].Client().Put(ctx, "ext/k", []byte("v"), client.WriteOptions{}); err != nil {
 		t.Fatal(err)
 	}

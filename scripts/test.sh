@@ -8,8 +8,9 @@ export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin:/usr/sbin:/sbin"
 
 # Debian packages the tests use. Installed only when missing. iproute2 (ip)
 # and nftables (nft) give the robustness suite its network namespaces and
-# partitions (as root; CI runs as root and must not skip them).
-packages=(ca-certificates dnsutils iproute2 nftables)
+# partitions (as root; CI runs as root and must not skip them). etcd-server
+# (Debian's etcd 3.4) is the real external store for --store-endpoints tests.
+packages=(ca-certificates dnsutils etcd-server iproute2 nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,7 +23,7 @@ if ((${#missing[@]})); then
 fi
 
 if [ "${CI:-}" = "true" ]; then
-  for tool in ip nft; do
+  for tool in ip nft etcd; do
     command -v "$tool" >/dev/null || { echo "CI: $tool is missing after the install step" >&2; exit 1; }
   done
 fi

@@ -64,6 +64,9 @@ type snapshot struct {
 	recs    map[string]cluster.NodeRecord
 	alive   map[string]bool
 	leader  uint64
+	// storeUp holds the store members that answered a status request, for
+	// an external store, whose members have no node records.
+	storeUp map[uint64]bool
 }
 
 func (s *Server) snapshot(ctx context.Context) (*snapshot, error) {
@@ -111,6 +114,24 @@ func (s *Server) readSnapshot(ctx context.Context, stale bool) (*snapshot, error
 		snap.leader = m.Etcd.Server.Lead()
 	} else {
 		snap.leader = s.st.Health().LeaderID
+	}
+	if s.cm.Self().External && !stale {
+		// An external store's members are not tandem nodes: ask each for
+		// its status (etcd's maintenance API) to report its real health.
+		snap.storeUp = map[uint64]bool{}
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		for _, m := range ml.Members {
+			if len(m.ClientURLs) == 0 {
+				continue
+			}
+			if st, err := s.st.MemberStatus(pctx, m.ClientURLs[0]); err == nil {
+				snap.storeUp[m.ID] = true
+				if st.Leader != 0 {
+					snap.leader = st.Leader
+				}
+			}
+		}
+		cancel()
 	}
 	if stale {
 		// Leases do not expire without a leader: the alive keys say nothing.
@@ -160,7 +181,10 @@ func (snap *snapshot) rows() []MemberInfo {
 		if seen[fmt.Sprint(m.ID)] {
 			continue
 		}
-		row := MemberInfo{Name: m.Name, Role: cluster.RoleVoter, MemberID: fmt.Sprintf("%x", m.ID), Leader: m.ID == snap.leader}
+		row := MemberInfo{Name: m.Name, Role: cluster.RoleVoter, MemberID: fmt.Sprintf("%x", m.ID), Leader: m.ID == snap.leader, Alive: snap.storeUp[m.ID]}
+		if snap.storeUp != nil && len(m.ClientURLs) > 0 {
+			row.StoreURL = m.ClientURLs[0]
+		}
 		if m.IsLearner {
 			row.Role = "learner"
 		}
@@ -228,6 +252,11 @@ func (s *Server) writeStatus(ctx context.Context, w http.ResponseWriter, snap *s
 			st.Leader = row.Name
 			leaderURL = row.StoreURL
 		}
+	}
+	if s.cm.Self().External {
+		// tandem does not manage an external store's membership: its
+		// target is what it has.
+		st.TargetVoters = st.Voters
 	}
 	st.Quorum = st.Voters/2 + 1
 	if h := s.st.Health(); !h.Measured.IsZero() && h.Reachable < st.VotersAlive {

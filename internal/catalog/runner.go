@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tandemhq/tandem/internal/health"
+	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/registry"
 	"github.com/tandemhq/tandem/internal/store"
 	"github.com/tandemhq/tandem/internal/view"
@@ -161,7 +162,7 @@ func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks [
 		b, _ := json.Marshal(h)
 		wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
-		if _, err := r.st.Client().Put(wctx, registry.HealthKey(in.Service, in.ID), string(b), clientv3.WithLease(lease)); err != nil {
+		if _, err := r.st.Client().Put(wctx, keys.HealthKey(in.Service, in.ID), string(b), clientv3.WithLease(lease)); err != nil {
 			r.log.Debug("write health", "service", in.Service, "id", in.ID, "err", err)
 			return false
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tandemhq/tandem/internal/client"
 	"github.com/tandemhq/tandem/internal/clustertest"
+	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/store"
 )
 
@@ -50,7 +51,7 @@ func TestExternalStore(t *testing.T) {
 		t.Fatalf("read through the other agent: %v %+v", err, got)
 	}
 	// The key really is in the external etcd, under the user namespace.
-	resp, err := etcd.Etcd.Server.KV().Range(ctx, []byte(store.UserKey("ext/k")), nil, mvccRangeOptions())
+	resp, err := etcd.Etcd.Server.KV().Range(ctx, []byte(keys.UserKey("ext/k")), nil, mvccRangeOptions())
 	if err != nil || len(resp.KVs) != 1 {
 		t.Fatalf("key not in the external store: %v", err)
 	}

@@ -1,11 +1,10 @@
 package system
 
 import (
+	"github.com/tandemhq/tandem/internal/wire"
 	"go.etcd.io/etcd/server/v3/storage/mvcc"
-
-	"github.com/tandemhq/tandem/internal/api"
 )
 
-type apiWatchEvent = api.WatchEvent
+type apiWatchEvent = wire.WatchEvent
 
 func mvccRangeOptions() mvcc.RangeOptions { return mvcc.RangeOptions{} }

@@ -27,10 +27,12 @@ import (
 	"github.com/tandemhq/tandem/internal/cluster"
 	"github.com/tandemhq/tandem/internal/config"
 	"github.com/tandemhq/tandem/internal/dns"
+	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/proxy"
 	"github.com/tandemhq/tandem/internal/registry"
 	"github.com/tandemhq/tandem/internal/store"
 	"github.com/tandemhq/tandem/internal/view"
+	"github.com/tandemhq/tandem/internal/wire"
 )
 
 // shutdownGrace is how long parts get to stop cleanly (revoke the liveness
@@ -239,7 +241,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			if lease == 0 {
 				return nil
 			}
-			_, err := st.Client().Put(ctx, registry.StatsPrefix+a.cfg.Name, string(proxy.EncodeWindows(w)), clientv3.WithLease(lease))
+			_, err := st.Client().Put(ctx, keys.StatsKey(a.cfg.Name), string(proxy.EncodeWindows(w)), clientv3.WithLease(lease))
 			return err
 		})
 	})
@@ -323,7 +325,7 @@ func (a *Agent) openStore(ctx context.Context, apiAddr string) (*store.Store, st
 
 	jctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	req := cluster.JoinRequest{Name: a.cfg.Name, PeerURL: a.url(a.cfg.PeerPort), StoreURL: a.url(a.cfg.StorePort), API: apiAddr}
+	req := wire.JoinRequest{Name: a.cfg.Name, PeerURL: a.url(a.cfg.PeerPort), StoreURL: a.url(a.cfg.StorePort), API: apiAddr}
 	resp, err := client.New(a.cfg.Join).Join(jctx, req)
 	if err != nil {
 		return nil, "", fmt.Errorf("join the cluster through %v: %w", a.cfg.Join, err)

@@ -12,6 +12,7 @@ import (
 	"github.com/tandemhq/tandem/internal/api"
 	"github.com/tandemhq/tandem/internal/client"
 	"github.com/tandemhq/tandem/internal/clustertest"
+	"github.com/tandemhq/tandem/internal/wire"
 )
 
 // TestBadInput sends each kind of bad request to a real node and checks it
@@ -63,7 +64,7 @@ func TestBadInput(t *testing.T) {
 			if resp.StatusCode != http.StatusBadRequest {
 				t.Fatalf("status %d, want 400; body %s", resp.StatusCode, body)
 			}
-			var e api.Error
+			var e wire.Error
 			if err := json.Unmarshal(body, &e); err != nil {
 				t.Fatalf("error body is not JSON: %s", body)
 			}

@@ -12,50 +12,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tandemhq/tandem/internal/cluster"
+	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/store"
+	"github.com/tandemhq/tandem/internal/wire"
 )
-
-// MemberInfo is one row of GET /v1/members.
-type MemberInfo struct {
-	Name     string    `json:"name"`
-	Role     string    `json:"role"` // voter, learner or client
-	Leader   bool      `json:"leader"`
-	Alive    bool      `json:"alive"`
-	LastSeen time.Time `json:"last_seen,omitzero"` // zero while alive
-	API      string    `json:"api"`
-	PeerURL  string    `json:"peer_url,omitempty"`
-	StoreURL string    `json:"store_url,omitempty"`
-	DNS      string    `json:"dns"`
-	Proxy    string    `json:"proxy"`
-	MemberID string    `json:"member_id,omitempty"`
-}
-
-// Members answers GET /v1/members.
-type Members struct {
-	// Stale is true when the cluster had no quorum and this answer comes
-	// from the answering node's own, possibly outdated, copy.
-	Stale   bool         `json:"stale"`
-	Members []MemberInfo `json:"members"`
-}
-
-// Status answers GET /v1/status.
-type Status struct {
-	Stale          bool   `json:"stale"`
-	Node           string `json:"node"`
-	TargetVoters   int    `json:"target_voters"`
-	Voters         int    `json:"voters"`
-	VotersAlive    int    `json:"voters_alive"`
-	Quorum         int    `json:"quorum"`
-	FaultTolerance int    `json:"fault_tolerance"` // node failures survivable now; -1: no quorum
-	Leader         string `json:"leader"`
-	Term           uint64 `json:"term"`
-	AppliedIndex   uint64 `json:"applied_index"`
-	Revision       int64  `json:"revision"`
-	StoreSizeBytes int64  `json:"store_size_bytes"`
-	Autopilot      string `json:"autopilot"`
-	Nodes          int    `json:"nodes"`
-	NodesAlive     int    `json:"nodes_alive"`
-}
 
 // snapshot is the membership state both endpoints are built from.
 type snapshot struct {
@@ -92,11 +52,11 @@ func (s *Server) readSnapshot(ctx context.Context, stale bool) (*snapshot, error
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.Get(ctx, store.NodesPrefix, append(opts, clientv3.WithPrefix())...)
+	resp, err := c.Get(ctx, keys.NodesPrefix, append(opts, clientv3.WithPrefix())...)
 	if err != nil {
 		return nil, err
 	}
-	aresp, err := c.Get(ctx, store.AlivePrefix, append(opts, clientv3.WithPrefix(), clientv3.WithKeysOnly())...)
+	aresp, err := c.Get(ctx, keys.AlivePrefix, append(opts, clientv3.WithPrefix(), clientv3.WithKeysOnly())...)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +68,7 @@ func (s *Server) readSnapshot(ctx context.Context, stale bool) (*snapshot, error
 		}
 	}
 	for _, kv := range aresp.Kvs {
-		snap.alive[string(kv.Key)[len(store.AlivePrefix):]] = true
+		snap.alive[string(kv.Key)[len(keys.AlivePrefix):]] = true
 	}
 	if m := s.st.Member(); m != nil {
 		snap.leader = m.Etcd.Server.Lead()
@@ -141,15 +101,15 @@ func (s *Server) readSnapshot(ctx context.Context, stale bool) (*snapshot, error
 	return snap, nil
 }
 
-func (snap *snapshot) rows() []MemberInfo {
+func (snap *snapshot) rows() []wire.MemberInfo {
 	byName := map[string]*etcdserverpb.Member{}
 	for _, m := range snap.members {
 		byName[m.Name] = m
 	}
-	var rows []MemberInfo
+	var rows []wire.MemberInfo
 	seen := map[string]bool{}
 	for name, rec := range snap.recs {
-		row := MemberInfo{Name: name, Role: cluster.RoleClient, Alive: snap.alive[name], API: rec.API, PeerURL: rec.PeerURL, DNS: rec.DNS, Proxy: rec.Proxy}
+		row := wire.MemberInfo{Name: name, Role: cluster.RoleClient, Alive: snap.alive[name], API: rec.API, PeerURL: rec.PeerURL, DNS: rec.DNS, Proxy: rec.Proxy}
 		if !row.Alive {
 			row.LastSeen = rec.LastSeen
 		}
@@ -181,7 +141,7 @@ func (snap *snapshot) rows() []MemberInfo {
 		if seen[fmt.Sprint(m.ID)] {
 			continue
 		}
-		row := MemberInfo{Name: m.Name, Role: cluster.RoleVoter, MemberID: fmt.Sprintf("%x", m.ID), Leader: m.ID == snap.leader, Alive: snap.storeUp[m.ID]}
+		row := wire.MemberInfo{Name: m.Name, Role: cluster.RoleVoter, MemberID: fmt.Sprintf("%x", m.ID), Leader: m.ID == snap.leader, Alive: snap.storeUp[m.ID]}
 		if snap.storeUp != nil && len(m.ClientURLs) > 0 {
 			row.StoreURL = m.ClientURLs[0]
 		}
@@ -218,7 +178,7 @@ func (s *Server) withSnapshot(w http.ResponseWriter, r *http.Request, f func(con
 
 func (s *Server) members(w http.ResponseWriter, r *http.Request) {
 	s.withSnapshot(w, r, func(_ context.Context, snap *snapshot) {
-		writeJSON(w, http.StatusOK, Members{Stale: snap.stale, Members: snap.rows()})
+		writeJSON(w, http.StatusOK, wire.Members{Stale: snap.stale, Members: snap.rows()})
 	})
 }
 
@@ -227,7 +187,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) writeStatus(ctx context.Context, w http.ResponseWriter, snap *snapshot) {
-	st := Status{Stale: snap.stale, Node: s.cm.Self().Name, Nodes: len(snap.recs)}
+	st := wire.Status{Stale: snap.stale, Node: s.cm.Self().Name, Nodes: len(snap.recs)}
 	if !snap.stale {
 		if info, err := s.cm.Info(ctx); err == nil {
 			st.TargetVoters = info.Voters
@@ -293,11 +253,11 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if watch {
-		s.stream(w, r, store.EventsPrefix, true, rev, func(ev *clientv3.Event) any {
-			var e cluster.Event
+		s.stream(w, r, keys.EventsPrefix, true, rev, func(ev *clientv3.Event) any {
+			var e wire.Event
 			_ = json.Unmarshal(ev.Kv.Value, &e)
 			return struct {
-				cluster.Event
+				wire.Event
 				Revision int64 `json:"revision"`
 			}{e, ev.Kv.ModRevision}
 		})
@@ -308,18 +268,18 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer cancel()
-	resp, err := s.st.Client().Get(ctx, store.EventsPrefix, clientv3.WithPrefix(),
+	resp, err := s.st.Client().Get(ctx, keys.EventsPrefix, clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(limit))
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
 	out := struct {
-		Revision int64           `json:"revision"`
-		Events   []cluster.Event `json:"events"`
-	}{Revision: resp.Header.Revision, Events: []cluster.Event{}}
+		Revision int64        `json:"revision"`
+		Events   []wire.Event `json:"events"`
+	}{Revision: resp.Header.Revision, Events: []wire.Event{}}
 	for i := len(resp.Kvs) - 1; i >= 0; i-- {
-		var e cluster.Event
+		var e wire.Event
 		if json.Unmarshal(resp.Kvs[i].Value, &e) == nil {
 			out.Events = append(out.Events, e)
 		}
@@ -328,7 +288,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) join(w http.ResponseWriter, r *http.Request) {
-	var req cluster.JoinRequest
+	var req wire.JoinRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
 		writeError(w, http.StatusBadRequest, "join request: "+err.Error())
 		return

@@ -15,72 +15,13 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/store"
+	"github.com/tandemhq/tandem/internal/wire"
 )
 
-// KV is one key and its value. Value holds text; a value that is not valid
-// UTF-8 comes in ValueBase64 instead.
-type KV struct {
-	Key            string `json:"key"`
-	Value          string `json:"value,omitempty"`
-	ValueBase64    string `json:"value_base64,omitempty"`
-	CreateRevision int64  `json:"create_revision"`
-	ModRevision    int64  `json:"mod_revision"`
-	Version        int64  `json:"version"`
-}
-
-// Bytes returns the value.
-func (kv KV) Bytes() []byte {
-	if kv.ValueBase64 != "" {
-		b, _ := base64.StdEncoding.DecodeString(kv.ValueBase64)
-		return b
-	}
-	return []byte(kv.Value)
-}
-
-// ReadInfo says how a read was served. For a stale read, Revision is the
-// revision the answering node had applied and LastContactMs how long ago it
-// last heard from the store leader.
-type ReadInfo struct {
-	Consistency   string `json:"consistency"`
-	Revision      int64  `json:"revision"`
-	LastContactMs *int64 `json:"last_contact_ms,omitempty"`
-}
-
-// GetResult answers GET /v1/kv/KEY.
-type GetResult struct {
-	ReadInfo
-	KV
-}
-
-// ListResult answers GET /v1/kv/PREFIX?prefix=true.
-type ListResult struct {
-	ReadInfo
-	Items []KV  `json:"items"`
-	Count int64 `json:"count"`
-	More  bool  `json:"more"`
-}
-
-// WriteResult answers PUT and DELETE.
-type WriteResult struct {
-	Key      string `json:"key"`
-	Revision int64  `json:"revision"`
-	Deleted  int64  `json:"deleted,omitempty"`
-}
-
-// WatchEvent is one line of a watch stream.
-type WatchEvent struct {
-	Type     string `json:"type"` // put, delete, or error
-	Revision int64  `json:"revision"`
-	KV       *KV    `json:"kv,omitempty"`
-	Error    string `json:"error,omitempty"`
-	// CompactRevision is set on an error when the requested revision was
-	// compacted: resume from it (history before it is gone).
-	CompactRevision int64 `json:"compact_revision,omitempty"`
-}
-
-func toKV(kv *mvccpb.KeyValue) KV {
-	out := KV{Key: store.FromUserKey(string(kv.Key)), CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version}
+func toKV(kv *mvccpb.KeyValue) wire.KV {
+	out := wire.KV{Key: keys.FromUserKey(string(kv.Key)), CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version}
 	if utf8.Valid(kv.Value) {
 		out.Value = string(kv.Value)
 	} else {
@@ -89,11 +30,11 @@ func toKV(kv *mvccpb.KeyValue) KV {
 	return out
 }
 
-func (s *Server) readInfo(stale bool, rev int64) ReadInfo {
+func (s *Server) readInfo(stale bool, rev int64) wire.ReadInfo {
 	if !stale {
-		return ReadInfo{Consistency: "linearizable", Revision: rev}
+		return wire.ReadInfo{Consistency: "linearizable", Revision: rev}
 	}
-	info := ReadInfo{Consistency: "stale", Revision: rev}
+	info := wire.ReadInfo{Consistency: "stale", Revision: rev}
 	if lc := s.cm.LastContact(); !lc.IsZero() {
 		ms := time.Since(lc).Milliseconds()
 		info.LastContactMs = &ms
@@ -128,7 +69,7 @@ func (s *Server) kvGet(w http.ResponseWriter, r *http.Request) {
 	}
 	var resp *clientv3.GetResponse
 	err := s.retry(ctx, anyFailure, func(ctx context.Context) (err error) {
-		resp, err = s.st.Client().Get(ctx, store.UserKey(key), opts...)
+		resp, err = s.st.Client().Get(ctx, keys.UserKey(key), opts...)
 		return err
 	})
 	if err != nil {
@@ -137,7 +78,7 @@ func (s *Server) kvGet(w http.ResponseWriter, r *http.Request) {
 	}
 	info := s.readInfo(stale, resp.Header.Revision)
 	if prefix {
-		out := ListResult{ReadInfo: info, Items: make([]KV, 0, len(resp.Kvs)), Count: resp.Count, More: resp.More}
+		out := wire.ListResult{ReadInfo: info, Items: make([]wire.KV, 0, len(resp.Kvs)), Count: resp.Count, More: resp.More}
 		for _, kv := range resp.Kvs {
 			out.Items = append(out.Items, toKV(kv))
 		}
@@ -147,11 +88,11 @@ func (s *Server) kvGet(w http.ResponseWriter, r *http.Request) {
 	if len(resp.Kvs) == 0 {
 		writeJSON(w, http.StatusNotFound, struct {
 			Error string `json:"error"`
-			ReadInfo
+			wire.ReadInfo
 		}{fmt.Sprintf("key %q not found", key), info})
 		return
 	}
-	writeJSON(w, http.StatusOK, GetResult{ReadInfo: info, KV: toKV(resp.Kvs[0])})
+	writeJSON(w, http.StatusOK, wire.GetResult{ReadInfo: info, KV: toKV(resp.Kvs[0])})
 }
 
 func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
@@ -175,7 +116,7 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer cancel()
-	sk := store.UserKey(key)
+	sk := keys.UserKey(key)
 	c := s.st.Client()
 	if !hasCAS {
 		var resp *clientv3.PutResponse
@@ -187,19 +128,19 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 			s.storeError(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, WriteResult{Key: key, Revision: resp.Header.Revision})
+		writeJSON(w, http.StatusOK, wire.WriteResult{Key: key, Revision: resp.Header.Revision})
 		return
 	}
-	s.compareAndSet(w, r, ctx, key, cas, clientv3.OpPut(sk, string(value)), func(resp *clientv3.TxnResponse) WriteResult {
-		return WriteResult{Key: key, Revision: resp.Header.Revision}
+	s.compareAndSet(w, r, ctx, key, cas, clientv3.OpPut(sk, string(value)), func(resp *clientv3.TxnResponse) wire.WriteResult {
+		return wire.WriteResult{Key: key, Revision: resp.Header.Revision}
 	})
 }
 
 // compareAndSet runs op if key is at mod revision cas and answers with
 // result, or 409 with the key's current revision. It is tried once: a repeat
 // of an attempt that did commit would report a false conflict.
-func (s *Server) compareAndSet(w http.ResponseWriter, r *http.Request, ctx context.Context, key string, cas int64, op clientv3.Op, result func(*clientv3.TxnResponse) WriteResult) {
-	sk := store.UserKey(key)
+func (s *Server) compareAndSet(w http.ResponseWriter, r *http.Request, ctx context.Context, key string, cas int64, op clientv3.Op, result func(*clientv3.TxnResponse) wire.WriteResult) {
+	sk := keys.UserKey(key)
 	resp, err := s.st.Client().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(sk), "=", cas)).
 		Then(op).Else(clientv3.OpGet(sk, clientv3.WithKeysOnly())).Commit()
 	if err != nil {
@@ -222,7 +163,7 @@ func casFailed(w http.ResponseWriter, key string, want int64, resp *clientv3.Txn
 	if cur == 0 {
 		msg = fmt.Sprintf("compare-and-set failed: key %q does not exist (cas=%d); use cas=0 to create it", key, want)
 	}
-	writeJSON(w, http.StatusConflict, Error{Error: msg, ModRevision: &cur})
+	writeJSON(w, http.StatusConflict, wire.Error{Error: msg, ModRevision: &cur})
 }
 
 func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
@@ -241,7 +182,7 @@ func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer cancel()
-	sk := store.UserKey(key)
+	sk := keys.UserKey(key)
 	c := s.st.Client()
 	if !hasCAS {
 		var opts []clientv3.OpOption
@@ -257,11 +198,11 @@ func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
 			s.storeError(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, WriteResult{Key: key, Revision: resp.Header.Revision, Deleted: resp.Deleted})
+		writeJSON(w, http.StatusOK, wire.WriteResult{Key: key, Revision: resp.Header.Revision, Deleted: resp.Deleted})
 		return
 	}
-	s.compareAndSet(w, r, ctx, key, cas, clientv3.OpDelete(sk), func(resp *clientv3.TxnResponse) WriteResult {
-		return WriteResult{Key: key, Revision: resp.Header.Revision, Deleted: resp.Responses[0].GetResponseDeleteRange().Deleted}
+	s.compareAndSet(w, r, ctx, key, cas, clientv3.OpDelete(sk), func(resp *clientv3.TxnResponse) wire.WriteResult {
+		return wire.WriteResult{Key: key, Revision: resp.Header.Revision, Deleted: resp.Responses[0].GetResponseDeleteRange().Deleted}
 	})
 }
 
@@ -275,13 +216,13 @@ func (s *Server) kvWatch(w http.ResponseWriter, r *http.Request) {
 	if !p.check(w) {
 		return
 	}
-	s.stream(w, r, store.UserKey(key), prefix, rev, func(ev *clientv3.Event) any {
+	s.stream(w, r, keys.UserKey(key), prefix, rev, func(ev *clientv3.Event) any {
 		kv := toKV(ev.Kv)
 		typ := "put"
 		if ev.Type == mvccpb.DELETE {
 			typ = "delete"
 		}
-		return WatchEvent{Type: typ, Revision: ev.Kv.ModRevision, KV: &kv}
+		return wire.WatchEvent{Type: typ, Revision: ev.Kv.ModRevision, KV: &kv}
 	})
 }
 
@@ -320,7 +261,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, key string, pref
 				return
 			}
 			if err := wr.Err(); err != nil {
-				ev := WatchEvent{Type: "error", Error: err.Error(), CompactRevision: wr.CompactRevision}
+				ev := wire.WatchEvent{Type: "error", Error: err.Error(), CompactRevision: wr.CompactRevision}
 				if errors.Is(err, rpctypes.ErrCompacted) || wr.CompactRevision != 0 {
 					ev.Error = fmt.Sprintf("revision %d is compacted; resume from %d (history before it is gone)", rev, wr.CompactRevision)
 				} else if store.IsUnavailable(err) {

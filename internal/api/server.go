@@ -18,6 +18,7 @@ import (
 	"github.com/tandemhq/tandem/internal/cluster"
 	"github.com/tandemhq/tandem/internal/store"
 	"github.com/tandemhq/tandem/internal/view"
+	"github.com/tandemhq/tandem/internal/wire"
 )
 
 // Limits on user input.
@@ -105,16 +106,6 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 }
 
-// Error is the JSON body of every error response.
-type Error struct {
-	Error string `json:"error"`
-	// ModRevision is set on a failed compare-and-set: the key's current
-	// mod revision (0 when the key does not exist).
-	ModRevision *int64 `json:"mod_revision,omitempty"`
-	// CompactRevision is set when a watch asked for compacted history.
-	CompactRevision int64 `json:"compact_revision,omitempty"`
-}
-
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
@@ -122,7 +113,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, Error{Error: msg})
+	writeJSON(w, code, wire.Error{Error: msg})
 }
 
 // storeError maps a store failure to a response. For want of a quorum it

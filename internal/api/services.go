@@ -12,36 +12,11 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tandemhq/tandem/internal/catalog"
+	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/proxy"
 	"github.com/tandemhq/tandem/internal/registry"
-	"github.com/tandemhq/tandem/internal/view"
+	"github.com/tandemhq/tandem/internal/wire"
 )
-
-// ServiceSummary is one row of GET /v1/services.
-type ServiceSummary struct {
-	Name      string `json:"name"`
-	Instances int    `json:"instances"`
-	Passing   int    `json:"passing"`
-	Warning   int    `json:"warning"`
-	Critical  int    `json:"critical"`
-	HasSpec   bool   `json:"has_spec"`
-}
-
-// Catalog answers GET /v1/services (and the long-poll /v1/catalog).
-type Catalog struct {
-	// Index is the store revision the answering node's view had applied.
-	// Pass it back as ?index= to wait for the next change.
-	Index    int64            `json:"index"`
-	Services []ServiceSummary `json:"services"`
-}
-
-// ServiceDetail answers GET /v1/services/{svc}.
-type ServiceDetail struct {
-	Index     int64            `json:"index"`
-	Spec      registry.Service `json:"spec"`
-	HasSpec   bool             `json:"has_spec"`
-	Instances []view.Instance  `json:"instances"`
-}
 
 func (s *Server) routeServices() {
 	s.mux.HandleFunc("GET /v1/services", s.listServices)
@@ -98,9 +73,9 @@ func (s *Server) listServices(w http.ResponseWriter, r *http.Request) {
 	if !s.waitIndex(w, r) {
 		return
 	}
-	out := Catalog{Index: s.view.CatalogRevision(), Services: []ServiceSummary{}}
+	out := wire.Catalog{Index: s.view.CatalogRevision(), Services: []wire.ServiceSummary{}}
 	for _, name := range s.view.Services() {
-		sum := ServiceSummary{Name: name}
+		sum := wire.ServiceSummary{Name: name}
 		_, sum.HasSpec = s.view.Service(name)
 		for _, in := range s.view.Instances(name) {
 			sum.Instances++
@@ -131,9 +106,9 @@ func (s *Server) showService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ins == nil {
-		ins = []view.Instance{}
+		ins = []registry.InstanceHealth{}
 	}
-	writeJSON(w, http.StatusOK, ServiceDetail{Index: rev, Spec: spec, HasSpec: has, Instances: ins})
+	writeJSON(w, http.StatusOK, wire.ServiceDetail{Index: rev, Spec: spec, HasSpec: has, Instances: ins})
 }
 
 // decodeBody reads a JSON body of at most 1 MiB, refusing unknown fields.
@@ -280,7 +255,7 @@ func (s *Server) serviceLoad(w http.ResponseWriter, r *http.Request) {
 	}
 	defer cancel()
 	svc := r.PathValue("svc")
-	resp, err := s.st.Client().Get(ctx, registry.StatsPrefix, clientv3.WithPrefix(), clientv3.WithSerializable())
+	resp, err := s.st.Client().Get(ctx, keys.StatsPrefix, clientv3.WithPrefix(), clientv3.WithSerializable())
 	if err != nil {
 		s.storeError(w, r, err)
 		return

@@ -13,6 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/registry"
 	"github.com/tandemhq/tandem/internal/store"
 	"github.com/tandemhq/tandem/internal/view"
@@ -44,7 +45,7 @@ func (c *Catalog) RegisterService(ctx context.Context, s registry.Service) (int6
 		return 0, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	b, _ := json.Marshal(s)
-	resp, err := c.st.Client().Put(ctx, registry.ServiceKey(s.Name), string(b))
+	resp, err := c.st.Client().Put(ctx, keys.ServiceKey(s.Name), string(b))
 	if err != nil {
 		return 0, err
 	}
@@ -53,7 +54,7 @@ func (c *Catalog) RegisterService(ctx context.Context, s registry.Service) (int6
 
 // DeleteService removes a service's spec (its instances stay registered).
 func (c *Catalog) DeleteService(ctx context.Context, name string) (bool, error) {
-	resp, err := c.st.Client().Delete(ctx, registry.ServiceKey(name))
+	resp, err := c.st.Client().Delete(ctx, keys.ServiceKey(name))
 	if err != nil {
 		return false, err
 	}
@@ -69,7 +70,7 @@ func (c *Catalog) Register(ctx context.Context, in registry.Instance) (int64, er
 		return 0, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	in.Normalize()
-	key := registry.InstanceKey(in.Service, in.ID)
+	key := keys.InstanceKey(in.Service, in.ID)
 	b, _ := json.Marshal(in)
 	cl := c.st.Client()
 	modRev := int64(0) // first try: create
@@ -98,9 +99,9 @@ func (c *Catalog) Register(ctx context.Context, in registry.Instance) (int64, er
 // Deregister removes an instance everywhere: registration, health and TTL.
 func (c *Catalog) Deregister(ctx context.Context, svc, id string) (int64, bool, error) {
 	resp, err := c.st.Client().Txn(ctx).Then(
-		clientv3.OpDelete(registry.InstanceKey(svc, id)),
-		clientv3.OpDelete(registry.HealthKey(svc, id)),
-		clientv3.OpDelete(registry.TTLKey(svc, id)),
+		clientv3.OpDelete(keys.InstanceKey(svc, id)),
+		clientv3.OpDelete(keys.HealthKey(svc, id)),
+		clientv3.OpDelete(keys.TTLKey(svc, id)),
 	).Commit()
 	if err != nil {
 		return 0, false, err
@@ -119,7 +120,7 @@ func (c *Catalog) RenewTTL(ctx context.Context, svc, id, status, output string) 
 	if len(output) > 4096 {
 		output = output[:4096]
 	}
-	cur, err := c.st.Client().Get(ctx, registry.InstanceKey(svc, id), clientv3.WithCountOnly())
+	cur, err := c.st.Client().Get(ctx, keys.InstanceKey(svc, id), clientv3.WithCountOnly())
 	if err != nil {
 		return err
 	}
@@ -127,6 +128,6 @@ func (c *Catalog) RenewTTL(ctx context.Context, svc, id, status, output string) 
 		return fmt.Errorf("%w: no instance %s of %s", store.ErrNotFound, id, svc)
 	}
 	b, _ := json.Marshal(view.TTLRenewal{Status: status, Output: output, At: time.Now().UTC()})
-	_, err = c.st.Client().Put(ctx, registry.TTLKey(svc, id), string(b))
+	_, err = c.st.Client().Put(ctx, keys.TTLKey(svc, id), string(b))
 	return err
 }

@@ -6,11 +6,13 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tandemhq/tandem/internal/health"
+	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/registry"
 	"github.com/tandemhq/tandem/internal/store"
 	"github.com/tandemhq/tandem/internal/view"
@@ -47,6 +49,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		return nil
 	}
 	active := map[string]*running{}
+	// Every instance's goroutine is waited for before Run returns (deferred
+	// first, so it runs after the cancels below).
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	defer func() {
 		for _, a := range active {
 			a.cancel()
@@ -70,7 +76,8 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 			ictx, cancel := context.WithCancel(ctx)
 			active[key] = &running{cancel: cancel, version: o.Version}
-			go r.runInstance(ictx, o.Instance, registry.EffectiveChecks(o.Instance, o.Spec))
+			in, checks := o.Instance, registry.EffectiveChecks(o.Instance, o.Spec)
+			wg.Go(func() { r.runInstance(ictx, in, checks) })
 		}
 		select {
 		case <-ctx.Done():
@@ -103,11 +110,14 @@ func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks [
 	}
 	states := make([]*checkState, len(checks))
 	results := make(chan result, len(checks))
+	// The checks' goroutines end with ctx; the Wait deferred after the loop
+	// runs before the checkers' Close.
+	var wg sync.WaitGroup
 	for i, c := range checks {
 		st := &checkState{check: c, tracker: health.NewTracker(c, initial), status: initial, output: "no check result yet"}
 		states[i] = st
 		if c.Type == registry.CheckTTL {
-			go r.runTTL(ctx, in, i, c, results)
+			wg.Go(func() { r.runTTL(ctx, in, i, c, results) })
 			continue
 		}
 		ch, err := health.New(c, in)
@@ -119,8 +129,10 @@ func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks [
 		if cl, ok := ch.(io.Closer); ok {
 			defer cl.Close()
 		}
-		go runCheck(ctx, i, c, ch, results)
+		wg.Go(func() { runCheck(ctx, i, c, ch, results) })
 	}
+	// Deferred after the checkers' Close, so it runs before them.
+	defer wg.Wait()
 
 	written := ""
 	var writtenLease clientv3.LeaseID
@@ -161,7 +173,7 @@ func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks [
 		b, _ := json.Marshal(h)
 		wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
-		if _, err := r.st.Client().Put(wctx, registry.HealthKey(in.Service, in.ID), string(b), clientv3.WithLease(lease)); err != nil {
+		if _, err := r.st.Client().Put(wctx, keys.HealthKey(in.Service, in.ID), string(b), clientv3.WithLease(lease)); err != nil {
 			r.log.Debug("write health", "service", in.Service, "id", in.ID, "err", err)
 			return false
 		}

@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tandemhq/tandem/internal/api"
 	"github.com/tandemhq/tandem/internal/client"
+	"github.com/tandemhq/tandem/internal/wire"
 )
 
 func newKVCmd(g *globals) *cobra.Command {
@@ -139,7 +139,7 @@ func newKVCmd(g *globals) *cobra.Command {
 		Short: "Print changes to a key (or keys under it with --prefix) as they happen",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.client().Watch(cmd.Context(), args[0], prefix, rev, func(ev api.WatchEvent) error {
+			return g.client().Watch(cmd.Context(), args[0], prefix, rev, func(ev wire.WatchEvent) error {
 				if g.json {
 					return g.printJSON(ev)
 				}

@@ -5,8 +5,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-
-	"github.com/tandemhq/tandem/internal/cluster"
+	"github.com/tandemhq/tandem/internal/wire"
 )
 
 func newMembersCmd(g *globals) *cobra.Command {
@@ -125,7 +124,7 @@ func newEventsCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func (g *globals) printEvent(e cluster.Event) error {
+func (g *globals) printEvent(e wire.Event) error {
 	if g.json {
 		return g.printJSON(e)
 	}

@@ -18,8 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tandemhq/tandem/internal/api"
-	"github.com/tandemhq/tandem/internal/cluster"
+	"github.com/tandemhq/tandem/internal/wire"
 )
 
 // Client talks to any of a cluster's nodes.
@@ -44,7 +43,7 @@ func New(addrs []string) *Client {
 // Error is an error answered by a node.
 type Error struct {
 	Status int
-	Body   api.Error
+	Body   wire.Error
 }
 
 func (e *Error) Error() string { return e.Body.Error }
@@ -147,19 +146,19 @@ func (o ReadOptions) query() url.Values {
 }
 
 // Get reads one key.
-func (c *Client) Get(ctx context.Context, key string, o ReadOptions) (*api.GetResult, error) {
-	var out api.GetResult
+func (c *Client) Get(ctx context.Context, key string, o ReadOptions) (*wire.GetResult, error) {
+	var out wire.GetResult
 	return &out, c.call(ctx, http.MethodGet, kvPath("/v1/kv/", key), o.query(), nil, &out)
 }
 
 // List reads every key under prefix.
-func (c *Client) List(ctx context.Context, prefix string, keysOnly bool, o ReadOptions) (*api.ListResult, error) {
+func (c *Client) List(ctx context.Context, prefix string, keysOnly bool, o ReadOptions) (*wire.ListResult, error) {
 	q := o.query()
 	q.Set("prefix", "true")
 	if keysOnly {
 		q.Set("keys", "true")
 	}
-	var out api.ListResult
+	var out wire.ListResult
 	return &out, c.call(ctx, http.MethodGet, kvPath("/v1/kv/", prefix), q, nil, &out)
 }
 
@@ -186,38 +185,38 @@ func (o WriteOptions) query() url.Values {
 }
 
 // Put writes a key.
-func (c *Client) Put(ctx context.Context, key string, value []byte, o WriteOptions) (*api.WriteResult, error) {
-	var out api.WriteResult
+func (c *Client) Put(ctx context.Context, key string, value []byte, o WriteOptions) (*wire.WriteResult, error) {
+	var out wire.WriteResult
 	return &out, c.call(ctx, http.MethodPut, kvPath("/v1/kv/", key), o.query(), value, &out)
 }
 
 // Delete removes a key (or every key under it with Prefix).
-func (c *Client) Delete(ctx context.Context, key string, o WriteOptions) (*api.WriteResult, error) {
-	var out api.WriteResult
+func (c *Client) Delete(ctx context.Context, key string, o WriteOptions) (*wire.WriteResult, error) {
+	var out wire.WriteResult
 	return &out, c.call(ctx, http.MethodDelete, kvPath("/v1/kv/", key), o.query(), nil, &out)
 }
 
 // Watch streams changes to key (or every key under it with prefix) from rev
 // (0: from now), calling f for each event until ctx ends or f returns an
 // error. When a node goes away it resumes on another from the next revision.
-func (c *Client) Watch(ctx context.Context, key string, prefix bool, rev int64, f func(api.WatchEvent) error) error {
+func (c *Client) Watch(ctx context.Context, key string, prefix bool, rev int64, f func(wire.WatchEvent) error) error {
 	return c.stream(ctx, kvPath("/v1/watch/", key), prefix, rev, func(line []byte) (int64, error) {
-		var ev api.WatchEvent
+		var ev wire.WatchEvent
 		if err := json.Unmarshal(line, &ev); err != nil {
 			return 0, fmt.Errorf("decode watch event: %w", err)
 		}
 		if ev.Type == "error" {
-			return 0, &Error{Status: http.StatusServiceUnavailable, Body: api.Error{Error: ev.Error, CompactRevision: ev.CompactRevision}}
+			return 0, &Error{Status: http.StatusServiceUnavailable, Body: wire.Error{Error: ev.Error, CompactRevision: ev.CompactRevision}}
 		}
 		return ev.Revision, f(ev)
 	})
 }
 
 // WatchEvents streams cluster events from rev (0: from now).
-func (c *Client) WatchEvents(ctx context.Context, rev int64, f func(cluster.Event) error) error {
+func (c *Client) WatchEvents(ctx context.Context, rev int64, f func(wire.Event) error) error {
 	return c.stream(ctx, "/v1/events", false, rev, func(line []byte) (int64, error) {
 		var ev struct {
-			cluster.Event
+			wire.Event
 			Revision int64  `json:"revision"`
 			Type     string `json:"type"`
 			Error    string `json:"error"`
@@ -226,7 +225,7 @@ func (c *Client) WatchEvents(ctx context.Context, rev int64, f func(cluster.Even
 			return 0, fmt.Errorf("decode event: %w", err)
 		}
 		if ev.Type == "error" {
-			return 0, &Error{Status: http.StatusServiceUnavailable, Body: api.Error{Error: ev.Error}}
+			return 0, &Error{Status: http.StatusServiceUnavailable, Body: wire.Error{Error: ev.Error}}
 		}
 		ev.Event.Type = ev.Type
 		return ev.Revision, f(ev.Event)
@@ -296,22 +295,22 @@ func (c *Client) stream(ctx context.Context, path string, prefix bool, rev int64
 }
 
 // Members lists the cluster's nodes.
-func (c *Client) Members(ctx context.Context) (*api.Members, error) {
-	var out api.Members
+func (c *Client) Members(ctx context.Context) (*wire.Members, error) {
+	var out wire.Members
 	return &out, c.call(ctx, http.MethodGet, "/v1/members", nil, nil, &out)
 }
 
 // Status summarises the cluster.
-func (c *Client) Status(ctx context.Context) (*api.Status, error) {
-	var out api.Status
+func (c *Client) Status(ctx context.Context) (*wire.Status, error) {
+	var out wire.Status
 	return &out, c.call(ctx, http.MethodGet, "/v1/status", nil, nil, &out)
 }
 
 // Events lists the newest limit events, oldest first.
-func (c *Client) Events(ctx context.Context, limit int) ([]cluster.Event, int64, error) {
+func (c *Client) Events(ctx context.Context, limit int) ([]wire.Event, int64, error) {
 	var out struct {
-		Revision int64           `json:"revision"`
-		Events   []cluster.Event `json:"events"`
+		Revision int64        `json:"revision"`
+		Events   []wire.Event `json:"events"`
 	}
 	err := c.call(ctx, http.MethodGet, "/v1/events", url.Values{"limit": {fmt.Sprint(limit)}}, nil, &out)
 	return out.Events, out.Revision, err
@@ -335,9 +334,9 @@ func (c *Client) RemoveNode(ctx context.Context, name string) error {
 
 // Join asks any of the client's nodes to admit a new node, retrying until
 // ctx ends while no node answers (the cluster may still be starting).
-func (c *Client) Join(ctx context.Context, req cluster.JoinRequest) (cluster.JoinResponse, error) {
+func (c *Client) Join(ctx context.Context, req wire.JoinRequest) (wire.JoinResponse, error) {
 	body, _ := json.Marshal(req)
-	var out cluster.JoinResponse
+	var out wire.JoinResponse
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		err := c.call(rctx, http.MethodPost, "/v1/cluster/join", nil, body, &out)

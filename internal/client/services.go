@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tandemhq/tandem/internal/api"
 	"github.com/tandemhq/tandem/internal/registry"
+	"github.com/tandemhq/tandem/internal/wire"
 )
 
 func svcPath(parts ...string) string {
@@ -22,7 +22,7 @@ func svcPath(parts ...string) string {
 
 // Services lists services with their health counts. With index > 0 it
 // waits (up to wait) until the catalog changes past index.
-func (c *Client) Services(ctx context.Context, index int64, wait time.Duration) (*api.Catalog, error) {
+func (c *Client) Services(ctx context.Context, index int64, wait time.Duration) (*wire.Catalog, error) {
 	q := url.Values{}
 	if index > 0 {
 		q.Set("index", fmt.Sprint(index))
@@ -30,13 +30,13 @@ func (c *Client) Services(ctx context.Context, index int64, wait time.Duration) 
 			q.Set("wait", wait.String())
 		}
 	}
-	var out api.Catalog
+	var out wire.Catalog
 	return &out, c.call(ctx, http.MethodGet, "/v1/services", q, nil, &out)
 }
 
 // Service shows a service's spec and instances with their health.
-func (c *Client) Service(ctx context.Context, name string) (*api.ServiceDetail, error) {
-	var out api.ServiceDetail
+func (c *Client) Service(ctx context.Context, name string) (*wire.ServiceDetail, error) {
+	var out wire.ServiceDetail
 	return &out, c.call(ctx, http.MethodGet, svcPath(name), nil, nil, &out)
 }
 

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tandemhq/tandem/internal/keys"
+	"github.com/tandemhq/tandem/internal/wire"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
-
-	"github.com/tandemhq/tandem/internal/store"
 )
 
 // autopilotInterval is how often the holder re-reads membership and liveness.
@@ -27,13 +27,13 @@ func (m *Manager) RunAutopilot(ctx context.Context) error {
 			sleep(ctx, 500*time.Millisecond)
 			continue
 		}
-		el := concurrency.NewElection(sess, store.AutopilotElection)
+		el := concurrency.NewElection(sess, keys.AutopilotElection)
 		if err := el.Campaign(ctx, m.Self().Name); err != nil || !m.holds(ctx, el, sess) {
 			sess.Close()
 			sleep(ctx, 200*time.Millisecond)
 			continue
 		}
-		m.event(ctx, EventAutopilot, m.Self().Name, "%s now runs autopilot", m.Self().Name)
+		m.event(ctx, wire.EventAutopilot, m.Self().Name, "%s now runs autopilot", m.Self().Name)
 		m.lead(ctx, sess)
 		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = el.Resign(rctx)
@@ -61,7 +61,7 @@ func (m *Manager) holds(ctx context.Context, el *concurrency.Election, sess *con
 
 // AutopilotHolder returns the name of the node running autopilot.
 func AutopilotHolder(ctx context.Context, c *clientv3.Client) (string, error) {
-	resp, err := c.Get(ctx, store.AutopilotElection+"/", append(clientv3.WithFirstCreate(), clientv3.WithPrefix())...)
+	resp, err := c.Get(ctx, keys.AutopilotElection+"/", append(clientv3.WithFirstCreate(), clientv3.WithPrefix())...)
 	if err != nil {
 		return "", err
 	}
@@ -119,7 +119,7 @@ func (m *Manager) step(ctx context.Context, downSince map[string]time.Time, memb
 		if alive[name] {
 			delete(downSince, name)
 			if !first && !(*prevAlive)[name] {
-				m.event(ctx, EventNodeUp, name, "%s is up (%s)", name, rec.Role)
+				m.event(ctx, wire.EventNodeUp, name, "%s is up (%s)", name, rec.Role)
 			}
 			continue
 		}
@@ -134,7 +134,7 @@ func (m *Manager) step(ctx context.Context, downSince map[string]time.Time, memb
 		// since it last started.
 		wasUp := (*prevAlive)[name] || (first && rec.LastSeen.Before(rec.Started))
 		if wasUp {
-			m.event(ctx, EventNodeDown, name, "%s is down (its liveness lease ended)", name)
+			m.event(ctx, wire.EventNodeDown, name, "%s is down (its liveness lease ended)", name)
 			rec.LastSeen = now.UTC()
 			b, _ := json.Marshal(rec)
 			if err := updateRecord(ctx, c, name, b); err != nil {
@@ -195,10 +195,10 @@ func (m *Manager) execute(ctx context.Context, c *clientv3.Client, a Action, rec
 		}
 		jr := memberResponse(resp.Members, resp.Member.ID, a.Node)
 		b, _ := json.Marshal(jr)
-		if _, err := c.Put(ctx, store.PromoteKey(a.Node), string(b)); err != nil {
+		if _, err := c.Put(ctx, keys.PromoteKey(a.Node), string(b)); err != nil {
 			return err
 		}
-		m.event(ctx, EventLearnerAdded, a.Node, "autopilot adds %s as a store learner: %s", a.Node, a.Reason)
+		m.event(ctx, wire.EventLearnerAdded, a.Node, "autopilot adds %s as a store learner: %s", a.Node, a.Reason)
 	case RemoveMember:
 		if _, err := c.MemberRemove(ctx, a.MemberID); err != nil {
 			return fmt.Errorf("remove member %s: %w", a.Node, err)
@@ -211,7 +211,7 @@ func (m *Manager) execute(ctx context.Context, c *clientv3.Client, a Action, rec
 				return err
 			}
 		}
-		m.event(ctx, EventVoterRemoved, a.Node, "autopilot removes store member %s: %s", a.Node, a.Reason)
+		m.event(ctx, wire.EventVoterRemoved, a.Node, "autopilot removes store member %s: %s", a.Node, a.Reason)
 	}
 	return nil
 }
@@ -219,7 +219,7 @@ func (m *Manager) execute(ctx context.Context, c *clientv3.Client, a Action, rec
 // updateRecord rewrites a node's record only if it still exists, so a
 // record an operator just removed is not brought back.
 func updateRecord(ctx context.Context, c *clientv3.Client, name string, rec []byte) error {
-	key := store.NodeKey(name)
+	key := keys.NodeKey(name)
 	_, err := c.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), ">", 0)).
 		Then(clientv3.OpPut(key, string(rec))).Commit()
 	return err

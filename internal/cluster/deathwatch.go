@@ -9,10 +9,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tandemhq/tandem/internal/keys"
+	"github.com/tandemhq/tandem/internal/wire"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/tandemhq/tandem/internal/store"
 )
 
 // deathWatchPeers is how many other nodes each node probes: the next ones
@@ -123,7 +123,7 @@ func (m *Manager) deathWatchRound(ctx context.Context, w *deathWatch, interval t
 		if r == probeSilent {
 			why = "stopped answering (probes timed out)"
 		}
-		m.event(ctx, EventLeaseRevoked, name, "%s revoked %s's liveness lease: its API (%s) %s", self, name, n.API, why)
+		m.event(ctx, wire.EventLeaseRevoked, name, "%s revoked %s's liveness lease: its API (%s) %s", self, name, n.API, why)
 	}
 }
 
@@ -137,7 +137,7 @@ func (m *Manager) endCampaigns(ctx context.Context, node string, interval time.D
 	rctx, cancel := context.WithTimeout(ctx, max(2*interval, 500*time.Millisecond))
 	defer cancel()
 	c := m.st.Client()
-	resp, err := c.Get(rctx, store.ElectionPrefix, clientv3.WithPrefix())
+	resp, err := c.Get(rctx, keys.ElectionPrefix, clientv3.WithPrefix())
 	if err != nil {
 		return // the sessions will expire
 	}

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"time"
 
+	"github.com/tandemhq/tandem/internal/keys"
+	"github.com/tandemhq/tandem/internal/wire"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/tandemhq/tandem/internal/store"
 )
 
 // RunLiveness writes this node's record, then keeps its alive key bound to a
@@ -60,7 +60,7 @@ func (m *Manager) RunLiveness(ctx context.Context) error {
 			// health under the new lease while the alive key is written.
 			m.setLease(lease.ID)
 			m.opts.Metrics.leases.Inc()
-			put, err = c.Put(rctx, store.AliveKey(m.Self().Name), "", clientv3.WithLease(lease.ID))
+			put, err = c.Put(rctx, keys.AliveKey(m.Self().Name), "", clientv3.WithLease(lease.ID))
 		}
 		cancel()
 		if err != nil {
@@ -88,7 +88,7 @@ func (m *Manager) keepAlive(ctx context.Context, id clientv3.LeaseID, rev int64,
 	c := m.st.Client()
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	deleted := c.Watch(wctx, store.AliveKey(m.Self().Name), clientv3.WithRev(rev+1))
+	deleted := c.Watch(wctx, keys.AliveKey(m.Self().Name), clientv3.WithRev(rev+1))
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -144,7 +144,7 @@ func (m *Manager) RunLeaderEvents(ctx context.Context) error {
 		ch := mem.Etcd.Server.LeaderChangedNotify()
 		isLeader := mem.IsLeader()
 		if isLeader && !wasLeader {
-			m.event(ctx, EventLeader, m.Self().Name, "%s is the store leader", m.Self().Name)
+			m.event(ctx, wire.EventLeader, m.Self().Name, "%s is the store leader", m.Self().Name)
 		}
 		wasLeader = isLeader
 		select {

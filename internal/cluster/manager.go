@@ -13,7 +13,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
+	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/store"
+	"github.com/tandemhq/tandem/internal/wire"
 )
 
 // Errors callers test for.
@@ -91,7 +93,7 @@ func (m *Manager) LastContact() time.Time {
 
 // Info reads the cluster settings, falling back to the local target.
 func (m *Manager) Info(ctx context.Context) (ClusterInfo, error) {
-	resp, err := m.st.Client().Get(ctx, store.ClusterKey)
+	resp, err := m.st.Client().Get(ctx, keys.ClusterKey)
 	if err != nil {
 		return ClusterInfo{}, err
 	}
@@ -108,8 +110,8 @@ func (m *Manager) Info(ctx context.Context) (ClusterInfo, error) {
 func (m *Manager) Bootstrap(ctx context.Context) error {
 	b, _ := json.Marshal(ClusterInfo{Voters: m.opts.Target, Created: time.Now().UTC()})
 	_, err := m.st.Client().Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(store.ClusterKey), "=", 0)).
-		Then(clientv3.OpPut(store.ClusterKey, string(b))).Commit()
+		If(clientv3.Compare(clientv3.CreateRevision(keys.ClusterKey), "=", 0)).
+		Then(clientv3.OpPut(keys.ClusterKey, string(b))).Commit()
 	return err
 }
 
@@ -125,7 +127,7 @@ func lockedWith(ctx context.Context, c *clientv3.Client, f func(c *clientv3.Clie
 		return fmt.Errorf("membership lock: %w", err)
 	}
 	defer sess.Close()
-	mu := concurrency.NewMutex(sess, store.MembershipLock)
+	mu := concurrency.NewMutex(sess, keys.MembershipLock)
 	if err := mu.Lock(ctx); err != nil {
 		return fmt.Errorf("membership lock: %w", err)
 	}
@@ -141,7 +143,7 @@ func lockedWith(ctx context.Context, c *clientv3.Client, f func(c *clientv3.Clie
 func (m *Manager) putSelf(ctx context.Context) error {
 	rec := m.Self()
 	b, _ := json.Marshal(rec)
-	_, err := m.st.Client().Put(ctx, store.NodeKey(rec.Name), string(b))
+	_, err := m.st.Client().Put(ctx, keys.NodeKey(rec.Name), string(b))
 	return err
 }
 
@@ -154,7 +156,7 @@ func (m *Manager) setRole(role string, memberID uint64) {
 
 // event records e, logging instead of failing when the store is unavailable.
 func (m *Manager) event(ctx context.Context, typ, node, format string, args ...any) {
-	e := Event{Time: time.Now().UTC(), Type: typ, Node: node, Message: fmt.Sprintf(format, args...)}
+	e := wire.Event{Time: time.Now().UTC(), Type: typ, Node: node, Message: fmt.Sprintf(format, args...)}
 	m.log.Info("cluster event", "type", typ, "node", node, "msg", e.Message)
 	ectx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
@@ -178,8 +180,8 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // nodes reads every node record and the set of live nodes.
 func readNodes(ctx context.Context, c *clientv3.Client) (map[string]NodeRecord, map[string]bool, error) {
 	resp, err := c.Txn(ctx).Then(
-		clientv3.OpGet(store.NodesPrefix, clientv3.WithPrefix()),
-		clientv3.OpGet(store.AlivePrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(keys.NodesPrefix, clientv3.WithPrefix()),
+		clientv3.OpGet(keys.AlivePrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 	).Commit()
 	if err != nil {
 		return nil, nil, err
@@ -193,7 +195,7 @@ func readNodes(ctx context.Context, c *clientv3.Client) (map[string]NodeRecord, 
 	}
 	alive := map[string]bool{}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		alive[string(kv.Key)[len(store.AlivePrefix):]] = true
+		alive[string(kv.Key)[len(keys.AlivePrefix):]] = true
 	}
 	return recs, alive, nil
 }

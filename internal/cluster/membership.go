@@ -14,20 +14,22 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/tandemhq/tandem/internal/config"
+	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/store"
+	"github.com/tandemhq/tandem/internal/wire"
 )
 
 // Admit decides how a new node takes part: as a store learner (to be promoted
 // to voter) while voters are below target, otherwise as a client node. It is
 // idempotent: a node that asks again after a crash gets the same answer.
-func (m *Manager) Admit(ctx context.Context, req JoinRequest) (JoinResponse, error) {
+func (m *Manager) Admit(ctx context.Context, req wire.JoinRequest) (wire.JoinResponse, error) {
 	if !config.ValidName(req.Name) {
-		return JoinResponse{}, fmt.Errorf("%w: node name %q is not valid: use 1-63 lowercase letters, digits or dashes", ErrConflict, req.Name)
+		return wire.JoinResponse{}, fmt.Errorf("%w: node name %q is not valid: use 1-63 lowercase letters, digits or dashes", ErrConflict, req.Name)
 	}
 	if !strings.HasPrefix(req.PeerURL, "http://") || !strings.HasPrefix(req.StoreURL, "http://") {
-		return JoinResponse{}, fmt.Errorf("%w: peer_url and store_url must be http:// URLs", ErrConflict)
+		return wire.JoinResponse{}, fmt.Errorf("%w: peer_url and store_url must be http:// URLs", ErrConflict)
 	}
-	var out JoinResponse
+	var out wire.JoinResponse
 	err := m.withMembershipLock(ctx, func(c *clientv3.Client) error {
 		info, err := m.Info(ctx)
 		if err != nil {
@@ -59,11 +61,11 @@ func (m *Manager) Admit(ctx context.Context, req JoinRequest) (JoinResponse, err
 				return fmt.Errorf("add learner: %w", err)
 			}
 			out = memberResponse(resp.Members, resp.Member.ID, req.Name)
-			m.event(ctx, EventLearnerAdded, req.Name, "%s joins as a store learner (%d of %d voters)", req.Name, len(ml.Members)+1, info.Voters)
+			m.event(ctx, wire.EventLearnerAdded, req.Name, "%s joins as a store learner (%d of %d voters)", req.Name, len(ml.Members)+1, info.Voters)
 			return nil
 		}
-		out = JoinResponse{Role: RoleClient, Endpoints: voterEndpoints(ml.Members)}
-		m.event(ctx, EventJoined, req.Name, "%s joins as a client node (%d voters is the target)", req.Name, info.Voters)
+		out = wire.JoinResponse{Role: RoleClient, Endpoints: voterEndpoints(ml.Members)}
+		m.event(ctx, wire.EventJoined, req.Name, "%s joins as a client node (%d voters is the target)", req.Name, info.Voters)
 		return nil
 	})
 	return out, err
@@ -80,7 +82,7 @@ func contains(list []string, s string) bool {
 
 // memberResponse tells member id how to start: the initial cluster lists
 // every member, naming the unstarted one after the joining node.
-func memberResponse(members []*etcdserverpb.Member, id uint64, name string) JoinResponse {
+func memberResponse(members []*etcdserverpb.Member, id uint64, name string) wire.JoinResponse {
 	var parts []string
 	for _, mem := range members {
 		n := mem.Name
@@ -94,7 +96,7 @@ func memberResponse(members []*etcdserverpb.Member, id uint64, name string) Join
 		}
 	}
 	sort.Strings(parts)
-	return JoinResponse{Role: RoleVoter, InitialCluster: strings.Join(parts, ","), MemberID: id, Endpoints: voterEndpoints(members)}
+	return wire.JoinResponse{Role: RoleVoter, InitialCluster: strings.Join(parts, ","), MemberID: id, Endpoints: voterEndpoints(members)}
 }
 
 func voterEndpoints(members []*etcdserverpb.Member) []string {
@@ -131,7 +133,7 @@ func (m *Manager) RunPromotion(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	key := store.PromoteKey(m.Self().Name)
+	key := keys.PromoteKey(m.Self().Name)
 	for ctx.Err() == nil {
 		c := m.st.Client()
 		resp, err := c.Get(ctx, key)
@@ -149,7 +151,7 @@ func (m *Manager) RunPromotion(ctx context.Context) error {
 			cancel()
 			continue
 		}
-		var jr JoinResponse
+		var jr wire.JoinResponse
 		if err := json.Unmarshal(resp.Kvs[0].Value, &jr); err != nil {
 			return fmt.Errorf("decode promotion: %w", err)
 		}
@@ -158,7 +160,7 @@ func (m *Manager) RunPromotion(ctx context.Context) error {
 	return nil
 }
 
-func (m *Manager) becomeVoter(ctx context.Context, jr JoinResponse) error {
+func (m *Manager) becomeVoter(ctx context.Context, jr wire.JoinResponse) error {
 	m.promoting.Store(true)
 	defer m.promoting.Store(false)
 	name := m.Self().Name
@@ -182,7 +184,7 @@ func (m *Manager) becomeVoter(ctx context.Context, jr JoinResponse) error {
 		wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		err := m.putSelf(wctx)
 		if err == nil {
-			_, err = m.st.Client().Delete(wctx, store.PromoteKey(name))
+			_, err = m.st.Client().Delete(wctx, keys.PromoteKey(name))
 		}
 		cancel()
 		if err == nil {
@@ -190,7 +192,7 @@ func (m *Manager) becomeVoter(ctx context.Context, jr JoinResponse) error {
 		}
 		sleep(ctx, 200*time.Millisecond)
 	}
-	m.event(ctx, EventPromoted, name, "%s promoted to store voter", name)
+	m.event(ctx, wire.EventPromoted, name, "%s promoted to store voter", name)
 	return nil
 }
 
@@ -203,9 +205,9 @@ func (m *Manager) Leave(ctx context.Context) error {
 	if mem != nil {
 		return m.leaveVoter(ctx, self, mem)
 	}
-	m.event(ctx, EventLeft, self.Name, "%s leaves the cluster", self.Name)
+	m.event(ctx, wire.EventLeft, self.Name, "%s leaves the cluster", self.Name)
 	c := m.st.Client()
-	if _, err := c.Delete(ctx, store.NodeKey(self.Name)); err != nil {
+	if _, err := c.Delete(ctx, keys.NodeKey(self.Name)); err != nil {
 		return err
 	}
 	if id := m.leaseID.Load(); id != 0 {
@@ -259,8 +261,8 @@ func (m *Manager) leaveVoter(ctx context.Context, self NodeRecord, mem *store.Me
 				}
 			}
 		}
-		m.event(ctx, EventLeft, self.Name, "%s leaves the cluster (store voter removed)", self.Name)
-		if _, err := c.Delete(ctx, store.NodeKey(self.Name)); err != nil {
+		m.event(ctx, wire.EventLeft, self.Name, "%s leaves the cluster (store voter removed)", self.Name)
+		if _, err := c.Delete(ctx, keys.NodeKey(self.Name)); err != nil {
 			return err
 		}
 		mem.Close()
@@ -304,13 +306,13 @@ func (m *Manager) RemoveNode(ctx context.Context, name string) error {
 			}
 		}
 		if _, err := c.Txn(ctx).Then(
-			clientv3.OpDelete(store.NodeKey(name)),
-			clientv3.OpDelete(store.AliveKey(name)),
-			clientv3.OpDelete(store.PromoteKey(name)),
+			clientv3.OpDelete(keys.NodeKey(name)),
+			clientv3.OpDelete(keys.AliveKey(name)),
+			clientv3.OpDelete(keys.PromoteKey(name)),
 		).Commit(); err != nil {
 			return err
 		}
-		m.event(ctx, EventRemoved, name, "%s removed by an operator", name)
+		m.event(ctx, wire.EventRemoved, name, "%s removed by an operator", name)
 		return nil
 	})
 }

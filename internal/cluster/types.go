@@ -8,7 +8,7 @@ const (
 	RoleClient = "client" // runs no store replica; uses the voters' endpoints
 )
 
-// NodeRecord is a node's entry under store.NodesPrefix. It outlives the node's
+// NodeRecord is a node's entry under keys.NodesPrefix. It outlives the node's
 // lease, so dead nodes stay listed until removed.
 type NodeRecord struct {
 	Name      string    `json:"name"`
@@ -25,48 +25,3 @@ type NodeRecord struct {
 	MemberID  uint64    `json:"member_id,omitempty"`
 	LeftClean bool      `json:"left,omitempty"` // left with 'tandem leave'
 }
-
-// JoinRequest is what a new node sends to an existing node's API.
-type JoinRequest struct {
-	Name     string `json:"name"`
-	PeerURL  string `json:"peer_url"`
-	StoreURL string `json:"store_url"`
-	API      string `json:"api"`
-}
-
-// JoinResponse tells a new node how to take part.
-type JoinResponse struct {
-	// Role is RoleVoter when the node was added as a store learner (it starts
-	// a member and promotes itself once caught up), RoleClient otherwise.
-	Role string `json:"role"`
-	// InitialCluster is etcd's name=peerURL list to start the member with.
-	InitialCluster string `json:"initial_cluster,omitempty"`
-	// MemberID is the learner's etcd member ID.
-	MemberID uint64 `json:"member_id,omitempty"`
-	// Endpoints are the voters' client URLs.
-	Endpoints []string `json:"endpoints"`
-}
-
-// Event is one entry of the cluster's event history.
-type Event struct {
-	Time    time.Time `json:"time"`
-	Type    string    `json:"type"`
-	Node    string    `json:"node,omitempty"`
-	Message string    `json:"message"`
-}
-
-// Event types.
-const (
-	EventLeader        = "leader-change"
-	EventNodeUp        = "node-up"
-	EventNodeDown      = "node-down"
-	EventLeaseRevoked  = "lease-revoked" // by the death watch
-	EventJoined        = "node-joined"
-	EventLeft          = "node-left"
-	EventRemoved       = "node-removed"
-	EventLearnerAdded  = "learner-added"
-	EventPromoted      = "voter-promoted"
-	EventVoterRemoved  = "voter-removed"
-	EventAutopilot     = "autopilot"
-	EventVoterReplaced = "voter-replaced"
-)

@@ -30,10 +30,10 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/internal/agent"
-	"github.com/tandemhq/tandem/internal/api"
 	"github.com/tandemhq/tandem/internal/cli"
 	"github.com/tandemhq/tandem/internal/client"
 	"github.com/tandemhq/tandem/internal/config"
+	"github.com/tandemhq/tandem/internal/wire"
 )
 
 // Mode says how nodes run.
@@ -466,7 +466,7 @@ func Poll(timeout time.Duration, f func() error) error {
 }
 
 // Status asks the running nodes, in turn, for the cluster status.
-func (c *Cluster) Status() (*api.Status, error) {
+func (c *Cluster) Status() (*wire.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return c.RunningClient().Status(ctx)

@@ -19,7 +19,7 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkQuery ./internal/dns
 func BenchmarkQuery(b *testing.B) {
-	cat := &fakeCatalog{services: map[string][]view.Instance{}}
+	cat := &fakeCatalog{services: map[string][]registry.InstanceHealth{}}
 	for n := range 3 {
 		cat.nodes = append(cat.nodes, view.Node{Name: fmt.Sprintf("n%d", n), Addr: fmt.Sprintf("10.0.0.%d", n+1), Alive: true})
 	}

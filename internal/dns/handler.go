@@ -9,7 +9,6 @@ import (
 	mdns "github.com/miekg/dns"
 
 	"github.com/tandemhq/tandem/internal/registry"
-	"github.com/tandemhq/tandem/internal/view"
 )
 
 // advertisedUDPSize is the UDP payload size the server puts in its OPT
@@ -128,7 +127,7 @@ func (s *Server) service(pq query, q mdns.Question) (answers, extra []mdns.RR, e
 		return nil, nil, false
 	}
 	if pq.tag != "" {
-		all = slices.DeleteFunc(slices.Clone(all), func(in view.Instance) bool {
+		all = slices.DeleteFunc(slices.Clone(all), func(in registry.InstanceHealth) bool {
 			return !slices.ContainsFunc(in.Tags, func(t string) bool { return strings.EqualFold(t, pq.tag) })
 		})
 		if len(all) == 0 {
@@ -156,8 +155,8 @@ func (s *Server) service(pq query, q mdns.Question) (answers, extra []mdns.RR, e
 // serving returns a new slice of the instances that get traffic: the
 // passing ones, or when none passes the warning ones. Critical instances
 // never do.
-func serving(all []view.Instance) []view.Instance {
-	var passing, warning []view.Instance
+func serving(all []registry.InstanceHealth) []registry.InstanceHealth {
+	var passing, warning []registry.InstanceHealth
 	for _, in := range all {
 		switch in.Status {
 		case registry.Passing:
@@ -177,7 +176,7 @@ func serving(all []view.Instance) []view.Instance {
 // when the instance listens on the node's address, the address encoded
 // under addr.<domain> otherwise, and the address itself when it is a host
 // name (then without additional records).
-func (s *Server) srvRecords(name string, served []view.Instance) (answers, extra []mdns.RR) {
+func (s *Server) srvRecords(name string, served []registry.InstanceHealth) (answers, extra []mdns.RR) {
 	nodes := map[string]netip.Addr{}
 	for _, n := range s.cat.Nodes() {
 		if ip, ok := parseIP(n.Addr); ok {

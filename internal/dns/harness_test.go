@@ -20,15 +20,15 @@ import (
 // fakeCatalog is a fixed catalog. It is not modified once a server reads
 // it, so it is safe from any goroutine.
 type fakeCatalog struct {
-	services map[string][]view.Instance
+	services map[string][]registry.InstanceHealth
 	nodes    []view.Node
 }
 
-func (c *fakeCatalog) Instances(svc string) []view.Instance { return c.services[svc] }
-func (c *fakeCatalog) Nodes() []view.Node                   { return c.nodes }
+func (c *fakeCatalog) Instances(svc string) []registry.InstanceHealth { return c.services[svc] }
+func (c *fakeCatalog) Nodes() []view.Node                             { return c.nodes }
 
-func inst(svc, id, addr string, port int, node, status string, tags ...string) view.Instance {
-	return view.Instance{
+func inst(svc, id, addr string, port int, node, status string, tags ...string) registry.InstanceHealth {
+	return registry.InstanceHealth{
 		Instance: registry.Instance{ID: id, Service: svc, Address: addr, Port: port, Node: node, Tags: tags},
 		Status:   status,
 	}
@@ -54,7 +54,7 @@ func fixture() *fakeCatalog {
 			{Name: "n3", Addr: "10.0.0.3", Role: "voter", Alive: false},
 			{Name: "n6", Addr: "fd00::6", Role: "client", Alive: true},
 		},
-		services: map[string][]view.Instance{
+		services: map[string][]registry.InstanceHealth{
 			"web": {
 				web1,
 				inst("web", "w2", "10.0.1.2", 8080, "n2", P, "v2"),

@@ -35,6 +35,7 @@ import (
 
 	mdns "github.com/miekg/dns"
 
+	"github.com/tandemhq/tandem/internal/registry"
 	"github.com/tandemhq/tandem/internal/view"
 )
 
@@ -45,7 +46,7 @@ import (
 type Catalog interface {
 	// Instances returns every instance of the service with its effective
 	// health, or nil when the service is unknown.
-	Instances(service string) []view.Instance
+	Instances(service string) []registry.InstanceHealth
 	// Nodes returns every known node, alive or not.
 	Nodes() []view.Node
 }

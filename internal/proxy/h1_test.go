@@ -18,7 +18,6 @@ import (
 
 	"github.com/tandemhq/tandem/internal/config"
 	"github.com/tandemhq/tandem/internal/registry"
-	"github.com/tandemhq/tandem/internal/view"
 )
 
 // staticCatalog serves fixed services: the proxy's HTTP handling is under
@@ -26,12 +25,12 @@ import (
 type staticCatalog struct {
 	mu        sync.Mutex
 	spec      registry.Service
-	instances map[string][]view.Instance
+	instances map[string][]registry.InstanceHealth
 	ch        chan struct{}
 }
 
 // set replaces a service's instances and tells the proxy.
-func (c *staticCatalog) set(svc string, ins []view.Instance) {
+func (c *staticCatalog) set(svc string, ins []registry.InstanceHealth) {
 	c.mu.Lock()
 	c.instances[svc] = ins
 	close(c.ch)
@@ -57,7 +56,7 @@ func (c *staticCatalog) Service(name string) (registry.Service, bool) {
 	return spec, true
 }
 
-func (c *staticCatalog) Instances(svc string) []view.Instance {
+func (c *staticCatalog) Instances(svc string) []registry.InstanceHealth {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.instances[svc]
@@ -78,11 +77,11 @@ func startProxy(t testing.TB, backends ...string) *Proxy {
 
 func startProxySpec(t testing.TB, spec registry.Service, backends ...string) (*Proxy, *staticCatalog) {
 	t.Helper()
-	cat := &staticCatalog{spec: spec, instances: map[string][]view.Instance{}, ch: make(chan struct{})}
+	cat := &staticCatalog{spec: spec, instances: map[string][]registry.InstanceHealth{}, ch: make(chan struct{})}
 	for i, addr := range backends {
 		host, port, _ := net.SplitHostPort(addr)
 		p, _ := strconv.Atoi(port)
-		cat.instances["svc"] = append(cat.instances["svc"], view.Instance{
+		cat.instances["svc"] = append(cat.instances["svc"], registry.InstanceHealth{
 			Instance: registry.Instance{Service: "svc", ID: fmt.Sprintf("svc-%d", i+1), Address: host, Port: p},
 			Status:   registry.Passing,
 		})

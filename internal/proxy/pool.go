@@ -13,14 +13,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tandemhq/tandem/internal/registry"
-	"github.com/tandemhq/tandem/internal/view"
 )
 
 // Catalog is what the proxy reads; the node's local view implements it.
 type Catalog interface {
 	Services() []string
 	Service(name string) (registry.Service, bool)
-	Instances(svc string) []view.Instance
+	Instances(svc string) []registry.InstanceHealth
 	Changed() <-chan struct{}
 }
 
@@ -167,7 +166,7 @@ func (t *table) rebuild() {
 		}
 		ins := t.cat.Instances(name)
 		served := registry.Passing
-		if !slices.ContainsFunc(ins, func(in view.Instance) bool { return in.Status == registry.Passing }) {
+		if !slices.ContainsFunc(ins, func(in registry.InstanceHealth) bool { return in.Status == registry.Passing }) {
 			served = registry.Warning
 		}
 		for _, in := range ins {

@@ -1,6 +1,6 @@
 // Package registry is the service catalog's model: services, their
-// instances and health checks, the rules a registration must follow, and
-// where each lives in the store. It does no I/O.
+// instances and health checks, and the rules a registration must follow.
+// It does no I/O; where each lives in the store is in package keys.
 package registry
 
 import (
@@ -14,29 +14,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/internal/config"
-	"github.com/tandemhq/tandem/internal/store"
 )
-
-// Store keys of the catalog.
-const (
-	ServicesPrefix  = store.Prefix + "services/"  // spec, persistent
-	InstancesPrefix = store.Prefix + "instances/" // instance, persistent
-	HealthPrefix    = store.Prefix + "health/"    // health, bound to the owner's lease
-	TTLPrefix       = store.Prefix + "ttl/"       // last TTL renewal
-	StatsPrefix     = store.Prefix + "stats/"     // each node's recent proxy traffic, bound to its lease
-)
-
-// ServiceKey is the key of a service's spec.
-func ServiceKey(svc string) string { return ServicesPrefix + svc }
-
-// InstanceKey is the key of an instance.
-func InstanceKey(svc, id string) string { return InstancesPrefix + svc + "/" + id }
-
-// HealthKey is the key of an instance's health.
-func HealthKey(svc, id string) string { return HealthPrefix + svc + "/" + id }
-
-// TTLKey is the key of an instance's last TTL renewal.
-func TTLKey(svc, id string) string { return TTLPrefix + svc + "/" + id }
 
 // Health states, from best to worst.
 const (
@@ -149,6 +127,18 @@ type Health struct {
 	Output string        `json:"output,omitempty"`
 	Since  time.Time     `json:"since"`
 	Node   string        `json:"node"`
+	Checks []CheckHealth `json:"checks,omitempty"`
+}
+
+// InstanceHealth is an instance as the view serves it: its registration and its
+// effective health. Status is critical when the owner node is dead or has
+// written no health yet (unless the instance was registered with an
+// initial state).
+type InstanceHealth struct {
+	Instance
+	Status string        `json:"status"`
+	Output string        `json:"output,omitempty"`
+	Since  time.Time     `json:"since,omitzero"`
 	Checks []CheckHealth `json:"checks,omitempty"`
 }
 

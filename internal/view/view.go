@@ -21,8 +21,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tandemhq/tandem/internal/cluster"
+	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/registry"
-	"github.com/tandemhq/tandem/internal/store"
 )
 
 // TTLRenewal is the last renewal of an instance's TTL check.
@@ -100,7 +100,7 @@ func (v *View) Run(ctx context.Context) error {
 }
 
 // prefixes the view holds.
-var prefixes = []string{store.NodesPrefix, store.AlivePrefix, registry.ServicesPrefix, registry.InstancesPrefix, registry.HealthPrefix, registry.TTLPrefix}
+var prefixes = []string{keys.NodesPrefix, keys.AlivePrefix, keys.ServicesPrefix, keys.InstancesPrefix, keys.HealthPrefix, keys.TTLPrefix}
 
 // load reads every prefix at one revision and replaces the view's state.
 func (v *View) load(ctx context.Context) (int64, error) {
@@ -137,7 +137,7 @@ func (v *View) load(ctx context.Context) (int64, error) {
 func (v *View) watch(ctx context.Context, from int64) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wch := v.client().Watch(wctx, store.Prefix, clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify())
+	wch := v.client().Watch(wctx, keys.Prefix, clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify())
 	for wr := range wch {
 		if err := wr.Err(); err != nil {
 			return err
@@ -171,23 +171,23 @@ func (v *View) applyLocked(typ mvccpb.Event_EventType, kv *mvccpb.KeyValue) bool
 	key := string(kv.Key)
 	del := typ == mvccpb.DELETE
 	switch {
-	case strings.HasPrefix(key, store.NodesPrefix):
-		name := key[len(store.NodesPrefix):]
+	case strings.HasPrefix(key, keys.NodesPrefix):
+		name := key[len(keys.NodesPrefix):]
 		var rec cluster.NodeRecord
 		if del || json.Unmarshal(kv.Value, &rec) != nil {
 			delete(v.nodes, name)
 			return true
 		}
 		v.nodes[name] = rec
-	case strings.HasPrefix(key, store.AlivePrefix):
-		name := key[len(store.AlivePrefix):]
+	case strings.HasPrefix(key, keys.AlivePrefix):
+		name := key[len(keys.AlivePrefix):]
 		if del {
 			delete(v.alive, name)
 		} else {
 			v.alive[name] = kv.Lease
 		}
-	case strings.HasPrefix(key, registry.ServicesPrefix):
-		name := key[len(registry.ServicesPrefix):]
+	case strings.HasPrefix(key, keys.ServicesPrefix):
+		name := key[len(keys.ServicesPrefix):]
 		var s registry.Service
 		if del || json.Unmarshal(kv.Value, &s) != nil {
 			delete(v.services, name)
@@ -196,8 +196,8 @@ func (v *View) applyLocked(typ mvccpb.Event_EventType, kv *mvccpb.KeyValue) bool
 		}
 		v.services[name] = s
 		v.svcRev[name] = kv.ModRevision
-	case strings.HasPrefix(key, registry.InstancesPrefix):
-		rest := key[len(registry.InstancesPrefix):]
+	case strings.HasPrefix(key, keys.InstancesPrefix):
+		rest := key[len(keys.InstancesPrefix):]
 		applyNested(v.instances, rest, del, kv.Value)
 		if svc, id, ok := strings.Cut(rest, "/"); ok {
 			if _, kept := v.instances[svc][id]; kept {
@@ -212,10 +212,10 @@ func (v *View) applyLocked(typ mvccpb.Event_EventType, kv *mvccpb.KeyValue) bool
 				}
 			}
 		}
-	case strings.HasPrefix(key, registry.HealthPrefix):
-		applyNested(v.health, key[len(registry.HealthPrefix):], del, kv.Value)
-	case strings.HasPrefix(key, registry.TTLPrefix):
-		applyNested(v.ttl, key[len(registry.TTLPrefix):], del, kv.Value)
+	case strings.HasPrefix(key, keys.HealthPrefix):
+		applyNested(v.health, key[len(keys.HealthPrefix):], del, kv.Value)
+	case strings.HasPrefix(key, keys.TTLPrefix):
+		applyNested(v.ttl, key[len(keys.TTLPrefix):], del, kv.Value)
 	default:
 		return false
 	}
@@ -292,8 +292,8 @@ func (v *View) WaitRevision(ctx context.Context, rev int64) error {
 }
 
 // effective computes an instance's served health.
-func (v *View) effectiveLocked(in registry.Instance) Instance {
-	out := Instance{Instance: in, Status: registry.Critical}
+func (v *View) effectiveLocked(in registry.Instance) registry.InstanceHealth {
+	out := registry.InstanceHealth{Instance: in, Status: registry.Critical}
 	if _, alive := v.alive[in.Node]; !alive {
 		out.Output = "owner node " + in.Node + " is down"
 		return out
@@ -312,18 +312,18 @@ func (v *View) effectiveLocked(in registry.Instance) Instance {
 
 // Instances returns the instances of svc, sorted by id, with effective
 // health; nil if the service has no instances.
-func (v *View) Instances(svc string) []Instance {
+func (v *View) Instances(svc string) []registry.InstanceHealth {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	m := v.instances[svc]
 	if len(m) == 0 {
 		return nil
 	}
-	out := make([]Instance, 0, len(m))
+	out := make([]registry.InstanceHealth, 0, len(m))
 	for _, in := range m {
 		out = append(out, v.effectiveLocked(in))
 	}
-	slices.SortFunc(out, func(a, b Instance) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b registry.InstanceHealth) int { return strings.Compare(a.ID, b.ID) })
 	return out
 }
 

@@ -32,7 +32,7 @@ const (
 	// readKeys is how many keys the read benchmarks fill and read at random.
 	readKeys = 1000
 	// kvPrefix is where the API keeps user keys in the store
-	// (store.KVPrefix), so direct etcd writes land in the same place.
+	// (keys.KVPrefix), so direct etcd writes land in the same place.
 	kvPrefix = "/kv/"
 )
 

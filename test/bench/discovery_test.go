@@ -17,6 +17,7 @@ import (
 	"github.com/tandemhq/tandem/internal/client"
 	"github.com/tandemhq/tandem/internal/clustertest"
 	"github.com/tandemhq/tandem/internal/config"
+	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/registry"
 )
 
@@ -83,7 +84,7 @@ func BenchmarkViewPropagation(b *testing.B) {
 			})
 		}
 		t0 := time.Now()
-		if _, err := cl.Put(ctx, registry.HealthKey("prop", "p1"), string(val)); err != nil {
+		if _, err := cl.Put(ctx, keys.HealthKey("prop", "p1"), string(val)); err != nil {
 			b.Fatal(err)
 		}
 		writes = append(writes, time.Since(t0))

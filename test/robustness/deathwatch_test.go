@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/internal/client"
-	"github.com/tandemhq/tandem/internal/cluster"
 	"github.com/tandemhq/tandem/internal/clustertest"
+	"github.com/tandemhq/tandem/internal/wire"
 )
 
 // TestDeathWatchDoesNotFlap puts a firewall in front of a live node's API
@@ -38,7 +38,7 @@ func TestDeathWatchDoesNotFlap(t *testing.T) {
 		}
 		n := 0
 		for _, e := range evs {
-			if e.Type == cluster.EventLeaseRevoked && e.Node == victim.Name {
+			if e.Type == wire.EventLeaseRevoked && e.Node == victim.Name {
 				n++
 			}
 		}

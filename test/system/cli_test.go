@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandemhq/tandem/internal/api"
 	"github.com/tandemhq/tandem/internal/clustertest"
+	"github.com/tandemhq/tandem/internal/wire"
 )
 
 // tandem runs the CLI and returns its standard output.
@@ -64,7 +64,7 @@ func TestCLIFailsOverBetweenAddresses(t *testing.T) {
 	if out := mustTandem(t, "kv", "get", addr, "cli/key"); out != "hello\n" {
 		t.Fatalf("get: %q", out)
 	}
-	var got api.GetResult
+	var got wire.GetResult
 	if err := json.Unmarshal([]byte(mustTandem(t, "kv", "get", addr, "--stale", "--json", "cli/key")), &got); err != nil {
 		t.Fatal(err)
 	}

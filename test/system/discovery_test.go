@@ -17,6 +17,7 @@ import (
 	"github.com/tandemhq/tandem/internal/client"
 	"github.com/tandemhq/tandem/internal/clustertest"
 	"github.com/tandemhq/tandem/internal/config"
+	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/registry"
 )
 
@@ -305,13 +306,13 @@ func TestThousandInstancesViewsMatchStore(t *testing.T) {
 	compare := func(want int) {
 		t.Helper()
 		c.Eventually(30*time.Second, fmt.Sprintf("every view equals the store (%d instances)", want), func() error {
-			resp, err := c.Nodes[0].Agent().Store().Client().Get(ctx, registry.InstancesPrefix, clientv3.WithPrefix())
+			resp, err := c.Nodes[0].Agent().Store().Client().Get(ctx, keys.InstancesPrefix, clientv3.WithPrefix())
 			if err != nil {
 				return err
 			}
 			inStore := map[string]string{}
 			for _, kv := range resp.Kvs {
-				inStore[strings.TrimPrefix(string(kv.Key), registry.InstancesPrefix)] = string(kv.Value)
+				inStore[strings.TrimPrefix(string(kv.Key), keys.InstancesPrefix)] = string(kv.Value)
 			}
 			if len(inStore) != want {
 				return fmt.Errorf("store has %d instances", len(inStore))

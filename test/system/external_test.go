@@ -14,7 +14,7 @@ import (
 
 	"github.com/tandemhq/tandem/internal/client"
 	"github.com/tandemhq/tandem/internal/clustertest"
-	"github.com/tandemhq/tandem/internal/store"
+	"github.com/tandemhq/tandem/internal/keys"
 )
 
 // startEtcd runs Debian's etcd server (package etcd-server) as a one-member
@@ -113,7 +113,7 @@ func TestExternalStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ec.Close()
-	resp, err := ec.Get(ctx, store.UserKey("ext/k"))
+	resp, err := ec.Get(ctx, keys.UserKey("ext/k"))
 	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v" {
 		t.Fatalf("key not in the external store: %v %+v", err, resp)
 	}

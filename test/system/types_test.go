@@ -1,11 +1,5 @@
 package system
 
-import (
-	"go.etcd.io/etcd/server/v3/storage/mvcc"
+import "github.com/tandemhq/tandem/internal/wire"
 
-	"github.com/tandemhq/tandem/internal/api"
-)
-
-type apiWatchEvent = api.WatchEvent
-
-func mvccRangeOptions() mvcc.RangeOptions { return mvcc.RangeOptions{} }
+type apiWatchEvent = wire.WatchEvent

@@ -1,0 +1,69 @@
+// Package keys is tandem's keyspace: where every piece of cluster state lives
+// in the store. It is a leaf package (it imports only the standard library)
+// so that packages which only need a key, such as the registry's model, do
+// not pull in the store. docs/ARCHITECTURE.md has the same table for people.
+package keys
+
+import "strings"
+
+// All system state lives under Prefix so one watch can feed a node's whole
+// view; the user's key-value namespace lives under KVPrefix.
+const (
+	Prefix         = "/tandem/"
+	NodesPrefix    = Prefix + "nodes/"   // node record, persistent
+	AlivePrefix    = Prefix + "alive/"   // bound to the node's lease: liveness
+	PromotePrefix  = Prefix + "promote/" // autopilot asks a client node to become a voter
+	EventsPrefix   = Prefix + "events/"  // bounded cluster event history
+	ElectionPrefix = Prefix + "elections/"
+	LockPrefix     = Prefix + "locks/"
+	KVPrefix       = "/kv/"
+)
+
+// The service catalog's keys.
+const (
+	ServicesPrefix  = Prefix + "services/"  // spec, persistent
+	InstancesPrefix = Prefix + "instances/" // instance, persistent
+	HealthPrefix    = Prefix + "health/"    // health, bound to the owner's lease
+	TTLPrefix       = Prefix + "ttl/"       // last TTL renewal
+	StatsPrefix     = Prefix + "stats/"     // each node's recent proxy traffic, bound to its lease
+)
+
+// ClusterKey holds the cluster-wide settings fixed at bootstrap (ClusterInfo).
+const ClusterKey = Prefix + "cluster"
+
+// MembershipLock serialises store membership changes (joins, autopilot,
+// leave, remove) so that two never run at once.
+const MembershipLock = LockPrefix + "membership"
+
+// AutopilotElection is the election autopilot's holder wins.
+const AutopilotElection = ElectionPrefix + "autopilot"
+
+// NodeKey is the key of a node's record.
+func NodeKey(name string) string { return NodesPrefix + name }
+
+// AliveKey is the key bound to a node's liveness lease.
+func AliveKey(name string) string { return AlivePrefix + name }
+
+// PromoteKey is where autopilot asks node name to start a store member.
+func PromoteKey(name string) string { return PromotePrefix + name }
+
+// UserKey maps a user's KV key to its store key.
+func UserKey(k string) string { return KVPrefix + k }
+
+// FromUserKey maps a store key back to the user's key.
+func FromUserKey(k string) string { return strings.TrimPrefix(k, KVPrefix) }
+
+// ServiceKey is the key of a service's spec.
+func ServiceKey(svc string) string { return ServicesPrefix + svc }
+
+// InstanceKey is the key of an instance.
+func InstanceKey(svc, id string) string { return InstancesPrefix + svc + "/" + id }
+
+// HealthKey is the key of an instance's health.
+func HealthKey(svc, id string) string { return HealthPrefix + svc + "/" + id }
+
+// TTLKey is the key of an instance's last TTL renewal.
+func TTLKey(svc, id string) string { return TTLPrefix + svc + "/" + id }
+
+// StatsKey is where node publishes its recent proxy traffic.
+func StatsKey(node string) string { return StatsPrefix + node }

@@ -1,0 +1,29 @@
+package wire
+
+import "github.com/tandemhq/tandem/internal/registry"
+
+// ServiceSummary is one row of GET /v1/services.
+type ServiceSummary struct {
+	Name      string `json:"name"`
+	Instances int    `json:"instances"`
+	Passing   int    `json:"passing"`
+	Warning   int    `json:"warning"`
+	Critical  int    `json:"critical"`
+	HasSpec   bool   `json:"has_spec"`
+}
+
+// Catalog answers GET /v1/services (and the long-poll /v1/catalog).
+type Catalog struct {
+	// Index is the store revision the answering node's view had applied.
+	// Pass it back as ?index= to wait for the next change.
+	Index    int64            `json:"index"`
+	Services []ServiceSummary `json:"services"`
+}
+
+// ServiceDetail answers GET /v1/services/{svc}.
+type ServiceDetail struct {
+	Index     int64                     `json:"index"`
+	Spec      registry.Service          `json:"spec"`
+	HasSpec   bool                      `json:"has_spec"`
+	Instances []registry.InstanceHealth `json:"instances"`
+}

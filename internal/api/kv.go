@@ -137,12 +137,19 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 }
 
 // compareAndSet runs op if key is at mod revision cas and answers with
-// result, or 409 with the key's current revision. It is tried once: a repeat
-// of an attempt that did commit would report a false conflict.
+// result, or 409 with the key's current revision. It is repeated only when
+// the store proves an attempt was not applied (a repeat of an attempt that
+// did commit would report a false conflict), and, like every write, cut
+// short when the store leader changes: a proposal forwarded to a leader
+// that died, or that was handing over, is dropped without an answer.
 func (s *Server) compareAndSet(w http.ResponseWriter, r *http.Request, ctx context.Context, key string, cas int64, op clientv3.Op, result func(*clientv3.TxnResponse) wire.WriteResult) {
 	sk := keys.UserKey(key)
-	resp, err := s.st.Client().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(sk), "=", cas)).
-		Then(op).Else(clientv3.OpGet(sk, clientv3.WithKeysOnly())).Commit()
+	var resp *clientv3.TxnResponse
+	err := s.retry(ctx, notApplied, func(ctx context.Context) (err error) {
+		resp, err = s.st.Client().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(sk), "=", cas)).
+			Then(op).Else(clientv3.OpGet(sk, clientv3.WithKeysOnly())).Commit()
+		return err
+	})
 	if err != nil {
 		s.storeError(w, r, err)
 		return

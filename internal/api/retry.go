@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/tandemhq/tandem/internal/store"
 )
 
@@ -23,15 +25,18 @@ const (
 	notApplied
 )
 
-// errLeaderChanged ends an attempt cut short by a leader change.
-var errLeaderChanged = errors.New("the store leader changed during the request")
-
 // retry runs op until it succeeds, fails for a reason mode does not allow to
 // repeat, or ctx ends. Each attempt is bounded by the attempt timeout and,
 // on a voter, cut short when the store leader changes: a read sent to a
 // leader that died would otherwise wait out the whole request timeout and
 // turn a sub-second election into a multi-second outage.
+//
+// Pauses between attempts grow from 5 ms to at most 50 ms, with jitter, so
+// a request repeated while the store has no leader goes through within
+// about 50 ms of the new leader's election.
 func (s *Server) retry(ctx context.Context, mode int, op func(ctx context.Context) error) error {
+	b := &backoff.ExponentialBackOff{InitialInterval: 5 * time.Millisecond, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: 50 * time.Millisecond}
+	b.Reset()
 	for {
 		actx, cancel := context.WithTimeout(ctx, s.attemptTimeout)
 		var changed atomic.Bool
@@ -48,7 +53,7 @@ func (s *Server) retry(ctx context.Context, mode int, op func(ctx context.Contex
 			return fmt.Errorf("%w (last attempt: %v)", ctx.Err(), err)
 		}
 		if changed.Load() {
-			err = fmt.Errorf("%w: %w", errLeaderChanged, err)
+			err = fmt.Errorf("%w: %w", store.ErrLeaderChanged, err)
 		}
 		if !store.IsUnavailable(err) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 			return err
@@ -56,10 +61,12 @@ func (s *Server) retry(ctx context.Context, mode int, op func(ctx context.Contex
 		if mode == notApplied && !store.NotApplied(err) {
 			return err
 		}
+		t := time.NewTimer(b.NextBackOff())
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return fmt.Errorf("%w (last attempt: %v)", ctx.Err(), err)
-		case <-time.After(20 * time.Millisecond):
+		case <-t.C:
 		}
 	}
 }

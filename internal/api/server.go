@@ -125,6 +125,14 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusNotFound, err.Error())
 	case cluster.IsConflict(err):
 		writeError(w, http.StatusConflict, err.Error())
+	case store.IsUnavailable(err) && errors.Is(err, store.ErrLeaderChanged):
+		// The cause is known: answer at once, without probing the voters
+		// (one of them is likely the leader that just died).
+		msg := s.st.Unavailable(err).Error()
+		if r.Method != http.MethodGet {
+			msg += unknownOutcome
+		}
+		writeError(w, http.StatusServiceUnavailable, msg)
 	case store.IsUnavailable(err):
 		budget := time.Duration(0)
 		if d, ok := r.Context().Value(budgetKey{}).(time.Duration); ok {
@@ -134,7 +142,7 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 		defer cancel()
 		msg := s.st.Diagnose(ctx, err, budget).Error()
 		if r.Method != http.MethodGet {
-			msg += "; the write was not confirmed: it may still be applied if it reached the leader before the failure, so read before retrying a compare-and-set"
+			msg += unknownOutcome
 		}
 		writeError(w, http.StatusServiceUnavailable, msg)
 	case errors.Is(err, context.Canceled):
@@ -144,6 +152,9 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 	}
 }
+
+// unknownOutcome ends the 503 of a write.
+const unknownOutcome = "; the write was not confirmed: it may still be applied if it reached the leader before the failure, so read before retrying a compare-and-set"
 
 type budgetKey struct{}
 

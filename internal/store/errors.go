@@ -12,8 +12,15 @@ import (
 
 // Errors callers test for.
 var (
-	// ErrNoQuorum means the store could not reach a majority of voters in time.
+	// ErrNoQuorum means this node could not reach a majority of voters:
+	// a real loss of quorum, as measured by a probe of the voters.
 	ErrNoQuorum = errors.New("no quorum")
+	// ErrLeaderChanged means the store leader changed (or was being
+	// elected) while the request waited; a write's outcome is unknown.
+	ErrLeaderChanged = errors.New("the store leader changed during the request")
+	// ErrTimeout means the request ran out of time although a majority of
+	// voters was reachable and the store had a leader.
+	ErrTimeout = errors.New("store timeout")
 	// ErrNotFound means the key or node does not exist.
 	ErrNotFound = errors.New("not found")
 	// ErrCompacted means a watch asked for history the store has discarded.
@@ -26,7 +33,7 @@ func IsUnavailable(err error) bool {
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrNoQuorum) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrNoQuorum) || errors.Is(err, ErrLeaderChanged) || errors.Is(err, ErrTimeout) {
 		return true
 	}
 	switch {

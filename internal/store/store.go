@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -9,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
@@ -203,7 +205,7 @@ func (s *Store) probeOnce(ctx context.Context, last []string, timeout time.Durat
 			defer wg.Done()
 			pctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			st, err := s.probe.Status(pctx, u)
+			st, err := s.status(pctx, u)
 			if err != nil {
 				return
 			}
@@ -223,6 +225,18 @@ func (s *Store) probeOnce(ctx context.Context, last []string, timeout time.Durat
 	return urls
 }
 
+// status asks the member at u for its status without waiting for a
+// connection (gRPC fail-fast): a voter that refuses connections counts as
+// unreachable at once instead of using up the whole probe budget.
+func (s *Store) status(ctx context.Context, u string) (*etcdserverpb.StatusResponse, error) {
+	conn, err := s.probe.Dial(u)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return etcdserverpb.NewMaintenanceClient(conn).Status(ctx, &etcdserverpb.StatusRequest{})
+}
+
 // ProbeBudget is the part of a request's time kept back to measure, after a
 // failure, how many voters this node can reach.
 func ProbeBudget(timeout time.Duration) time.Duration { return min(250*time.Millisecond, timeout/5) }
@@ -240,16 +254,24 @@ func (s *Store) Diagnose(ctx context.Context, cause error, budget time.Duration)
 }
 
 // Unavailable builds the error for a request that failed for want of a
-// quorum, naming how many voters this node can reach.
-func (s *Store) Unavailable(cause error) error {
-	h := s.Health()
-	if h.Measured.IsZero() || h.Voters == 0 {
-		return fmt.Errorf("%w: the store did not answer in time (%v); check the voters with 'tandem members'", ErrNoQuorum, cause)
+// quorum, naming what happened: a leader change, a timeout, or a real loss
+// of quorum (fewer than a majority of voters reachable).
+func (s *Store) Unavailable(cause error) error { return unavailable(s.Health(), cause) }
+
+// unavailable is Unavailable's decision, from the last probe h.
+func unavailable(h Health, cause error) error {
+	switch {
+	case errors.Is(cause, ErrLeaderChanged):
+		return fmt.Errorf("%w: the request waited on the old leader, and a new one was just elected; retry", ErrLeaderChanged)
+	case h.Measured.IsZero() || h.Voters == 0:
+		return fmt.Errorf("%w: the store did not answer in time (%v); check the voters with 'tandem members'", ErrTimeout, cause)
+	case h.Reachable < h.Quorum():
+		return fmt.Errorf("%w: %d of %d voters reachable, %d needed; this node is cut off from the majority or voters are down", ErrNoQuorum, h.Reachable, h.Voters, h.Quorum())
+	case h.LeaderID == 0:
+		return fmt.Errorf("%w: %d of %d voters reachable and electing a leader (%v); retry", ErrLeaderChanged, h.Reachable, h.Voters, cause)
+	default:
+		return fmt.Errorf("%w: the request ran out of time (%v) although %d of %d voters are reachable and the store has a leader: it may be overloaded or the timeout too short; retry, or give a longer timeout=", ErrTimeout, cause, h.Reachable, h.Voters)
 	}
-	if h.Reachable >= h.Quorum() {
-		return fmt.Errorf("%w: %d of %d voters reachable but the request timed out (%v): the store may be electing a leader or overloaded; retry", ErrNoQuorum, h.Reachable, h.Voters, cause)
-	}
-	return fmt.Errorf("%w: %d of %d voters reachable, %d needed; this node is cut off from the majority or voters are down", ErrNoQuorum, h.Reachable, h.Voters, h.Quorum())
 }
 
 // MemberStatus asks the member at clientURL for its status.

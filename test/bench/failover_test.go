@@ -140,3 +140,58 @@ func failureKind(err error) string {
 	}
 	return msg
 }
+
+// BenchmarkFailoverSequential is BenchmarkFailover with one sequential
+// client, as a script calling the CLI would be: one write at a time through
+// the survivors' APIs, the CLI's default timeouts (no timeout=, so the
+// node's 3 s; a 10 s client deadline), the next write sent at once after a
+// failed one. The write in flight at the kill must be answered before the
+// client can try again, so this measures how soon a request caught by the
+// leader change is answered, not only how soon a new write can succeed.
+func BenchmarkFailoverSequential(b *testing.B) {
+	c := startCluster(b)
+	var times []time.Duration
+	var perRun []string
+	failures := map[string]int{}
+	for run := 1; run <= *runs; run++ {
+		leader := c.Leader()
+		var addrs []string
+		for _, nd := range c.Nodes {
+			if nd != leader {
+				addrs = append(addrs, nd.API)
+			}
+		}
+		cl := client.New(addrs)
+		start := time.Now()
+		leader.Kill()
+		var acked time.Time
+		for time.Since(start) < failoverLimit {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err := cl.Put(ctx, "bench/failover", []byte("x"), client.WriteOptions{})
+			cancel()
+			if err == nil {
+				acked = time.Now()
+				break
+			}
+			failures[failureKind(err)]++
+		}
+		if acked.IsZero() {
+			b.Fatalf("run %d: killed %s: no write acknowledged within %s", run, leader.Name, failoverLimit)
+		}
+		d := acked.Sub(start)
+		times = append(times, d)
+		perRun = append(perRun, fmt.Sprintf("%s %v", leader.Name, d.Round(time.Millisecond)))
+		leader.Restart()
+		c.WaitHealthy()
+	}
+	b.Logf("killed leader and time to the first acknowledged write, per run: %s", strings.Join(perRun, ", "))
+	for _, k := range slices.Sorted(maps.Keys(failures)) {
+		b.Logf("failed writes during the failovers: %4d × %s", failures[k], k)
+	}
+	slices.Sort(times)
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(ms(median(times)), "median_ms")
+	b.ReportMetric(ms(times[0]), "min_ms")
+	b.ReportMetric(ms(times[len(times)-1]), "max_ms")
+	b.ReportMetric(ms(percentile(times, 0.90)), "p90_ms")
+}

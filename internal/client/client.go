@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/tandemhq/tandem/internal/wire"
 )
 
@@ -233,6 +235,10 @@ func (c *Client) WatchEvents(ctx context.Context, rev int64, f func(wire.Event) 
 }
 
 func (c *Client) stream(ctx context.Context, path string, prefix bool, rev int64, line func([]byte) (int64, error)) error {
+	// Pauses between reconnects grow with jitter, so many clients cut off
+	// together do not come back in step; a stream that delivered resets them.
+	pauses := &backoff.ExponentialBackOff{InitialInterval: 200 * time.Millisecond, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: 2 * time.Second}
+	pauses.Reset()
 	for {
 		q := url.Values{}
 		if prefix {
@@ -246,10 +252,9 @@ func (c *Client) stream(ctx context.Context, path string, prefix bool, rev int64
 		}
 		resp, err := c.do(ctx, http.MethodGet, path, q, nil)
 		if err != nil {
-			if ctx.Err() != nil {
+			if !pause(ctx, pauses.NextBackOff()) {
 				return nil
 			}
-			time.Sleep(500 * time.Millisecond)
 			continue
 		}
 		if resp.StatusCode >= 300 {
@@ -279,6 +284,7 @@ func (c *Client) stream(ctx context.Context, path string, prefix bool, rev int64
 			if r > 0 {
 				rev = r + 1
 			}
+			pauses.Reset()
 		}
 		resp.Body.Close()
 		if ferr != nil {
@@ -290,7 +296,21 @@ func (c *Client) stream(ctx context.Context, path string, prefix bool, rev int64
 		c.mu.Lock()
 		c.next = (c.next + 1) % len(c.addrs)
 		c.mu.Unlock()
-		time.Sleep(200 * time.Millisecond)
+		if !pause(ctx, pauses.NextBackOff()) {
+			return nil
+		}
+	}
+}
+
+// pause waits d, or less if ctx ends first; it reports whether ctx is live.
+func pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -337,6 +357,8 @@ func (c *Client) RemoveNode(ctx context.Context, name string) error {
 func (c *Client) Join(ctx context.Context, req wire.JoinRequest) (wire.JoinResponse, error) {
 	body, _ := json.Marshal(req)
 	var out wire.JoinResponse
+	b := &backoff.ExponentialBackOff{InitialInterval: 250 * time.Millisecond, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: 2 * time.Second}
+	b.Reset()
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		err := c.call(rctx, http.MethodPost, "/v1/cluster/join", nil, body, &out)
@@ -348,10 +370,8 @@ func (c *Client) Join(ctx context.Context, req wire.JoinRequest) (wire.JoinRespo
 		if errors.As(err, &apiErr) && apiErr.Status < 500 {
 			return out, err // refused: retrying will not help
 		}
-		select {
-		case <-ctx.Done():
+		if !pause(ctx, b.NextBackOff()) {
 			return out, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
-		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }

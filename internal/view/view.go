@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -78,13 +79,19 @@ func (v *View) Synced() <-chan struct{} { return v.synced }
 
 // Run lists and watches until ctx ends.
 func (v *View) Run(ctx context.Context) error {
+	// A failed list is retried soon (it decides how fast a node serves again
+	// after a partition heals), then less often, with jitter so nodes cut
+	// off together do not list in step. A list that succeeds resets it.
+	b := &backoff.ExponentialBackOff{InitialInterval: 50 * time.Millisecond, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: 500 * time.Millisecond}
+	b.Reset()
 	for ctx.Err() == nil {
 		rev, err := v.load(ctx)
 		if err != nil {
 			v.log.Debug("view: list failed; retrying", "err", err)
-			sleep(ctx, 200*time.Millisecond)
+			sleep(ctx, b.NextBackOff())
 			continue
 		}
+		b.Reset()
 		err = v.watch(ctx, rev+1)
 		if ctx.Err() != nil {
 			return nil

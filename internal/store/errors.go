@@ -25,6 +25,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrCompacted means a watch asked for history the store has discarded.
 	ErrCompacted = errors.New("revision compacted")
+	// ErrPortTaken means another process holds a port the store member
+	// needs: retrying will not help until the operator acts.
+	ErrPortTaken = errors.New("port taken")
 )
 
 // IsUnavailable reports whether err means the store could not serve a

@@ -77,7 +77,8 @@ func StartMember(ctx context.Context, mc MemberConfig, log *slog.Logger) (*Membe
 	cfg.ListenClientUrls = []url.URL{mustURL(fmt.Sprintf("http://%s:%d", mc.BindIP, mc.StorePort))}
 	cfg.AdvertisePeerUrls = []url.URL{mustURL(mc.PeerURL)}
 	cfg.AdvertiseClientUrls = []url.URL{mustURL(mc.ClientURL)}
-	if mc.InitialCluster != "" && !HasData(mc.Dir) {
+	joining := mc.InitialCluster != "" && !HasData(mc.Dir)
+	if joining {
 		cfg.InitialCluster = mc.InitialCluster
 		cfg.ClusterState = embed.ClusterStateFlagExisting
 	} else {
@@ -87,10 +88,23 @@ func StartMember(ctx context.Context, mc MemberConfig, log *slog.Logger) (*Membe
 	if err := os.MkdirAll(mc.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create store dir: %w", err)
 	}
+	m, err := startEtcd(ctx, cfg)
+	if err != nil && joining {
+		// A member that failed to join leaves a data dir that could not
+		// start again (etcd finds no term in it): remove it, so that the
+		// next attempt, or a restart, joins afresh.
+		if rmErr := os.RemoveAll(mc.Dir); rmErr != nil {
+			err = errors.Join(err, fmt.Errorf("remove the failed member's store dir: %w", rmErr))
+		}
+	}
+	return m, err
+}
+
+func startEtcd(ctx context.Context, cfg *embed.Config) (*Member, error) {
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		if strings.Contains(err.Error(), "address already in use") {
-			return nil, fmt.Errorf("start store member: %w (another process holds the peer or store port; pick others with --peer-port/--store-port)", err)
+			return nil, fmt.Errorf("start store member: %w (%w: another process holds the peer or store port; pick others with --peer-port/--store-port)", err, ErrPortTaken)
 		}
 		return nil, fmt.Errorf("start store member: %w", err)
 	}
@@ -105,7 +119,7 @@ func StartMember(ctx context.Context, mc MemberConfig, log *slog.Logger) (*Membe
 		return nil, errors.New("store member stopped before it was ready (was this member removed from the cluster? then remove the data dir and join again)")
 	case <-ctx.Done():
 		e.Close()
-		return nil, ctx.Err()
+		return nil, fmt.Errorf("start store member: %w", ctx.Err())
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
@@ -284,6 +285,14 @@ func (a *Agent) openStore(ctx context.Context, apiAddr string) (*store.Store, st
 	if err != nil {
 		return nil, "", err
 	}
+	if id == nil && len(a.cfg.Join) > 0 && store.HasData(a.storeDir()) {
+		// A joiner saves its identity as soon as its member has started:
+		// store data without one is what a join killed half-way left.
+		a.log.Warn("the store dir holds a join that did not finish; removing it and joining again", "dir", a.storeDir())
+		if err := os.RemoveAll(a.storeDir()); err != nil {
+			return nil, "", fmt.Errorf("remove the unfinished join's store dir: %w", err)
+		}
+	}
 	switch {
 	case len(a.cfg.StoreEndpoints) > 0 || (id != nil && id.External):
 		eps := a.cfg.StoreEndpoints
@@ -323,40 +332,58 @@ func (a *Agent) openStore(ctx context.Context, apiAddr string) (*store.Store, st
 		return st, cluster.RoleVoter, err
 	}
 
-	jctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	return a.join(ctx, apiAddr)
+}
+
+// joinTimeout bounds a first start's join: a cluster that cannot be reached
+// or cannot take the node in that time is reported to the user.
+const joinTimeout = 2 * time.Minute
+
+// join joins the cluster through the --join nodes (cluster.Joiner retries
+// what can pass and cleans up what it gives up).
+func (a *Agent) join(ctx context.Context, apiAddr string) (*store.Store, string, error) {
+	jctx, cancel := context.WithTimeout(ctx, joinTimeout)
 	defer cancel()
 	req := wire.JoinRequest{Name: a.cfg.Name, PeerURL: a.url(a.cfg.PeerPort), StoreURL: a.url(a.cfg.StorePort), API: apiAddr}
-	resp, err := client.New(a.cfg.Join).Join(jctx, req)
+	j := cluster.Joiner{
+		Name: a.cfg.Name,
+		Admit: func(ctx context.Context) (wire.JoinResponse, error) {
+			resp, err := client.New(a.cfg.Join).Join(ctx, req)
+			if err != nil && ctx.Err() == nil {
+				err = backoff.Permanent(err) // refused: client.Join retries the rest until ctx ends
+			}
+			return resp, err
+		},
+		Start: func(ctx context.Context, initialCluster string) (*store.Member, error) {
+			return store.StartMember(ctx, a.memberConfig(initialCluster), a.log)
+		},
+		Save: func(role string, endpoints []string) error {
+			return a.identity(role, endpoints, false).Save(a.cfg.DataDir)
+		},
+		Clear: a.clearJoin,
+		Log:   a.log,
+	}
+	st, role, err := j.Join(jctx)
 	if err != nil {
+		if ctx.Err() == nil && jctx.Err() != nil {
+			return nil, "", fmt.Errorf("join the cluster through %v: not joined within %s: %w; check that those nodes run and this node can reach them (and they it), then start it again", a.cfg.Join, joinTimeout, err)
+		}
 		return nil, "", fmt.Errorf("join the cluster through %v: %w", a.cfg.Join, err)
 	}
-	remote, err := store.NewRemote(resp.Endpoints, a.log)
-	if err != nil {
-		return nil, "", err
+	return st, role, nil
+}
+
+// clearJoin removes the store dir and identity of a join that did not
+// finish, so that the next start joins afresh.
+func (a *Agent) clearJoin() error {
+	return errors.Join(os.RemoveAll(a.storeDir()), removeIfExists(filepath.Join(a.cfg.DataDir, "node.json")))
+}
+
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
-	if resp.Role == cluster.RoleClient {
-		a.log.Info("joined as a client node", "endpoints", resp.Endpoints)
-		return remote, cluster.RoleClient, a.identity(cluster.RoleClient, resp.Endpoints, false).Save(a.cfg.DataDir)
-	}
-	a.log.Info("joining as a store learner", "initial_cluster", resp.InitialCluster)
-	m, err := store.StartMember(jctx, a.memberConfig(resp.InitialCluster), a.log)
-	if err != nil {
-		remote.Close()
-		return nil, "", err
-	}
-	if err := a.identity(cluster.RoleVoter, nil, false).Save(a.cfg.DataDir); err != nil {
-		m.Close()
-		remote.Close()
-		return nil, "", err
-	}
-	if err := cluster.PromoteSelf(jctx, remote.Client(), resp.MemberID); err != nil {
-		m.Close()
-		remote.Close()
-		return nil, "", err
-	}
-	a.log.Info("promoted to store voter")
-	remote.UseMember(m)
-	return remote, cluster.RoleVoter, nil
+	return nil
 }
 
 // keepEndpoints saves a client node's voter list when membership changes, so

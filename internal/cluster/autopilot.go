@@ -147,17 +147,56 @@ func (m *Manager) step(ctx context.Context, downSince map[string]time.Time, memb
 	if m.Self().External {
 		return "", nil
 	}
+	a, why, _, err := m.plan(ctx, c, now, downSince, memberSeen)
+	if err != nil || a == nil {
+		return why, err
+	}
+	// That plan was read before taking the membership lock, and a join (or
+	// an operator's removal) may have changed membership since: re-read and
+	// re-plan under the lock, and act only on that plan, so that a join
+	// racing this step cannot leave one voter too many.
+	err = m.withMembershipLock(ctx, func(c *clientv3.Client) error {
+		var recs map[string]NodeRecord
+		a, why, recs, err = m.plan(ctx, c, time.Now(), downSince, memberSeen)
+		if err != nil || a == nil {
+			return err
+		}
+		m.log.Info("autopilot: acting", "action", a.Kind, "node", a.Node, "reason", a.Reason)
+		return m.execute(ctx, c, *a, recs)
+	})
+	if a != nil {
+		why = ""
+	}
+	return why, err
+}
+
+// plan reads membership, node records and liveness through c and returns
+// Plan's action (nil for none), why it does not act, and the records read.
+// memberSeen gains the members seen for the first time.
+func (m *Manager) plan(ctx context.Context, c *clientv3.Client, now time.Time, downSince map[string]time.Time, memberSeen map[uint64]time.Time) (*Action, string, map[string]NodeRecord, error) {
+	recs, alive, err := readNodes(ctx, c)
+	if err != nil {
+		return nil, "", nil, err
+	}
 	info, err := m.Info(ctx)
 	if err != nil {
-		return "", err
+		return nil, "", nil, err
 	}
 	ml, err := c.MemberList(ctx)
 	if err != nil {
-		return "", err
+		return nil, "", nil, err
 	}
-	in := PlanInput{Now: now, Target: info.Voters, DeadVoterTimeout: m.opts.DeadVoterTimeout, MemberSeen: memberSeen}
+	in := planInput(now, info.Voters, m.opts.DeadVoterTimeout, planMembers(ml.Members), recs, alive, downSince, memberSeen)
+	a, why := Plan(in)
+	return a, why, recs, nil
+}
+
+// planInput assembles Plan's input. A dead node missing from downSince
+// (it died after the holder last looked) counts as dead from now.
+func planInput(now time.Time, target int, deadVoterTimeout time.Duration, members []Member, recs map[string]NodeRecord, alive map[string]bool, downSince map[string]time.Time, memberSeen map[uint64]time.Time) PlanInput {
+	in := PlanInput{Now: now, Target: target, DeadVoterTimeout: deadVoterTimeout, MemberSeen: memberSeen, Members: members}
 	current := map[uint64]bool{}
-	for _, mem := range ml.Members {
+	for _, mem := range members {
 		current[mem.ID] = true
 		if _, ok := memberSeen[mem.ID]; !ok {
 			memberSeen[mem.ID] = now
@@ -168,22 +207,17 @@ func (m *Manager) step(ctx context.Context, downSince map[string]time.Time, memb
 			delete(memberSeen, id)
 		}
 	}
-	for _, mem := range ml.Members {
-		mm := Member{ID: mem.ID, Name: mem.Name, Learner: mem.IsLearner}
-		if len(mem.PeerURLs) > 0 {
-			mm.PeerURL = mem.PeerURLs[0]
-		}
-		in.Members = append(in.Members, mm)
-	}
 	for name, rec := range recs {
-		in.Nodes = append(in.Nodes, NodeState{Name: name, Role: rec.Role, PeerURL: rec.PeerURL, Alive: alive[name], DownSince: downSince[name]})
+		ns := NodeState{Name: name, Role: rec.Role, PeerURL: rec.PeerURL, Alive: alive[name]}
+		if !ns.Alive {
+			ns.DownSince = downSince[name]
+			if ns.DownSince.IsZero() {
+				ns.DownSince = now
+			}
+		}
+		in.Nodes = append(in.Nodes, ns)
 	}
-	a, why := Plan(in)
-	if a == nil {
-		return why, nil
-	}
-	m.log.Info("autopilot: acting", "action", a.Kind, "node", a.Node, "reason", a.Reason)
-	return "", m.withMembershipLock(ctx, func(c *clientv3.Client) error { return m.execute(ctx, c, *a, recs) })
+	return in
 }
 
 func (m *Manager) execute(ctx context.Context, c *clientv3.Client, a Action, recs map[string]NodeRecord) error {

@@ -39,15 +39,6 @@ func (m *Manager) Admit(ctx context.Context, req wire.JoinRequest) (wire.JoinRes
 		if err != nil {
 			return err
 		}
-		for _, mem := range ml.Members {
-			if contains(mem.PeerURLs, req.PeerURL) {
-				out = memberResponse(ml.Members, mem.ID, req.Name)
-				return nil
-			}
-			if mem.Name == req.Name {
-				return fmt.Errorf("%w: a store member named %q already exists at %v; if that node is gone, remove it with 'tandem node remove %s' first", ErrConflict, req.Name, mem.PeerURLs, req.Name)
-			}
-		}
 		recs, alive, err := readNodes(ctx, c)
 		if err != nil {
 			return err
@@ -55,20 +46,113 @@ func (m *Manager) Admit(ctx context.Context, req wire.JoinRequest) (wire.JoinRes
 		if rec, ok := recs[req.Name]; ok && alive[req.Name] && rec.API != req.API {
 			return fmt.Errorf("%w: node name %q is taken by a live node at %s; pick another --name", ErrConflict, req.Name, rec.API)
 		}
-		if len(ml.Members) < info.Voters {
+		d, err := decideAdmit(planMembers(ml.Members), info.Voters, req.Name, req.PeerURL)
+		if err != nil {
+			return err
+		}
+		if d.Stale != nil {
+			if _, err := c.MemberRemove(ctx, d.Stale.ID); err != nil {
+				return fmt.Errorf("remove this node's learner of an earlier attempt: %w", err)
+			}
+			m.log.Info("removed the learner of an earlier join attempt", "node", req.Name, "member", fmt.Sprintf("%x", d.Stale.ID))
+		}
+		switch d.Kind {
+		case admitExisting:
+			out = memberResponse(ml.Members, d.Member.ID, req.Name)
+			return nil
+		case admitLearner:
 			resp, err := c.MemberAddAsLearner(ctx, []string{req.PeerURL})
 			if err != nil {
 				return fmt.Errorf("add learner: %w", err)
 			}
 			out = memberResponse(resp.Members, resp.Member.ID, req.Name)
-			m.event(ctx, wire.EventLearnerAdded, req.Name, "%s joins as a store learner (%d of %d voters)", req.Name, len(ml.Members)+1, info.Voters)
+			m.event(ctx, wire.EventLearnerAdded, req.Name, "%s joins as a store learner (%d of %d voters)", req.Name, d.Voters+1, info.Voters)
 			return nil
 		}
 		out = wire.JoinResponse{Role: RoleClient, Endpoints: voterEndpoints(ml.Members)}
-		m.event(ctx, wire.EventJoined, req.Name, "%s joins as a client node (%d voters is the target)", req.Name, info.Voters)
+		m.event(ctx, wire.EventJoined, req.Name, "%s joins as a client node (%s)", req.Name, d.Reason)
 		return nil
 	})
 	return out, err
+}
+
+// admitKind says how a joining node takes part.
+type admitKind int
+
+const (
+	admitClient   admitKind = iota // as a client node
+	admitLearner                   // as a new store learner
+	admitExisting                  // with the unstarted learner added for it before
+)
+
+// admission is decideAdmit's answer.
+type admission struct {
+	Kind   admitKind
+	Member Member  // its unstarted learner, for admitExisting
+	Stale  *Member // its learner of an earlier attempt, to remove first
+	Voters int     // voters in the store now
+	Reason string  // why a client node, for the event
+}
+
+// decideAdmit decides how node name, whose store peer URL is peerURL, joins
+// a store with the given members and target voter count.
+//
+// A learner is added only while there is no other learner and voters are
+// below target: etcd starts a joining member only if the member list has
+// not changed since its addition, so learners are added one at a time
+// (autopilot adds the next, from the client nodes, once this one is
+// promoted; Plan waits for learners the same way). A node that asks again
+// gets its unstarted learner back; a learner of its that has started
+// belongs to an attempt that failed or was killed (a node asks only while
+// it has no store data), so it is removed and the node decided on afresh.
+func decideAdmit(members []Member, target int, name, peerURL string) (admission, error) {
+	var d admission
+	learners := 0
+	for _, mem := range members {
+		if mem.PeerURL == peerURL {
+			switch {
+			case mem.Name != "" && mem.Name != name:
+				return d, fmt.Errorf("%w: peer URL %s belongs to store member %q; give this node another --peer-port or --advertise, or remove %s with 'tandem node remove %s'", ErrConflict, peerURL, mem.Name, mem.Name, mem.Name)
+			case !mem.Learner:
+				return d, fmt.Errorf("%w: %s is a store voter already, but this node has no store data (was its data dir lost?); remove it with 'tandem node remove %s' on another node, then join again", ErrConflict, name, name)
+			case mem.Name == "":
+				return admission{Kind: admitExisting, Member: mem}, nil
+			default:
+				d.Stale = &mem
+			}
+			continue
+		}
+		if mem.Name == name {
+			return admission{}, fmt.Errorf("%w: a store member named %q already exists at %s; if that node is gone, remove it with 'tandem node remove %s' first", ErrConflict, name, mem.PeerURL, name)
+		}
+		if mem.Learner {
+			learners++
+		} else {
+			d.Voters++
+		}
+	}
+	switch {
+	case learners > 0:
+		d.Kind, d.Reason = admitClient, "another node is joining as a store learner; autopilot adds voters one at a time"
+	case d.Voters >= target:
+		d.Kind, d.Reason = admitClient, fmt.Sprintf("%d voters is the target", target)
+	default:
+		d.Kind = admitLearner
+	}
+	return d, nil
+}
+
+// planMembers converts etcd's member list to autopilot's Member.
+func planMembers(members []*etcdserverpb.Member) []Member {
+	out := make([]Member, 0, len(members))
+	for _, mem := range members {
+		mm := Member{ID: mem.ID, Name: mem.Name, Learner: mem.IsLearner}
+		if len(mem.PeerURLs) > 0 {
+			mm.PeerURL = mem.PeerURLs[0]
+		}
+		out = append(out, mm)
+	}
+	return out
 }
 
 func contains(list []string, s string) bool {
@@ -155,7 +239,17 @@ func (m *Manager) RunPromotion(ctx context.Context) error {
 		if err := json.Unmarshal(resp.Kvs[0].Value, &jr); err != nil {
 			return fmt.Errorf("decode promotion: %w", err)
 		}
-		return m.becomeVoter(ctx, jr)
+		err = m.becomeVoter(ctx, jr)
+		if !errors.Is(err, ErrLearnerGone) {
+			return err
+		}
+		// Its learner was removed before it started: drop this promotion
+		// (unless autopilot has written a new one) and wait for the next.
+		m.log.Warn("the store learner autopilot added for this node is gone; waiting to be picked again")
+		dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_, _ = c.Txn(dctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
+			Then(clientv3.OpDelete(key)).Commit()
+		cancel()
 	}
 	return nil
 }
@@ -164,14 +258,30 @@ func (m *Manager) becomeVoter(ctx context.Context, jr wire.JoinResponse) error {
 	m.promoting.Store(true)
 	defer m.promoting.Store(false)
 	name := m.Self().Name
-	m.log.Info("autopilot picked this node as a voter; starting store member", "initial_cluster", jr.InitialCluster)
-	mem, err := m.opts.StartMember(ctx, jr.InitialCluster)
-	if err != nil {
-		return fmt.Errorf("start store member for promotion: %w", err)
-	}
-	if err := PromoteSelf(ctx, m.st.Client(), jr.MemberID); err != nil {
-		mem.Close()
+	m.log.Info("autopilot picked this node as a voter; starting store member", "member", fmt.Sprintf("%x", jr.MemberID))
+	mem, err := StartLearner(ctx, m.st.Client(), jr.MemberID, name, m.opts.StartMember, m.log)
+	if errors.Is(err, ErrLearnerGone) {
 		return err
+	}
+	if err == nil {
+		if err = PromoteSelf(ctx, m.st.Client(), jr.MemberID); err != nil {
+			if derr := mem.Discard(); derr != nil {
+				m.log.Warn("discard the unpromoted store member", "err", derr)
+			}
+		}
+	}
+	if err != nil {
+		// Leave no unstarted learner behind: autopilot may pick this node
+		// or another again.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if aerr := AbandonLearner(actx, m.st.Client(), jr.MemberID); aerr != nil {
+			m.log.Warn("remove this node's store learner after a failed promotion", "err", aerr)
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return nil // stopping
+		}
+		return fmt.Errorf("start store member for promotion: %w", err)
 	}
 	m.st.UseMember(mem)
 	m.setRole(RoleVoter, jr.MemberID)

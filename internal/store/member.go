@@ -175,3 +175,14 @@ func (m *Member) Close() {
 		m.Etcd.Close()
 	})
 }
+
+// Discard stops a member that was never promoted to voter and removes its
+// store dir, so that a restart of the node does not start it again.
+func (m *Member) Discard() error {
+	dir := m.Etcd.Config().Dir
+	m.Close()
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove the store dir: %w", err)
+	}
+	return nil
+}

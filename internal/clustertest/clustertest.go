@@ -263,6 +263,36 @@ func (c *Cluster) AddNode() *Node {
 	return nd
 }
 
+// AddNodesAtOnce starts k more nodes at the same moment, each joining the
+// nodes already up, and waits until all serve their API (a node that exits
+// fails the test).
+func (c *Cluster) AddNodesAtOnce(k int) []*Node {
+	c.t.Helper()
+	c.mu.Lock()
+	var join []string
+	for _, o := range c.Nodes {
+		if o.Running() {
+			join = append(join, o.API)
+		}
+	}
+	var nds []*Node
+	for range k {
+		i := len(c.Nodes)
+		nd := &Node{c: c, Name: fmt.Sprintf("n%d", i+1), DataDir: filepath.Join(c.dir, fmt.Sprintf("n%d", i+1)), Log: filepath.Join(c.dir, fmt.Sprintf("n%d.log", i+1)), join: join}
+		nd.choosePorts()
+		c.Nodes = append(c.Nodes, nd)
+		nds = append(nds, nd)
+	}
+	c.mu.Unlock()
+	for _, nd := range nds {
+		nd.start()
+	}
+	for _, nd := range nds {
+		nd.WaitServing()
+	}
+	return nds
+}
+
 // Ports are a node's TCP ports (DNS is UDP and TCP).
 type Ports struct {
 	API, Peer, Store, DNS, Proxy int

@@ -176,16 +176,16 @@ func freeBase(t *testing.T, n int) int {
 	return 0
 }
 
-// TestUp runs `tandem up` as a user would: it starts three agents, prints
-// them, writes cluster.json, stops them all on Ctrl-C, and restarts the same
-// cluster with its data.
+// TestUp runs `tandem up` as a user would: it starts five agents (three
+// voters, two client nodes), prints them, writes cluster.json, stops them
+// all on Ctrl-C, and restarts the same cluster with its data.
 func TestUp(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "local")
-	base := freeBase(t, 3)
+	base := freeBase(t, 5)
 	addr := fmt.Sprintf("--addr=127.0.0.1:%d,127.0.0.1:%d", base, base+10)
 
 	run := func(wantLine string) (*exec.Cmd, *bytes.Buffer) {
-		cmd := exec.Command(clustertest.Binary(t), "up", "--nodes", "3", "--dir", dir, "--base-port", fmt.Sprint(base))
+		cmd := exec.Command(clustertest.Binary(t), "up", "--nodes", "5", "--dir", dir, "--base-port", fmt.Sprint(base))
 		pr, pw, _ := os.Pipe()
 		cmd.Stdout, cmd.Stderr = pw, pw
 		if err := cmd.Start(); err != nil {
@@ -229,7 +229,7 @@ func TestUp(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := json.Unmarshal(b, &lc); err != nil || len(lc.Nodes) != 3 {
+		if err := json.Unmarshal(b, &lc); err != nil || len(lc.Nodes) != 5 {
 			t.Fatalf("cluster.json: %v %s", err, b)
 		}
 		_ = cmd.Process.Signal(os.Interrupt)
@@ -254,7 +254,7 @@ func TestUp(t *testing.T) {
 	}
 
 	cmd, out := run("cluster started")
-	for _, want := range []string{"NAME", "n1", "n2", "n3", fmt.Sprintf("127.0.0.1:%d", base+20)} {
+	for _, want := range []string{"NAME", "n1", "n2", "n3", "n5", fmt.Sprintf("127.0.0.1:%d", base+40)} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("up output lacks %q:\n%s", want, out)
 		}

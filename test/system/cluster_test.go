@@ -505,35 +505,3 @@ func TestWatchResumesFromRevision(t *testing.T) {
 		t.Fatalf("watch from revision %d: %v", first.Revision, got)
 	}
 }
-
-// TestConcurrentJoins starts one node, then four joiners at the same moment,
-// in several rounds: every round must end with every node alive, the
-// target voters alive and no agent exited (issue 9: two joiners started
-// together once failed half the time with etcd's "member count is unequal").
-func TestConcurrentJoins(t *testing.T) {
-	for round := range 5 {
-		t.Run(fmt.Sprint("round", round+1), func(t *testing.T) {
-			c := clustertest.Start(t, 1, clustertest.Options{Mode: clustertest.Processes, Timeout: 30 * time.Second})
-			nds := c.AddNodesAtOnce(4)
-			c.WaitHealthy()
-			for _, nd := range append(nds, c.Nodes[0]) {
-				if !nd.Running() {
-					t.Fatalf("%s exited", nd.Name)
-				}
-			}
-			ms, err := c.Client().Members(ctxT(t, 5*time.Second))
-			if err != nil {
-				t.Fatal(err)
-			}
-			voters := 0
-			for _, m := range ms.Members {
-				if m.Role == "voter" {
-					voters++
-				}
-			}
-			if voters != 3 || len(ms.Members) != 5 {
-				t.Fatalf("want 5 members with 3 voters, got %d with %d: %+v", len(ms.Members), voters, ms.Members)
-			}
-		})
-	}
-}

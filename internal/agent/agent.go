@@ -414,17 +414,22 @@ func (a *Agent) keepEndpoints(ctx context.Context, st *store.Store, cm *cluster.
 	}
 }
 
-// retry calls f until it succeeds or ctx ends.
+// retry calls f until it succeeds or ctx ends, pausing with jittered
+// exponential backoff between attempts.
 func retry(ctx context.Context, f func() error) error {
+	pauses := &backoff.ExponentialBackOff{InitialInterval: 100 * time.Millisecond, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: time.Second}
+	pauses.Reset()
 	for {
 		err := f()
 		if err == nil {
 			return nil
 		}
+		t := time.NewTimer(pauses.NextBackOff())
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return errors.Join(err, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
+		case <-t.C:
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tandemhq/tandem/internal/health"
@@ -183,9 +184,13 @@ func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks [
 		written, writtenLease = sig, lease
 		return true
 	}
+	// A failed write is tried again after a jittered pause, so the
+	// instances of a node cut off from the store do not retry in step.
+	pauses := &backoff.ExponentialBackOff{InitialInterval: retryWrite, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: maxRetryWrite}
+	pauses.Reset()
 	var retry <-chan time.Time // set while the store lacks the current state
 	if !write() {
-		retry = time.After(retryWrite)
+		retry = time.After(pauses.NextBackOff())
 	}
 	for {
 		ok := true
@@ -204,13 +209,20 @@ func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks [
 		}
 		retry = nil
 		if !ok {
-			retry = time.After(retryWrite)
+			retry = time.After(pauses.NextBackOff())
+		} else {
+			pauses.Reset()
 		}
 	}
 }
 
-// retryWrite is how soon a failed health write is tried again.
-const retryWrite = 500 * time.Millisecond
+// retryWrite is about how soon a failed health write is tried again; the
+// pause doubles while writes keep failing, up to maxRetryWrite (a lease
+// change after a partition heals writes at once, without waiting for it).
+const (
+	retryWrite    = 250 * time.Millisecond
+	maxRetryWrite = time.Second
+)
 
 // runCheck runs one checker on its interval, sending each result.
 func runCheck(ctx context.Context, i int, c registry.Check, ch health.Checker, out chan<- result) {

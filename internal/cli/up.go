@@ -106,9 +106,9 @@ type upCluster struct {
 	extra []string
 	spawn chan<- spawnReq
 
-	mu       sync.Mutex
-	lc       LocalCluster
-	procs    map[string]*agentProc
+	mu         sync.Mutex
+	lc         LocalCluster
+	procs      map[string]*agentProc
 	running    bool            // the cluster came up: report agents that exit
 	stopping   bool            // stopAll runs
 	restarting map[string]bool // nodes being restarted by request: their exit is expected

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
 
 	"github.com/tandemhq/tandem/internal/client"
+	"github.com/tandemhq/tandem/internal/config"
 	"github.com/tandemhq/tandem/internal/registry"
 )
 
@@ -31,8 +31,8 @@ type FileService struct {
 // here; the node that receives them decides.
 func LoadServiceFile(data []byte) (*ServiceFile, error) {
 	var f ServiceFile
-	if err := yaml.UnmarshalStrict(data, &f); err != nil {
-		return nil, fmt.Errorf("parse: %w", err)
+	if err := config.UnmarshalYAML(data, &f); err != nil {
+		return nil, err
 	}
 	if len(f.Services) == 0 {
 		return nil, errors.New("no services: the file needs a 'services:' list")

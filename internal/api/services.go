@@ -195,13 +195,13 @@ func (s *Server) putInstance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer cancel()
-	rev, err := s.catalog.Register(ctx, in)
+	rev, owner, err := s.catalog.RegisterOwned(ctx, in)
 	if err != nil {
 		s.catalogError(w, r, err)
 		return
 	}
 	s.readYourWrite(ctx, rev)
-	in.Node = s.cm.Self().Name
+	in.Node = owner
 	in.Normalize()
 	writeJSON(w, http.StatusOK, in)
 }

@@ -5,6 +5,7 @@
 package catalog
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -62,12 +63,23 @@ func (c *Catalog) DeleteService(ctx context.Context, name string) (bool, error) 
 }
 
 // Register stores an instance owned by this node and returns the store
-// revision of the write. An id owned by another node is a conflict;
-// re-registering one's own instance replaces it.
+// revision of the write. An id owned by another node is a conflict, unless
+// the registration is the same (same address, port, tags, checks...): then
+// it succeeds and the instance stays with its owner, so that running the
+// same registration again succeeds wherever it is sent. Re-registering
+// one's own instance replaces it.
 func (c *Catalog) Register(ctx context.Context, in registry.Instance) (int64, error) {
+	rev, _, err := c.RegisterOwned(ctx, in)
+	return rev, err
+}
+
+// RegisterOwned is Register that also returns the instance's owner node
+// after the call: this node, or the node that already owned the same
+// registration.
+func (c *Catalog) RegisterOwned(ctx context.Context, in registry.Instance) (int64, string, error) {
 	in.Node = c.node
 	if err := in.Validate(c.rules); err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return 0, "", fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	in.Normalize()
 	key := keys.InstanceKey(in.Service, in.ID)
@@ -78,10 +90,10 @@ func (c *Catalog) Register(ctx context.Context, in registry.Instance) (int64, er
 		resp, err := cl.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
 			Then(clientv3.OpPut(key, string(b))).Else(clientv3.OpGet(key)).Commit()
 		if err != nil {
-			return 0, err
+			return 0, "", err
 		}
 		if resp.Succeeded {
-			return resp.Header.Revision, nil
+			return resp.Header.Revision, c.node, nil
 		}
 		kvs := resp.Responses[0].GetResponseRange().Kvs
 		if len(kvs) == 0 {
@@ -90,7 +102,13 @@ func (c *Catalog) Register(ctx context.Context, in registry.Instance) (int64, er
 		}
 		var old registry.Instance
 		if json.Unmarshal(kvs[0].Value, &old) == nil && old.Node != c.node {
-			return 0, fmt.Errorf("%w: instance %s of %s is owned by node %s; deregister it first or pick another id", ErrConflict, in.ID, in.Service, old.Node)
+			owner := old.Node
+			old.Node = c.node
+			old.Normalize()
+			if same, _ := json.Marshal(old); bytes.Equal(same, b) {
+				return resp.Header.Revision, owner, nil // the same registration: already done
+			}
+			return 0, "", fmt.Errorf("%w: instance %s of %s is owned by node %s; deregister it first or pick another id", ErrConflict, in.ID, in.Service, owner)
 		}
 		modRev = kvs[0].ModRevision // ours: replace it, unless it changes again
 	}

@@ -4,8 +4,11 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -18,6 +21,15 @@ import (
 	"github.com/tandemhq/tandem/internal/client"
 )
 
+// Exit codes of every command (docs/API.md, "Exit codes").
+const (
+	ExitOK          = 0 // done
+	ExitError       = 1 // the node answered with an error (refused, conflict, no quorum...)
+	ExitUsage       = 2 // bad command, flag or argument: nothing was sent
+	ExitNotFound    = 3 // the key, service, instance or node does not exist (HTTP 404)
+	ExitUnreachable = 4 // no node answered (connection refused, timeout)
+)
+
 // globals are the flags every client command shares.
 type globals struct {
 	addrs   []string
@@ -28,46 +40,126 @@ type globals struct {
 
 // Main runs the command line and returns the exit code.
 func Main(args []string) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	root := newRoot(os.Stdout)
+	root, g := newRoot(os.Stdout)
 	root.SetArgs(args)
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
-		return 1
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
 	}
-	return 0
+	code := exitCode(err)
+	if g.json || (code == ExitUsage && hasJSONFlag(args)) {
+		_ = g.printJSON(struct {
+			Error    string `json:"error"`
+			ExitCode int    `json:"exit_code"`
+		}{err.Error(), code})
+	} else {
+		fmt.Fprintln(os.Stderr, "error:", err)
+	}
+	return code
 }
 
-func newRoot(out io.Writer) *cobra.Command {
+// hasJSONFlag reports whether --json was given, for errors raised before
+// the flags were parsed.
+func hasJSONFlag(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "--json" || a == "--json=true" {
+			return true
+		}
+	}
+	return false
+}
+
+// usageError is a bad command, flag or argument.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// exitCode maps an error to the documented exit codes.
+func exitCode(err error) int {
+	var ue usageError
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
+		return ExitUsage
+	}
+	var ce *client.Error
+	if errors.As(err, &ce) {
+		if ce.Status == 404 {
+			return ExitNotFound
+		}
+		return ExitError
+	}
+	var ne net.Error
+	var ue2 *url.Error
+	if errors.As(err, &ue2) || errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
+		return ExitUnreachable
+	}
+	return ExitError
+}
+
+func newRoot(out io.Writer) (*cobra.Command, *globals) {
 	g := &globals{out: out}
 	root := &cobra.Command{
 		Use:           "tandem",
 		Short:         "Run services with no single point of failure",
+		Version:       version(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetOut(out)
+	root.SetVersionTemplate("tandem {{.Version}}\n")
+	root.AddCommand(
+		newAgentCmd(),
+		newUpCmd(g),
+		newVersionCmd(g),
+		clientCmd(g, newKVCmd(g)),
+		clientCmd(g, newMembersCmd(g)),
+		clientCmd(g, newStatusCmd(g)),
+		clientCmd(g, newEventsCmd(g)),
+		clientCmd(g, newLeaveCmd(g)),
+		clientCmd(g, newNodeCmd(g)),
+		clientCmd(g, newServiceCmd(g)),
+	)
+	markUsageErrors(root)
+	return root, g
+}
+
+// clientCmd gives a command that talks to a cluster (and its subcommands)
+// the client flags: --addr, --json, --timeout. Agents and `up` do not take
+// them.
+func clientCmd(g *globals, cmd *cobra.Command) *cobra.Command {
 	def := os.Getenv("TANDEM_ADDR")
 	if def == "" {
 		def = "127.0.0.1:7400"
 	}
-	pf := root.PersistentFlags()
+	pf := cmd.PersistentFlags()
 	pf.StringSliceVar(&g.addrs, "addr", strings.Split(def, ","), "API addresses of nodes to talk to, tried in turn (env TANDEM_ADDR)")
-	pf.BoolVar(&g.json, "json", false, "print JSON instead of a table")
+	pf.BoolVar(&g.json, "json", false, "print JSON instead of a table (errors too)")
 	pf.DurationVar(&g.timeout, "timeout", 0, "bound each request (default: the node's request timeout, 3s)")
-	root.AddCommand(
-		newAgentCmd(),
-		newUpCmd(g),
-		newKVCmd(g),
-		newMembersCmd(g),
-		newStatusCmd(g),
-		newEventsCmd(g),
-		newLeaveCmd(g),
-		newNodeCmd(g),
-		newServiceCmd(g),
-	)
-	return root
+	return cmd
+}
+
+// markUsageErrors makes flag and argument errors of every command usage
+// errors (exit code 2) with messages that name the flag and what it wants.
+func markUsageErrors(cmd *cobra.Command) {
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return usageError{flagError(err)}
+	})
+	if args := cmd.Args; args != nil {
+		cmd.Args = func(c *cobra.Command, a []string) error {
+			if err := args(c, a); err != nil {
+				return usageError{fmt.Errorf("%w (see tandem %s --help)", err, c.CommandPath()[len("tandem "):])}
+			}
+			return nil
+		}
+	}
+	for _, c := range cmd.Commands() {
+		markUsageErrors(c)
+	}
 }
 
 func (g *globals) client() *client.Client { return client.New(g.addrs) }

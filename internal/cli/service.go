@@ -3,14 +3,16 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
 
+	"github.com/tandemhq/tandem/internal/client"
+	"github.com/tandemhq/tandem/internal/config"
 	"github.com/tandemhq/tandem/internal/registry"
 )
 
@@ -29,8 +31,8 @@ type FileService struct {
 // here; the node that receives them decides.
 func LoadServiceFile(data []byte) (*ServiceFile, error) {
 	var f ServiceFile
-	if err := yaml.UnmarshalStrict(data, &f); err != nil {
-		return nil, fmt.Errorf("parse: %w", err)
+	if err := config.UnmarshalYAML(data, &f); err != nil {
+		return nil, err
 	}
 	if len(f.Services) == 0 {
 		return nil, errors.New("no services: the file needs a 'services:' list")
@@ -121,6 +123,51 @@ func newServiceCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+
+	var withInstances bool
+	del := &cobra.Command{
+		Use:     "delete SERVICE",
+		Aliases: []string{"rm"},
+		Short:   "Delete a service: its spec, and with --instances its instances too",
+		Long: `Delete a service's spec (checks, balancing, ports), so that 'service ls' no
+longer lists it. A service that still has instances is refused, naming them,
+unless --instances is given: then every instance is deregistered first.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			cl := g.client()
+			ctx, cancel := g.ctx(cmd.Context())
+			defer cancel()
+			d, err := cl.Service(ctx, name)
+			if err != nil {
+				return err
+			}
+			if len(d.Instances) > 0 && !withInstances {
+				ids := make([]string, 0, len(d.Instances))
+				for _, in := range d.Instances {
+					ids = append(ids, in.ID)
+				}
+				return fmt.Errorf("service %s still has %d instance(s) (%s): deregister them first, or give --instances to deregister them with the service",
+					name, len(ids), strings.Join(ids, ", "))
+			}
+			for _, in := range d.Instances {
+				if err := cl.Deregister(ctx, name, in.ID); err != nil && !client.IsStatus(err, http.StatusNotFound) {
+					return fmt.Errorf("deregister %s/%s: %w", name, in.ID, err)
+				}
+				fmt.Fprintf(g.out, "deregistered %s/%s\n", name, in.ID)
+			}
+			err = cl.DeleteService(ctx, name)
+			if client.IsStatus(err, http.StatusNotFound) && len(d.Instances) > 0 {
+				err = nil // instances without a stored spec: now gone too
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "deleted service %s\n", name)
+			return nil
+		},
+	}
+	del.Flags().BoolVar(&withInstances, "instances", false, "also deregister the service's instances")
 
 	ls := &cobra.Command{
 		Use:   "ls",
@@ -217,6 +264,6 @@ func newServiceCmd(g *globals) *cobra.Command {
 	ttl.Flags().StringVar(&status, "status", "passing", "passing, warning or critical")
 	ttl.Flags().StringVar(&output, "output", "", "text shown as the check's output")
 
-	svc.AddCommand(register, deregister, ls, show, watch, ttl)
+	svc.AddCommand(register, deregister, del, ls, show, watch, ttl)
 	return svc
 }

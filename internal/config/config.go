@@ -11,8 +11,6 @@ import (
 	"regexp"
 	"strings"
 	"time"
-
-	"sigs.k8s.io/yaml"
 )
 
 // Config is one agent's configuration. The YAML keys match the flag names.
@@ -199,8 +197,8 @@ func (c *Config) Load(r io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
 	}
-	if err := yaml.UnmarshalStrict(data, c); err != nil {
-		return fmt.Errorf("parse config: %w", err)
+	if err := UnmarshalYAML(data, c); err != nil {
+		return err
 	}
 	return nil
 }

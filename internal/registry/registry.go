@@ -305,6 +305,8 @@ func (in *Instance) Validate(rules Rules) error {
 		errs = append(errs, errors.New("address is empty: give the IP or host name the instance listens on"))
 	} else if strings.ContainsAny(in.Address, " /:") && net.ParseIP(in.Address) == nil {
 		errs = append(errs, fmt.Errorf("address %q: give an IP or a host name, without a port", in.Address))
+	} else if a := strings.TrimSuffix(strings.ToLower(in.Address), "."); a == "localhost" || strings.HasSuffix(a, ".localhost") {
+		errs = append(errs, fmt.Errorf("address %q: localhost names each client's own machine, so DNS cannot answer it and other nodes cannot reach it; give an IP such as 127.0.0.1", in.Address))
 	}
 	if in.Port < 1 || in.Port > 65535 {
 		errs = append(errs, fmt.Errorf("port %d: want 1-65535", in.Port))

@@ -25,6 +25,7 @@ func TestInstanceValidate(t *testing.T) {
 		{"uppercase service", func(in *Instance) { in.Service = "Web" }, Rules{}, "service name \"Web\""},
 		{"empty id", func(in *Instance) { in.ID = "" }, Rules{}, "instance id is empty"},
 		{"address with port", func(in *Instance) { in.Address = "10.0.0.1:80" }, Rules{}, "without a port"},
+		{"localhost", func(in *Instance) { in.Address = "localhost" }, Rules{}, "give an IP such as 127.0.0.1"},
 		{"bad tag", func(in *Instance) { in.Tags = []string{"Has Space"} }, Rules{}, "tag \"Has Space\""},
 		{"bad initial state", func(in *Instance) { in.InitialState = "ok" }, Rules{}, "initial_state"},
 		{"unknown check", func(in *Instance) { in.Checks = []Check{{Type: "icmp"}} }, Rules{}, "unknown check type"},

@@ -219,7 +219,7 @@ func TestUp(t *testing.T) {
 		}
 		return cmd, out
 	}
-	stop := func(cmd *exec.Cmd) []int {
+	stop := func(cmd *exec.Cmd, out *bytes.Buffer) []int {
 		var lc struct {
 			Nodes []struct {
 				PID int `json:"pid"`
@@ -243,6 +243,14 @@ func TestUp(t *testing.T) {
 		case <-time.After(time.Minute):
 			t.Fatal("up did not stop within a minute of Ctrl-C")
 		}
+		if err := clustertest.Poll(5*time.Second, func() error {
+			if !strings.Contains(out.String(), "cluster stopped in") {
+				return errors.New("no 'cluster stopped' line")
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("%v:\n%s", err, out)
+		}
 		var pids []int
 		for _, nd := range lc.Nodes {
 			pids = append(pids, nd.PID)
@@ -260,13 +268,13 @@ func TestUp(t *testing.T) {
 		}
 	}
 	mustTandem(t, "kv", "put", addr, "up/key", "kept")
-	stop(cmd)
+	stop(cmd, out)
 
-	cmd, _ = run("cluster restarted")
+	cmd, out = run("cluster restarted")
 	if got := mustTandem(t, "kv", "get", addr, "up/key"); got != "kept\n" {
 		t.Fatalf("after restart: %q", got)
 	}
-	stop(cmd)
+	stop(cmd, out)
 }
 
 // TestUpReportsTakenPort restarts a `tandem up` cluster while another
@@ -326,12 +334,13 @@ func TestUpReportsTakenPort(t *testing.T) {
 	case <-time.After(45 * time.Second):
 		t.Fatalf("up still runs 45 s after a restart with n3's proxy port taken:\n%s", out)
 	}
-	if !strings.Contains(out.String(), "node n3 exited") || !strings.Contains(out.String(), "n3.log") {
-		t.Fatalf("up's error does not name n3 and its log:\n%s", out)
-	}
-	log, _ := os.ReadFile(filepath.Join(dir, "n3.log"))
-	if !strings.Contains(string(log), fmt.Sprintf("127.0.0.1:%d", proxyPort)) || !strings.Contains(string(log), "--proxy-port") {
-		t.Fatalf("n3's log does not name the taken port and the flag:\n%s", nodeLogs(dir))
+	// up checks the ports before starting anything: its error names the
+	// port, the node and what to do (--base-port), and cluster.json says
+	// nothing runs.
+	for _, want := range []string{fmt.Sprintf("port %d (n3's proxy port) is taken", proxyPort), "--base-port"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("up's error lacks %q:\n%s", want, out)
+		}
 	}
 }
 
@@ -418,5 +427,97 @@ func TestServiceCLI(t *testing.T) {
 	mustTandem(t, "service", "deregister", addr, "web", "web-2")
 	if out := mustTandem(t, "service", "show", addr, "web"); strings.Contains(out, "web-2") {
 		t.Fatalf("after deregister:\n%s", out)
+	}
+}
+
+// TestUpRestartAndDeath kills a node of a running `tandem up`, brings it
+// back with `tandem up restart`, then SIGKILLs up itself: its agents must
+// die with it (Pdeathsig), and cluster.json follows every step.
+func TestUpRestartAndDeath(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "local")
+	base := freeBase(t, 3)
+	cmd := exec.Command(clustertest.Binary(t), "up", "--nodes", "3", "--dir", dir, "--base-port", fmt.Sprint(base))
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var lc struct {
+		UpPID int `json:"up_pid"`
+		Nodes []struct {
+			Name string `json:"name"`
+			PID  int    `json:"pid"`
+		} `json:"nodes"`
+	}
+	read := func() {
+		b, err := os.ReadFile(filepath.Join(dir, "cluster.json"))
+		if err == nil {
+			err = json.Unmarshal(b, &lc)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		for _, nd := range lc.Nodes {
+			if nd.PID != 0 {
+				_ = syscall.Kill(nd.PID, syscall.SIGKILL)
+			}
+		}
+	})
+	if err := clustertest.Poll(2*time.Minute, func() error {
+		select {
+		case err := <-done:
+			t.Fatalf("up exited: %v\n%s", err, out)
+		default:
+		}
+		if !strings.Contains(out.String(), "cluster started") {
+			return errors.New("not started yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("up did not start the cluster: %v\n%s", err, out)
+	}
+	read()
+	if lc.UpPID != cmd.Process.Pid {
+		t.Fatalf("cluster.json up_pid %d, want %d", lc.UpPID, cmd.Process.Pid)
+	}
+	old := lc.Nodes[0].PID
+	_ = syscall.Kill(old, syscall.SIGKILL)
+	if err := clustertest.Poll(30*time.Second, func() error {
+		read()
+		if lc.Nodes[0].PID != 0 || !strings.Contains(out.String(), "tandem up restart n1") {
+			return errors.New("n1's exit not recorded yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	got := mustTandem(t, "up", "restart", "n1", "--dir", dir)
+	if !strings.Contains(got, "n1 restarted") {
+		t.Fatalf("up restart: %q", got)
+	}
+	read()
+	if lc.Nodes[0].PID == 0 || lc.Nodes[0].PID == old || syscall.Kill(lc.Nodes[0].PID, 0) != nil {
+		t.Fatalf("cluster.json after restart: %+v", lc)
+	}
+	if _, err := tandem(t, "up", "restart", "n9", "--dir", dir); err == nil || !strings.Contains(err.Error(), `no node "n9"`) {
+		t.Fatalf("restart of an unknown node: %v", err)
+	}
+
+	_ = cmd.Process.Kill()
+	<-done
+	if err := clustertest.Poll(30*time.Second, func() error {
+		for _, nd := range lc.Nodes {
+			if syscall.Kill(nd.PID, 0) == nil {
+				return fmt.Errorf("agent %s (pid %d) still runs after up was killed", nd.Name, nd.PID)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -237,6 +237,12 @@ func TestRegistrationRules(t *testing.T) {
 			}
 		})
 	}
+	// The same registration again, through the other node, succeeds and
+	// leaves the instance with its owner (running a file twice is safe).
+	same, err := n2.Client().Register(ctx, registry.Instance{Service: "api", ID: "api-1", Address: "127.0.0.1", Port: 8080, InitialState: registry.Passing})
+	if err != nil || same.Node != "n1" {
+		t.Fatalf("the same registration through n2: want success owned by n1, got %+v, %v", same, err)
+	}
 	// An empty instance id.
 	req, _ := http.NewRequest(http.MethodPut, "http://"+n1.API+"/v1/services/api/instances/", strings.NewReader(`{"address":"127.0.0.1","port":1}`))
 	resp, err := http.DefaultClient.Do(req)

@@ -34,6 +34,7 @@ import (
 	"github.com/tandemhq/tandem/internal/client"
 	"github.com/tandemhq/tandem/internal/config"
 	"github.com/tandemhq/tandem/internal/wire"
+	"go.uber.org/goleak"
 )
 
 // Mode says how nodes run.
@@ -81,6 +82,9 @@ type Cluster struct {
 	net   *network // with Options.Netns
 	mu    sync.Mutex
 	Nodes []*Node
+	// before is the goroutines that ran before the cluster started: the
+	// leak check after shutdown ignores them.
+	before goleak.Option
 }
 
 // Node is one node of a test cluster.
@@ -205,7 +209,7 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 	if opts.Netns && opts.Front != nil {
 		t.Fatal("clustertest: Options.Netns and Options.Front do not go together")
 	}
-	c := &Cluster{t: t, opts: opts, dir: t.TempDir()}
+	c := &Cluster{t: t, opts: opts, dir: t.TempDir(), before: goleak.IgnoreCurrent()}
 	if opts.Netns {
 		if err := NetnsAvailable(); err != nil {
 			t.Fatalf("clustertest: Options.Netns: %v", err)
@@ -652,6 +656,7 @@ func (c *Cluster) shutdown() {
 			<-nd.done
 		}
 	}
+	c.checkLeaks()
 	if c.t.Failed() {
 		for _, nd := range c.Nodes {
 			c.t.Logf("---- log of %s (last 60 lines) ----\n%s", nd.Name, tail(nd.Log, 60))
@@ -661,6 +666,32 @@ func (c *Cluster) shutdown() {
 		if b, err := os.ReadFile(nd.Log); err == nil && (strings.Contains(string(b), "panic:") || strings.Contains(string(b), "DATA RACE")) {
 			c.t.Errorf("%s's log shows a panic or data race:\n%s", nd.Name, tail(nd.Log, 80))
 		}
+	}
+}
+
+// checkLeaks fails the test if goroutines started while the cluster ran
+// are still running after every node stopped: each goroutine an agent
+// starts has an owner that waits for it. The test's own HTTP clients may
+// keep idle keep-alive connections (their read and write loops end when
+// the server side closes them, which goleak's retries wait for), and the
+// process-wide parts of the libraries tandem uses are started once per
+// process and are not the cluster's.
+func (c *Cluster) checkLeaks() {
+	start := time.Now()
+	var err error
+	for time.Since(start) < 15*time.Second {
+		err = goleak.Find(c.before,
+			// Started once per process, on first use, by libraries.
+			goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+			goleak.IgnoreAnyFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
+		)
+		if err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		c.t.Errorf("clustertest: goroutines still running after the cluster stopped (each must have an owner that waits for it):\n%v", err)
 	}
 }
 

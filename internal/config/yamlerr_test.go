@@ -13,8 +13,9 @@ func TestUnmarshalYAMLErrors(t *testing.T) {
 		Items []inst `json:"items"`
 	}
 	tests := []struct{ in, want, not string }{
-		{"items:\n  - {port: abc}\n", "items.port: got a string, want a whole number", "Go struct"},
-		{"items:\n  - {prot: 1}\n", `unknown field "prot"`, "json:"},
+		{"items:\n  - {port: abc}\n", "line 2: items.port: got a string, want a whole number", "Go struct"},
+		{"items:\n  - port: 1\n  - port: 2\n  - port: x\n", "line 4: items.port: got a string", "Go struct"},
+		{"items:\n  - port: 1\n\n  - prot: 1\n", `line 4: unknown field "prot"`, "json:"},
 		{"items:\n - a\n  b: [\n", "line ", "converting YAML"},
 	}
 	for _, tt := range tests {

@@ -5,13 +5,17 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/tandemhq/tandem/internal/api"
 	"github.com/tandemhq/tandem/internal/client"
 	"github.com/tandemhq/tandem/internal/clustertest"
+	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/wire"
 )
 
@@ -128,4 +132,114 @@ func asError(err error, target **client.Error) bool {
 		*target = e
 	}
 	return ok
+}
+
+// TestIdempotentWrites checks that a write sent again with the same
+// Idempotency-Key is answered with the first write's revision and changes
+// nothing, that the key cannot be reused for another request, that a
+// refused compare-and-set leaves the key free, and that a lease the records
+// lived on, revoked by hand, is replaced.
+func TestIdempotentWrites(t *testing.T) {
+	c := clustertest.Start(t, 1, clustertest.Options{Voters: 1})
+	cl := c.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	put := func(key, value, id string, cas *int64) (*wire.WriteResult, error) {
+		return cl.Put(ctx, key, []byte(value), client.WriteOptions{RequestID: id, CAS: cas})
+	}
+	value := func(key string) string {
+		t.Helper()
+		got, err := cl.Get(ctx, key, client.ReadOptions{})
+		if client.IsStatus(err, http.StatusNotFound) {
+			return "<absent>"
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.Value
+	}
+
+	first, err := put("idem/k", "v1", "req-A", nil)
+	if err != nil || first.Replayed {
+		t.Fatalf("first write: %v %+v", err, first)
+	}
+	if _, err := put("idem/k", "v2", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	again, err := put("idem/k", "v1", "req-A", nil)
+	if err != nil || !again.Replayed || again.Revision != first.Revision {
+		t.Fatalf("repeat: want the first write's revision %d, replayed; got %v %+v", first.Revision, err, again)
+	}
+	if v := value("idem/k"); v != "v2" {
+		t.Fatalf("the repeat was applied again: value %q, want v2", v)
+	}
+	if _, err := put("idem/k", "other", "req-A", nil); !client.IsStatus(err, http.StatusUnprocessableEntity) || !strings.Contains(err.Error(), "already used for another request") {
+		t.Fatalf("the key reused for another value: want 422, got %v", err)
+	}
+
+	// Compare-and-set: a repeat is not a false conflict; a refused one
+	// records nothing.
+	cur, err := cl.Get(ctx, "idem/k", client.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	casOK, err := put("idem/k", "v3", "req-B", &cur.ModRevision)
+	if err != nil {
+		t.Fatalf("cas: %v", err)
+	}
+	if again, err := put("idem/k", "v3", "req-B", &cur.ModRevision); err != nil || !again.Replayed || again.Revision != casOK.Revision {
+		t.Fatalf("cas repeat: want revision %d replayed, got %v %+v", casOK.Revision, err, again)
+	}
+	stale := casOK.Revision - 1
+	if _, err := put("idem/k", "v4", "req-C", &stale); !client.IsStatus(err, http.StatusConflict) {
+		t.Fatalf("stale cas: want 409, got %v", err)
+	}
+	if _, err := put("idem/k", "v4", "req-C", &stale); !client.IsStatus(err, http.StatusConflict) {
+		t.Fatalf("stale cas again: want 409 (a refused write records nothing), got %v", err)
+	}
+
+	// Delete: a repeat after the key was written again leaves it alone.
+	del, err := cl.Delete(ctx, "idem/k", client.WriteOptions{RequestID: "req-D"})
+	if err != nil || del.Deleted != 1 {
+		t.Fatalf("delete: %v %+v", err, del)
+	}
+	if _, err := put("idem/k", "v5", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := cl.Delete(ctx, "idem/k", client.WriteOptions{RequestID: "req-D"}); err != nil || !again.Replayed || again.Revision != del.Revision {
+		t.Fatalf("delete repeat: want revision %d replayed, got %v %+v", del.Revision, err, again)
+	}
+	if v := value("idem/k"); v != "v5" {
+		t.Fatalf("the repeated delete was applied again: value %q, want v5", v)
+	}
+
+	// Bad keys are refused before anything is written.
+	for _, id := range []string{"has space", strings.Repeat("x", 129), "a/b"} {
+		if _, err := put("idem/bad", "v", id, nil); !client.IsStatus(err, http.StatusBadRequest) || !strings.Contains(err.Error(), "Idempotency-Key") {
+			t.Fatalf("key %q: want 400 naming Idempotency-Key, got %v", id, err)
+		}
+	}
+	if v := value("idem/bad"); v != "<absent>" {
+		t.Fatalf("a refused request wrote %q", v)
+	}
+
+	// The records' lease revoked by hand: the next write takes a new one.
+	sc, err := clientv3.New(clientv3.Config{Endpoints: []string{c.Nodes[0].Bind + ":" + strconv.Itoa(c.Nodes[0].Ports().Store)}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	rec, err := sc.Get(ctx, keys.IdempotencyKey("req-B"))
+	if err != nil || len(rec.Kvs) != 1 || rec.Kvs[0].Lease == 0 {
+		t.Fatalf("record of req-B: want one key on a lease, got %v %+v", err, rec)
+	}
+	if _, err := sc.Revoke(ctx, clientv3.LeaseID(rec.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := put("idem/k", "v1", "req-A", nil); err != nil || again.Replayed {
+		t.Fatalf("req-A after its record's lease was revoked: want a fresh write, got %v %+v", err, again)
+	}
+	if _, err := put("idem/k", "v6", "req-E", nil); err != nil {
+		t.Fatalf("a write after the lease was revoked: %v", err)
+	}
 }

@@ -99,6 +99,7 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 	p := params{r: r}
 	key := p.key(false)
 	cas, hasCAS := p.rev("cas")
+	idem := p.idempotency()
 	if !p.check(w) {
 		return
 	}
@@ -117,6 +118,15 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 	}
 	defer cancel()
 	sk := keys.UserKey(key)
+	kw := kvWrite{key: key, op: clientv3.OpPut(sk, string(value)), hasCAS: hasCAS, cas: cas, idem: idem,
+		digest: requestDigest(r.Method, key, value, cas, hasCAS, false),
+		result: func(resp *clientv3.TxnResponse) wire.WriteResult {
+			return wire.WriteResult{Key: key, Revision: resp.Header.Revision}
+		}}
+	if idem != "" {
+		s.idempotentWrite(w, r, ctx, kw)
+		return
+	}
 	c := s.st.Client()
 	if !hasCAS {
 		var resp *clientv3.PutResponse
@@ -131,9 +141,7 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, wire.WriteResult{Key: key, Revision: resp.Header.Revision})
 		return
 	}
-	s.compareAndSet(w, r, ctx, key, cas, clientv3.OpPut(sk, string(value)), func(resp *clientv3.TxnResponse) wire.WriteResult {
-		return wire.WriteResult{Key: key, Revision: resp.Header.Revision}
-	})
+	s.compareAndSet(w, r, ctx, kw)
 }
 
 // compareAndSet runs op if key is at mod revision cas and answers with
@@ -142,12 +150,12 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 // did commit would report a false conflict), and, like every write, cut
 // short when the store leader changes: a proposal forwarded to a leader
 // that died, or that was handing over, is dropped without an answer.
-func (s *Server) compareAndSet(w http.ResponseWriter, r *http.Request, ctx context.Context, key string, cas int64, op clientv3.Op, result func(*clientv3.TxnResponse) wire.WriteResult) {
-	sk := keys.UserKey(key)
+func (s *Server) compareAndSet(w http.ResponseWriter, r *http.Request, ctx context.Context, kw kvWrite) {
+	sk := keys.UserKey(kw.key)
 	var resp *clientv3.TxnResponse
 	err := s.retry(ctx, notApplied, func(ctx context.Context) (err error) {
-		resp, err = s.st.Client().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(sk), "=", cas)).
-			Then(op).Else(clientv3.OpGet(sk, clientv3.WithKeysOnly())).Commit()
+		resp, err = s.st.Client().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(sk), "=", kw.cas)).
+			Then(kw.op).Else(clientv3.OpGet(sk, clientv3.WithKeysOnly())).Commit()
 		return err
 	})
 	if err != nil {
@@ -155,15 +163,17 @@ func (s *Server) compareAndSet(w http.ResponseWriter, r *http.Request, ctx conte
 		return
 	}
 	if !resp.Succeeded {
-		casFailed(w, key, cas, resp)
+		casFailed(w, kw.key, kw.cas, resp.Responses[0].GetResponseRange().Kvs)
 		return
 	}
-	writeJSON(w, http.StatusOK, result(resp))
+	writeJSON(w, http.StatusOK, kw.result(resp))
 }
 
-func casFailed(w http.ResponseWriter, key string, want int64, resp *clientv3.TxnResponse) {
+// casFailed answers a compare-and-set whose condition did not hold; kvs is
+// the key as the transaction found it.
+func casFailed(w http.ResponseWriter, key string, want int64, kvs []*mvccpb.KeyValue) {
 	cur := int64(0)
-	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+	if len(kvs) > 0 {
 		cur = kvs[0].ModRevision
 	}
 	msg := fmt.Sprintf("compare-and-set failed: key %q is at mod_revision %d, not %d; read it again and retry", key, cur, want)
@@ -178,6 +188,7 @@ func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
 	prefix := p.bool("prefix")
 	key := p.key(false)
 	cas, hasCAS := p.rev("cas")
+	idem := p.idempotency()
 	if hasCAS && prefix {
 		p.fail("cas and prefix cannot be combined: compare-and-set works on one key")
 	}
@@ -190,12 +201,21 @@ func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
 	}
 	defer cancel()
 	sk := keys.UserKey(key)
+	var opts []clientv3.OpOption
+	if prefix {
+		opts = append(opts, clientv3.WithPrefix())
+	}
+	kw := kvWrite{key: key, op: clientv3.OpDelete(sk, opts...), hasCAS: hasCAS, cas: cas, idem: idem,
+		digest: requestDigest(r.Method, key, nil, cas, hasCAS, prefix),
+		result: func(resp *clientv3.TxnResponse) wire.WriteResult {
+			return wire.WriteResult{Key: key, Revision: resp.Header.Revision, Deleted: resp.Responses[0].GetResponseDeleteRange().Deleted}
+		}}
+	if idem != "" {
+		s.idempotentWrite(w, r, ctx, kw)
+		return
+	}
 	c := s.st.Client()
 	if !hasCAS {
-		var opts []clientv3.OpOption
-		if prefix {
-			opts = append(opts, clientv3.WithPrefix())
-		}
 		var resp *clientv3.DeleteResponse
 		err := s.retry(ctx, notApplied, func(ctx context.Context) (err error) {
 			resp, err = c.Delete(ctx, sk, opts...)
@@ -208,9 +228,7 @@ func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, wire.WriteResult{Key: key, Revision: resp.Header.Revision, Deleted: resp.Deleted})
 		return
 	}
-	s.compareAndSet(w, r, ctx, key, cas, clientv3.OpDelete(sk), func(resp *clientv3.TxnResponse) wire.WriteResult {
-		return wire.WriteResult{Key: key, Revision: resp.Header.Revision, Deleted: resp.Responses[0].GetResponseDeleteRange().Deleted}
-	})
+	s.compareAndSet(w, r, ctx, kw)
 }
 
 // kvWatch streams changes as JSON lines from rev= (default: now). A client

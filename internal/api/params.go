@@ -105,6 +105,15 @@ func (p *params) key(prefix bool) string {
 	return k
 }
 
+// idempotency reads the Idempotency-Key header ("" if absent).
+func (p *params) idempotency() string {
+	k, err := idempotencyKey(p.r)
+	if err != nil {
+		p.err = errors.Join(p.err, err)
+	}
+	return k
+}
+
 // check answers 400 and reports false if any parameter was bad.
 func (p *params) check(w http.ResponseWriter) bool {
 	if p.err != nil {

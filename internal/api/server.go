@@ -41,6 +41,8 @@ type Server struct {
 	// the agent stops itself.
 	OnLeave func()
 	mux     *http.ServeMux
+	// idemLease is the lease idempotency records are written on.
+	idemLease idemLease
 }
 
 // Options tune the API.

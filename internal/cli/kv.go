@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -19,13 +21,25 @@ func newKVCmd(g *globals) *cobra.Command {
 	var cas int64 = -1
 	var prefix, keysOnly bool
 	var rev int64
+	var requestID string
 
-	casOpt := func() client.WriteOptions {
-		o := client.WriteOptions{Timeout: g.timeout, Prefix: prefix}
+	// Every write carries a request id (a fresh random one unless
+	// --request-id gives it), so the client may resend it to the next
+	// --addr node when the first fails mid-request without applying it
+	// twice, and a script may rerun a command whose outcome it did not see.
+	casOpt := func() (client.WriteOptions, error) {
+		o := client.WriteOptions{Timeout: g.timeout, Prefix: prefix, RequestID: requestID}
 		if cas >= 0 {
 			o.CAS = &cas
 		}
-		return o
+		if o.RequestID == "" {
+			b := make([]byte, 16)
+			if _, err := rand.Read(b); err != nil {
+				return o, err
+			}
+			o.RequestID = "cli-" + hex.EncodeToString(b)
+		}
+		return o, nil
 	}
 
 	put := &cobra.Command{
@@ -43,20 +57,29 @@ func newKVCmd(g *globals) *cobra.Command {
 				}
 				value = b
 			}
+			o, err := casOpt()
+			if err != nil {
+				return err
+			}
 			ctx, cancel := g.ctx(cmd.Context())
 			defer cancel()
-			res, err := g.client().Put(ctx, args[0], value, casOpt())
+			res, err := g.client().Put(ctx, args[0], value, o)
 			if err != nil {
 				return err
 			}
 			if g.json {
 				return g.printJSON(res)
 			}
+			if res.Replayed {
+				fmt.Fprintf(g.out, "OK revision %d (applied earlier by a request with this id; not applied again)\n", res.Revision)
+				return nil
+			}
 			fmt.Fprintf(g.out, "OK revision %d\n", res.Revision)
 			return nil
 		},
 	}
 	put.Flags().Int64Var(&cas, "cas", -1, "write only if the key's mod revision is this (0: only if absent)")
+	put.Flags().StringVar(&requestID, "request-id", "", "apply this write at most once per ID, for 10 minutes (default: a new random ID)")
 
 	get := &cobra.Command{
 		Use:   "get KEY",
@@ -89,14 +112,22 @@ func newKVCmd(g *globals) *cobra.Command {
 		Short: "Delete a key (or every key under it with --prefix)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o, err := casOpt()
+			if err != nil {
+				return err
+			}
 			ctx, cancel := g.ctx(cmd.Context())
 			defer cancel()
-			res, err := g.client().Delete(ctx, args[0], casOpt())
+			res, err := g.client().Delete(ctx, args[0], o)
 			if err != nil {
 				return err
 			}
 			if g.json {
 				return g.printJSON(res)
+			}
+			if res.Replayed {
+				fmt.Fprintf(g.out, "deleted at revision %d (applied earlier by a request with this id; not applied again)\n", res.Revision)
+				return nil
 			}
 			fmt.Fprintf(g.out, "deleted %d at revision %d\n", res.Deleted, res.Revision)
 			return nil
@@ -104,6 +135,7 @@ func newKVCmd(g *globals) *cobra.Command {
 	}
 	del.Flags().BoolVar(&prefix, "prefix", false, "delete every key under KEY")
 	del.Flags().Int64Var(&cas, "cas", -1, "delete only if the key's mod revision is this")
+	del.Flags().StringVar(&requestID, "request-id", "", "apply this delete at most once per ID, for 10 minutes (default: a new random ID)")
 
 	ls := &cobra.Command{
 		Use:   "ls [PREFIX]",

@@ -61,8 +61,10 @@ func IsStatus(err error, code int) bool {
 
 // do sends one request, moving to the next address when a node cannot be
 // reached. A request that may change state moves on only when the
-// connection was never made, so it is never applied twice.
-func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte) (*http.Response, error) {
+// connection was never made, so it is never applied twice, unless it
+// carries an idempotency key (idem): the cluster applies such a request
+// once however often it is sent.
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte, idem string) (*http.Response, error) {
 	if len(c.addrs) == 0 {
 		return nil, errors.New("no node address: give --addr host:port or set TANDEM_ADDR")
 	}
@@ -78,6 +80,9 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		if err != nil {
 			return nil, err
 		}
+		if idem != "" {
+			req.Header.Set(wire.IdempotencyHeader, idem)
+		}
 		resp, err := c.http.Do(req)
 		if err == nil {
 			c.mu.Lock()
@@ -91,7 +96,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 		var op *net.OpError
 		dialFailed := errors.As(err, &op) && op.Op == "dial"
-		if method != http.MethodGet && !dialFailed {
+		if method != http.MethodGet && idem == "" && !dialFailed {
 			break // the request may have reached the node: do not send it twice
 		}
 	}
@@ -100,7 +105,12 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 
 // call sends a request and decodes a JSON answer into out.
 func (c *Client) call(ctx context.Context, method, path string, q url.Values, body []byte, out any) error {
-	resp, err := c.do(ctx, method, path, q, body)
+	return c.send(ctx, method, path, q, body, "", out)
+}
+
+// send is call with an idempotency key ("" for none).
+func (c *Client) send(ctx context.Context, method, path string, q url.Values, body []byte, idem string, out any) error {
+	resp, err := c.do(ctx, method, path, q, body, idem)
 	if err != nil {
 		return err
 	}
@@ -170,6 +180,11 @@ type WriteOptions struct {
 	CAS     *int64
 	Prefix  bool // delete only
 	Timeout time.Duration
+	// RequestID, if set, is sent as the Idempotency-Key: the cluster
+	// applies the write once however often it is sent with this id (within
+	// ten minutes), so the client may send it to another node when the
+	// first fails mid-request, and a program may repeat it after a crash.
+	RequestID string
 }
 
 func (o WriteOptions) query() url.Values {
@@ -189,13 +204,13 @@ func (o WriteOptions) query() url.Values {
 // Put writes a key.
 func (c *Client) Put(ctx context.Context, key string, value []byte, o WriteOptions) (*wire.WriteResult, error) {
 	var out wire.WriteResult
-	return &out, c.call(ctx, http.MethodPut, kvPath("/v1/kv/", key), o.query(), value, &out)
+	return &out, c.send(ctx, http.MethodPut, kvPath("/v1/kv/", key), o.query(), value, o.RequestID, &out)
 }
 
 // Delete removes a key (or every key under it with Prefix).
 func (c *Client) Delete(ctx context.Context, key string, o WriteOptions) (*wire.WriteResult, error) {
 	var out wire.WriteResult
-	return &out, c.call(ctx, http.MethodDelete, kvPath("/v1/kv/", key), o.query(), nil, &out)
+	return &out, c.send(ctx, http.MethodDelete, kvPath("/v1/kv/", key), o.query(), nil, o.RequestID, &out)
 }
 
 // Watch streams changes to key (or every key under it with prefix) from rev
@@ -250,7 +265,7 @@ func (c *Client) stream(ctx context.Context, path string, prefix bool, rev int64
 		if rev > 0 {
 			q.Set("rev", fmt.Sprint(rev))
 		}
-		resp, err := c.do(ctx, http.MethodGet, path, q, nil)
+		resp, err := c.do(ctx, http.MethodGet, path, q, nil, "")
 		if err != nil {
 			if !pause(ctx, pauses.NextBackOff()) {
 				return nil

@@ -28,6 +28,12 @@ const (
 	StatsPrefix     = Prefix + "stats/"     // each node's recent proxy traffic, bound to its lease
 )
 
+// IdempotencyPrefix holds a record of each KV write sent with an
+// Idempotency-Key, on a lease that keeps it for at least ten minutes. It is
+// outside Prefix: no node's view needs these, and the views' watch would
+// carry one more event per such write.
+const IdempotencyPrefix = "/idempotency/"
+
 // ClusterKey holds the cluster-wide settings fixed at bootstrap (ClusterInfo).
 const ClusterKey = Prefix + "cluster"
 
@@ -64,6 +70,9 @@ func HealthKey(svc, id string) string { return HealthPrefix + svc + "/" + id }
 
 // TTLKey is the key of an instance's last TTL renewal.
 func TTLKey(svc, id string) string { return TTLPrefix + svc + "/" + id }
+
+// IdempotencyKey is the record of a write sent with Idempotency-Key k.
+func IdempotencyKey(k string) string { return IdempotencyPrefix + k }
 
 // StatsKey is where node publishes its recent proxy traffic.
 func StatsKey(node string) string { return StatsPrefix + node }

@@ -45,11 +45,19 @@ type ListResult struct {
 	More  bool  `json:"more"`
 }
 
+// IdempotencyHeader is the request header of an idempotent KV write: the
+// cluster applies a write at most once per key (remembered at least ten
+// minutes) and answers a repeat with the first write's revision.
+const IdempotencyHeader = "Idempotency-Key"
+
 // WriteResult answers PUT and DELETE.
 type WriteResult struct {
 	Key      string `json:"key"`
 	Revision int64  `json:"revision"`
 	Deleted  int64  `json:"deleted,omitempty"`
+	// Replayed: the request's Idempotency-Key was already applied; Revision
+	// is that first write's (a replayed delete does not know its count).
+	Replayed bool `json:"replayed,omitempty"`
 }
 
 // WatchEvent is one line of a watch stream.

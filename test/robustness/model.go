@@ -49,6 +49,11 @@ type Output struct {
 	// Revision is the key's mod_revision as a get saw it, or the revision
 	// of an acknowledged put. The model ignores it; CheckRevisions uses it.
 	Revision int64
+	// Replayed: a write sent with an idempotency key was answered from the
+	// record of an earlier attempt of the same operation (applied once,
+	// its answer lost). The answer says it was applied, at Revision; a
+	// replayed delete does not know how many keys it removed.
+	Replayed bool
 }
 
 // state is the model's state of one key. It is comparable, so porcupine's
@@ -127,7 +132,7 @@ func step(s, in, out interface{}) (bool, interface{}) {
 	case Put:
 		return true, state{Exists: true, Value: i.Value}
 	case Delete:
-		if !o.Unknown && o.Deleted != boolCount(st.Exists) {
+		if !o.Unknown && !o.Replayed && o.Deleted != boolCount(st.Exists) {
 			return false, st
 		}
 		return true, state{}
@@ -173,6 +178,9 @@ func describeOperation(in, out interface{}) string {
 		}
 		return fmt.Sprintf("%s -> %q @%d", call, o.Value, o.Revision)
 	case Delete:
+		if o.Replayed {
+			return fmt.Sprintf("%s -> replayed @%d", call, o.Revision)
+		}
 		return fmt.Sprintf("%s -> deleted %d", call, o.Deleted)
 	case PutIfAbsent, CompareAndSet:
 		if !o.OK {

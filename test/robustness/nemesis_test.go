@@ -383,7 +383,9 @@ func runScenario(t *testing.T, sc scenario, seed uint64) {
 		addrs = append(addrs, nd.API)
 		logs = append(logs, nd.Log)
 	}
-	w := Workload{Addrs: addrs, Clients: 6, Keys: 5, Timeout: time.Second, Seed: seed}
+	// Half the clients send idempotent writes and repeat those whose
+	// outcome is unknown (the API applies a repeat at most once).
+	w := Workload{Addrs: addrs, Clients: 6, Keys: 5, Timeout: time.Second, Seed: seed, IdempotentClients: 3}
 	h := NewHistory()
 	ctx, cancel := context.WithTimeout(context.Background(), sc.runFor)
 	defer cancel()
@@ -420,7 +422,7 @@ func runScenario(t *testing.T, sc scenario, seed uint64) {
 			id := h.NewClient()
 			err := clustertest.Poll(20*time.Second, func() error {
 				r := Record{Client: id, Input: get(key), Call: h.Now()}
-				r.Output, r.Failed = Apply(final, r.Input, time.Second)
+				r.Output, r.Failed = Apply(final, r.Input, time.Second, "")
 				r.Return = h.Now()
 				if r.Failed {
 					return fmt.Errorf("final read of %s through %s failed", key, addr)
@@ -438,8 +440,11 @@ func runScenario(t *testing.T, sc scenario, seed uint64) {
 	f := figuresOf(h.Records(), faulted, healed, end)
 	t.Logf("ops checked %d (%d failed operations left out), violations %d, result %s", rep.Ops, f.failed, rep.Violations, rep.Result)
 	t.Logf("unknown-outcome writes %d of %d writes", f.unknown, f.writes)
-	var casOK, casConflict int
+	var casOK, casConflict, replayed int
 	for _, r := range h.Records() {
+		if r.Output.Replayed {
+			replayed++
+		}
 		if r.Input.Kind == CompareAndSet && !r.Failed && !r.Output.Unknown {
 			if r.Output.OK {
 				casOK++
@@ -449,6 +454,7 @@ func runScenario(t *testing.T, sc scenario, seed uint64) {
 		}
 	}
 	t.Logf("compare-and-set: %d applied, %d conflicts", casOK, casConflict)
+	t.Logf("idempotent writes answered from the record of an earlier attempt: %d", replayed)
 	lost := LostWrites(h.Records(), int64(end))
 	t.Logf("acknowledged writes lost %d", lost)
 	if lost > 0 {

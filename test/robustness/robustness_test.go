@@ -67,6 +67,19 @@ func TestModel(t *testing.T) {
 			{2, 40, 50, cas("a", "1", "3"), exists},
 			{1, 60, 70, get("a"), value("2")},
 		}, porcupine.Ok},
+		{"a replayed delete does not know its count", []op{
+			{0, 0, 10, put("a", "1"), ok},
+			{1, 20, 30, del("a"), Output{Replayed: true}},
+			{1, 40, 50, get("a"), absent},
+		}, porcupine.Ok},
+		{"an idempotent put applied twice is caught", []op{
+			{0, 0, 10, put("a", "1"), ok},
+			{1, 20, 100, put("a", "2"), Output{Replayed: true}},
+			{2, 30, 40, get("a"), value("2")},
+			{0, 50, 60, put("a", "3"), ok},
+			{2, 70, 80, get("a"), value("3")},
+			{2, 110, 120, get("a"), value("2")},
+		}, porcupine.Illegal},
 		{"cas may not succeed on an overwritten value", []op{
 			{0, 0, 10, put("a", "1"), ok},
 			{0, 20, 30, put("a", "2"), ok},

@@ -28,6 +28,16 @@ type Workload struct {
 	Timeout time.Duration
 	// Seed makes the choice of operations reproducible; 0 picks one.
 	Seed uint64
+	// IdempotentClients is how many of the clients (the first ones) send
+	// each write with its own Idempotency-Key and, when its outcome is
+	// unknown, send it again with the same key until it is answered or
+	// RepeatFor has passed. The history records one operation from the
+	// first call to the last return; if the cluster applied a repeat
+	// twice, a reader could see the value, another write's, then the value
+	// again, and the checker would find it.
+	IdempotentClients int
+	// RepeatFor bounds the repeats of one idempotent write; default 5s.
+	RepeatFor time.Duration
 }
 
 func (w Workload) withDefaults() Workload {
@@ -42,6 +52,9 @@ func (w Workload) withDefaults() Workload {
 	}
 	if w.Seed == 0 {
 		w.Seed = rand.Uint64()
+	}
+	if w.RepeatFor == 0 {
+		w.RepeatFor = 5 * time.Second
 	}
 	return w
 }
@@ -98,7 +111,11 @@ func (w Workload) Run(ctx context.Context, h *History) error {
 					in.Rev, in.Expect = sn.rev, sn.value
 				}
 				r := Record{Client: id, Input: in, Call: h.Now()}
-				r.Output, r.Failed = Apply(cl, in, w.Timeout)
+				if i < w.IdempotentClients && in.Kind != Get {
+					r.Output, r.Failed = applyRepeating(cl, in, w.Timeout, fmt.Sprintf("rb-%d-%d-%d", w.Seed, i, seq), w.RepeatFor)
+				} else {
+					r.Output, r.Failed = Apply(cl, in, w.Timeout, "")
+				}
 				r.Return = h.Now()
 				h.Add(r)
 				switch {
@@ -130,6 +147,28 @@ func (w Workload) Run(ctx context.Context, h *History) error {
 // failedPause is how long a client waits after an operation that failed.
 const failedPause = 50 * time.Millisecond
 
+// applyRepeating sends a write with idempotency key id and sends it again,
+// with the same key, while its outcome is unknown or no node was reached,
+// for up to repeatFor.
+func applyRepeating(cl *client.Client, in Input, timeout time.Duration, id string, repeatFor time.Duration) (out Output, failed bool) {
+	deadline := time.Now().Add(repeatFor)
+	sent := false // some attempt may have reached a node
+	for {
+		out, failed = Apply(cl, in, timeout, id)
+		sent = sent || !failed
+		if (!out.Unknown && !failed) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(failedPause)
+	}
+	if failed && sent {
+		// An earlier attempt may have been applied: its outcome is
+		// unknown, not failed.
+		return Output{Unknown: true}, false
+	}
+	return out, failed
+}
+
 // Apply sends one operation and classifies the answer. A 404 on a get and a
 // 409 on a put-if-absent or a cas are definite answers. A write that reached no node
 // (every connection was refused: see notSent) failed like a read: it had no
@@ -137,10 +176,12 @@ const failedPause = 50 * time.Millisecond
 // and a read failed (it had no effect).
 // The operation is not bound to a caller's context: it is always given its
 // whole time, so a write is never cut short by the end of a run.
-func Apply(cl *client.Client, in Input, timeout time.Duration) (out Output, failed bool) {
+//
+// requestID, if set, is sent as the write's Idempotency-Key.
+func Apply(cl *client.Client, in Input, timeout time.Duration, requestID string) (out Output, failed bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout+time.Second)
 	defer cancel()
-	wo := client.WriteOptions{Timeout: timeout}
+	wo := client.WriteOptions{Timeout: timeout, RequestID: requestID}
 	switch in.Kind {
 	case Get:
 		res, gerr := cl.Get(ctx, in.Key, client.ReadOptions{Timeout: timeout})
@@ -156,7 +197,7 @@ func Apply(cl *client.Client, in Input, timeout time.Duration) (out Output, fail
 		res, perr := cl.Put(ctx, in.Key, []byte(in.Value), wo)
 		switch {
 		case perr == nil:
-			return Output{Revision: res.Revision}, false
+			return Output{Revision: res.Revision, Replayed: res.Replayed}, false
 		case notSent(perr):
 			return Output{}, true
 		}
@@ -166,7 +207,7 @@ func Apply(cl *client.Client, in Input, timeout time.Duration) (out Output, fail
 		res, perr := cl.Put(ctx, in.Key, []byte(in.Value), wo)
 		switch {
 		case perr == nil:
-			return Output{OK: true, Revision: res.Revision}, false
+			return Output{OK: true, Revision: res.Revision, Replayed: res.Replayed}, false
 		case client.IsStatus(perr, 409):
 			return Output{}, false
 		case notSent(perr):
@@ -176,7 +217,7 @@ func Apply(cl *client.Client, in Input, timeout time.Duration) (out Output, fail
 		res, derr := cl.Delete(ctx, in.Key, wo)
 		switch {
 		case derr == nil:
-			return Output{Deleted: res.Deleted, Revision: res.Revision}, false
+			return Output{Deleted: res.Deleted, Revision: res.Revision, Replayed: res.Replayed}, false
 		case notSent(derr):
 			return Output{}, true
 		}

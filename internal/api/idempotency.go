@@ -1,0 +1,183 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tandemhq/tandem/internal/keys"
+	"github.com/tandemhq/tandem/internal/wire"
+)
+
+// Idempotent writes. A KV write that carries an Idempotency-Key header is
+// committed in one transaction with a record of the key, guarded by the
+// record's absence. A repeat of the same request, from the client or from
+// the API's own retry after an attempt whose outcome is unknown, finds the
+// record and is answered with the first attempt's revision instead of being
+// applied again. Records live on a lease: at least IdempotencyWindow, at
+// most IdempotencyWindow + idempotencyRotate.
+
+// IdempotencyWindow is how long, at least, a key is remembered.
+const IdempotencyWindow = 10 * time.Minute
+
+// idempotencyRotate is how long one lease takes new records before the
+// next is granted; a lease lives IdempotencyWindow + idempotencyRotate.
+const idempotencyRotate = 5 * time.Minute
+
+// maxIdempotencyKey bounds the header's length.
+const maxIdempotencyKey = 128
+
+// idempotencyKey returns the request's key ("" if it has none), or an
+// error naming what is wrong with it.
+func idempotencyKey(r *http.Request) (string, error) {
+	k := r.Header.Get(wire.IdempotencyHeader)
+	if k == "" {
+		return "", nil
+	}
+	if len(k) > maxIdempotencyKey {
+		return "", fmt.Errorf("%s is %d bytes, over the limit of %d", wire.IdempotencyHeader, len(k), maxIdempotencyKey)
+	}
+	for _, c := range k {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return "", fmt.Errorf("%s %q has %q: use letters, digits, '-', '_', '.' and ':' (a UUID fits)", wire.IdempotencyHeader, k, c)
+		}
+	}
+	return k, nil
+}
+
+// idempotencyRecord is the stored record of a key's first request.
+type idempotencyRecord struct {
+	// Request is a digest of what the request asked (method, key, value,
+	// conditions): the same key sent with another request is refused.
+	Request string    `json:"request"`
+	Node    string    `json:"node"`
+	At      time.Time `json:"at"`
+}
+
+// requestDigest identifies what a write asks, for comparing a repeat with
+// the request its key was first used for.
+func requestDigest(method, key string, value []byte, cas int64, hasCAS, prefix bool) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00%t\x00%t\x00%d\x00", method, key, cas, hasCAS, prefix, len(value))
+	h.Write(value)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// idemLease hands out the lease records are written on, granting a new one
+// every idempotencyRotate.
+type idemLease struct {
+	mu      sync.Mutex
+	id      clientv3.LeaseID
+	granted time.Time
+}
+
+func (s *Server) idempotencyLease(ctx context.Context) (clientv3.LeaseID, error) {
+	l := &s.idemLease
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.id != 0 && time.Since(l.granted) < idempotencyRotate {
+		return l.id, nil
+	}
+	resp, err := s.st.Client().Grant(ctx, int64((IdempotencyWindow+idempotencyRotate)/time.Second))
+	if err != nil {
+		return 0, err
+	}
+	l.id, l.granted = resp.ID, time.Now()
+	return l.id, nil
+}
+
+// forgetLease drops a lease the store no longer has (revoked by hand, or
+// expired while this node was cut off).
+func (s *Server) forgetLease(id clientv3.LeaseID) {
+	l := &s.idemLease
+	l.mu.Lock()
+	if l.id == id {
+		l.id = 0
+	}
+	l.mu.Unlock()
+}
+
+// kvWrite is one KV write as the API received it.
+type kvWrite struct {
+	key    string
+	op     clientv3.Op
+	hasCAS bool
+	cas    int64  // with hasCAS: the key's mod revision it is conditional on
+	idem   string // the Idempotency-Key, or ""
+	digest string // requestDigest of the request, with idem
+	result func(*clientv3.TxnResponse) wire.WriteResult
+}
+
+// idempotentWrite applies kw at most once for its idempotency key, and
+// answers the request.
+func (s *Server) idempotentWrite(w http.ResponseWriter, r *http.Request, ctx context.Context, kw kvWrite) {
+	sk := keys.UserKey(kw.key)
+	rec := keys.IdempotencyKey(kw.idem)
+	value, err := json.Marshal(idempotencyRecord{Request: kw.digest, Node: s.cm.Self().Name, At: time.Now().UTC()})
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(rec), "=", 0)}
+	if kw.hasCAS {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(sk), "=", kw.cas))
+	}
+	var resp *clientv3.TxnResponse
+	// With the record in the same transaction, repeating an attempt whose
+	// outcome is unknown is safe: if it was applied, the repeat finds the
+	// record and changes nothing.
+	err = s.retry(ctx, anyFailure, func(ctx context.Context) error {
+		for try := 0; ; try++ {
+			lease, err := s.idempotencyLease(ctx)
+			if err != nil {
+				return err
+			}
+			resp, err = s.st.Client().Txn(ctx).If(cmps...).
+				Then(kw.op, clientv3.OpPut(rec, string(value), clientv3.WithLease(lease))).
+				Else(clientv3.OpGet(rec), clientv3.OpGet(sk, clientv3.WithKeysOnly())).Commit()
+			if try == 0 && errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				// Revoked by hand, or expired while this node was cut
+				// off: grant a new one. Nothing was applied.
+				s.forgetLease(lease)
+				continue
+			}
+			return err
+		}
+	})
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	if resp.Succeeded {
+		writeJSON(w, http.StatusOK, kw.result(resp))
+		return
+	}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		replay(w, kw, kvs[0])
+		return
+	}
+	casFailed(w, kw.key, kw.cas, resp.Responses[1].GetResponseRange().Kvs)
+}
+
+// replay answers a repeat of a request whose key has a record: with the
+// first request's revision if it is the same request, 422 if not.
+func replay(w http.ResponseWriter, kw kvWrite, kv *mvccpb.KeyValue) {
+	var first idempotencyRecord
+	if err := json.Unmarshal(kv.Value, &first); err != nil || first.Request != kw.digest {
+		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf(
+			"%s %q was already used for another request (at %s through node %s): use a new key for a new request",
+			wire.IdempotencyHeader, kw.idem, first.At.Format(time.RFC3339), first.Node))
+		return
+	}
+	writeJSON(w, http.StatusOK, wire.WriteResult{Key: kw.key, Revision: kv.ModRevision, Replayed: true})
+}

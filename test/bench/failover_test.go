@@ -148,7 +148,16 @@ func failureKind(err error) string {
 // failed one. The write in flight at the kill must be answered before the
 // client can try again, so this measures how soon a request caught by the
 // leader change is answered, not only how soon a new write can succeed.
-func BenchmarkFailoverSequential(b *testing.B) {
+func BenchmarkFailoverSequential(b *testing.B) { failoverSequential(b, false) }
+
+// BenchmarkFailoverSequentialIdempotent is BenchmarkFailoverSequential with
+// each write sent with an Idempotency-Key, as the CLI sends them (one id
+// per write, kept across its repeats): the API may then repeat the write in
+// flight at the kill on the new leader instead of answering 503, and the
+// client may move it to the other survivor mid-request.
+func BenchmarkFailoverSequentialIdempotent(b *testing.B) { failoverSequential(b, true) }
+
+func failoverSequential(b *testing.B, idempotent bool) {
 	c := startCluster(b)
 	var times []time.Duration
 	var perRun []string
@@ -165,9 +174,13 @@ func BenchmarkFailoverSequential(b *testing.B) {
 		start := time.Now()
 		leader.Kill()
 		var acked time.Time
+		var o client.WriteOptions
+		if idempotent {
+			o.RequestID = fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), run)
+		}
 		for time.Since(start) < failoverLimit {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_, err := cl.Put(ctx, "bench/failover", []byte("x"), client.WriteOptions{})
+			_, err := cl.Put(ctx, "bench/failover", []byte("x"), o)
 			cancel()
 			if err == nil {
 				acked = time.Now()

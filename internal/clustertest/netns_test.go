@@ -14,23 +14,8 @@ import (
 	"github.com/tandemhq/tandem/internal/client"
 )
 
-// needNetns skips a test that needs Options.Netns where the machine cannot
-// give it, except in CI (CI=true), which runs as root and must not skip.
-func needNetns(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("starts clusters")
-	}
-	if err := NetnsAvailable(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI must run the network namespace tests: %v", err)
-		}
-		t.Skipf("network namespaces not available: %v", err)
-	}
-}
-
 func TestNetns(t *testing.T) {
-	needNetns(t)
+	NeedNetns(t)
 	var router, hostIf string
 	t.Run("cluster", func(t *testing.T) {
 		c := Start(t, 3, Options{Mode: Processes, Netns: true})

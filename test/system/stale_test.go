@@ -3,6 +3,7 @@ package system
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,6 +124,21 @@ func checkStaleStatus(t *testing.T, c *clustertest.Cluster, lone *clustertest.No
 		if m.Alive != wantAlive || m.Reach != wantReach || m.Leader {
 			t.Errorf("member %s on the cut-off node: alive %v, reach %q, leader %v; want alive %v, reach %q, no leader",
 				m.Name, m.Alive, m.Reach, m.Leader, wantAlive, wantReach)
+		}
+	}
+
+	// The CLI says so, and how old the copy is.
+	statusOut := mustTandem(t, "status", "--addr", lone.API)
+	membersOut := mustTandem(t, "members", "--addr", lone.API)
+	t.Logf("on the cut-off node, tandem status:\n%s\ntandem members:\n%s", statusOut, membersOut)
+	for _, want := range []string{"STALE:", "store leader last heard", "(none known to " + lone.Name + ")", "1 reached of 3"} {
+		if !strings.Contains(statusOut, want) {
+			t.Errorf("tandem status on the cut-off node does not say %q", want)
+		}
+	}
+	for _, want := range []string{"STALE:", "alive (answering)", "unreachable"} {
+		if !strings.Contains(membersOut, want) {
+			t.Errorf("tandem members on the cut-off node does not say %q", want)
 		}
 	}
 

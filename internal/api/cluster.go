@@ -30,10 +30,14 @@ type snapshot struct {
 
 	// For a stale snapshot: the answering node, the voters' client URLs
 	// that answered its probe just now, and the store member to take the
-	// figures (term, revision...) from.
+	// figures (term, revision...) from. aliveInCopy holds the nodes alive
+	// in the node's copy: alive when it last heard from the store leader,
+	// at lastContact.
 	self        string
 	reached     map[string]bool
 	figuresFrom string
+	aliveInCopy map[string]bool
+	lastContact time.Time
 }
 
 // snapshot reads the membership state with a quorum when this node knows
@@ -53,8 +57,9 @@ func (s *Server) snapshot(ctx context.Context) (*snapshot, error) {
 
 // leaderKnown reports whether this node knows a store leader: its own
 // member follows one (a member cut off from the majority forgets it within
-// an election timeout), or, on a node without a member, the last probe
-// found one with a quorum of voters reachable.
+// one or two election timeouts: a follower when it starts a pre-vote, a
+// leader when its quorum check fails), or, on a node without a member, the
+// last probe found one with a quorum of voters reachable.
 func (s *Server) leaderKnown() bool {
 	if m := s.st.Member(); m != nil {
 		return m.Etcd.Server.Lead() != 0
@@ -78,6 +83,7 @@ func (s *Server) staleSnapshot(ctx context.Context) (*snapshot, error) {
 		return nil, err
 	}
 	snap.self = s.cm.Self().Name
+	snap.lastContact = s.cm.LastContact()
 	snap.reached = map[string]bool{}
 	for _, u := range h.Answered {
 		snap.reached[u] = true
@@ -150,9 +156,10 @@ func (s *Server) readSnapshot(ctx context.Context, stale bool) (*snapshot, error
 		cancel()
 	}
 	if stale {
-		// Leases do not expire without a leader: the alive keys say
-		// nothing, and no leader is confirmed.
-		snap.alive = map[string]bool{}
+		// Leases do not expire without a leader: the alive keys say only
+		// who was alive when this node last heard from one, and no leader
+		// is confirmed.
+		snap.aliveInCopy, snap.alive = snap.alive, map[string]bool{}
 		snap.leader = 0
 	}
 	return snap, nil
@@ -207,7 +214,11 @@ func (snap *snapshot) rows() []wire.MemberInfo {
 			row.Reach = snap.reach(name, mem)
 			row.Alive = row.Reach == wire.ReachSelf || row.Reach == wire.ReachReachable
 		}
-		if !row.Alive {
+		switch {
+		case row.Alive:
+		case snap.aliveInCopy[name] && !snap.lastContact.IsZero():
+			row.LastSeen = snap.lastContact.UTC() // alive as of this node's copy
+		default:
 			row.LastSeen = rec.LastSeen
 		}
 		rows = append(rows, row)

@@ -27,11 +27,12 @@ func TestSnapshotRows(t *testing.T) {
 		member(9, "", false)} // a store member whose node never started
 	alive := map[string]bool{"n1": true, "n2": true, "n3": true, "n4": true}
 
+	contact := seen.Add(time.Minute)
 	type want struct {
 		alive  bool
 		reach  string
 		leader bool
-		seen   bool
+		seen   time.Time
 	}
 	tests := []struct {
 		name string
@@ -40,19 +41,20 @@ func TestSnapshotRows(t *testing.T) {
 	}{
 		{"with a quorum", snapshot{members: members, recs: recs, alive: alive, leader: 2}, map[string]want{
 			"n1": {alive: true}, "n2": {alive: true, leader: true}, "n3": {alive: true}, "n4": {alive: true},
-			"n5": {seen: true}, "(unstarted 9)": {},
+			"n5": {seen: seen}, "(unstarted 9)": {},
 		}},
 		{"stale", snapshot{stale: true, members: members, recs: recs, alive: map[string]bool{}, self: "n1",
+			aliveInCopy: map[string]bool{"n1": true, "n2": true, "n3": true}, lastContact: contact,
 			reached: map[string]bool{"http://n1:7402": true, "http://n2:7402": true}}, map[string]want{
 			"n1": {alive: true, reach: wire.ReachSelf}, "n2": {alive: true, reach: wire.ReachReachable},
-			"n3": {reach: wire.ReachUnreachable, seen: true}, "n4": {reach: wire.ReachUnknown, seen: true},
-			"n5": {reach: wire.ReachUnknown, seen: true}, "(unstarted 9)": {reach: wire.ReachUnreachable},
+			"n3": {reach: wire.ReachUnreachable, seen: contact}, "n4": {reach: wire.ReachUnknown, seen: seen},
+			"n5": {reach: wire.ReachUnknown, seen: seen}, "(unstarted 9)": {reach: wire.ReachUnreachable},
 		}},
 		{"stale on a client node", snapshot{stale: true, members: members, recs: recs, alive: map[string]bool{}, self: "n4",
 			reached: map[string]bool{"http://n3:7402": true}}, map[string]want{
-			"n1": {reach: wire.ReachUnreachable, seen: true}, "n2": {reach: wire.ReachUnreachable, seen: true},
+			"n1": {reach: wire.ReachUnreachable, seen: seen}, "n2": {reach: wire.ReachUnreachable, seen: seen},
 			"n3": {alive: true, reach: wire.ReachReachable}, "n4": {alive: true, reach: wire.ReachSelf},
-			"n5": {reach: wire.ReachUnknown, seen: true}, "(unstarted 9)": {reach: wire.ReachUnreachable},
+			"n5": {reach: wire.ReachUnknown, seen: seen}, "(unstarted 9)": {reach: wire.ReachUnreachable},
 		}},
 	}
 	for _, tt := range tests {
@@ -67,7 +69,7 @@ func TestSnapshotRows(t *testing.T) {
 					t.Errorf("unexpected row %q", r.Name)
 					continue
 				}
-				got := want{alive: r.Alive, reach: r.Reach, leader: r.Leader, seen: !r.LastSeen.IsZero()}
+				got := want{alive: r.Alive, reach: r.Reach, leader: r.Leader, seen: r.LastSeen}
 				if got != w {
 					t.Errorf("%s: got %+v, want %+v", r.Name, got, w)
 				}

@@ -82,6 +82,10 @@ func newStatusCmd(g *globals) *cobra.Command {
 				leader = "(none known to " + st.Node + ")"
 				nodes = fmt.Sprintf("%d reached of %d", st.NodesAlive, st.Nodes)
 			}
+			autopilot := st.Autopilot
+			if autopilot == "" {
+				autopilot = "(none known)"
+			}
 			lines := [][2]string{
 				{"voters", fmt.Sprintf("%d alive of %d (target %d), %d needed for quorum", st.VotersAlive, st.Voters, st.TargetVoters, st.Quorum)},
 				{"fault tolerance", ft},
@@ -90,8 +94,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 				{"term", fmt.Sprint(st.Term)},
 				{"applied index", fmt.Sprint(st.AppliedIndex)},
 				{"revision", fmt.Sprint(st.Revision)},
-				{"store size", fmt.Sprintf("%.1f MiB", float64(st.StoreSizeBytes)/(1<<20))},
-				{"autopilot", st.Autopilot},
+				{"store size", sizeOf(st.StoreSizeBytes)},
+				{"autopilot", autopilot},
 				{"answered by", st.Node},
 			}
 			var rows [][]string
@@ -102,6 +106,14 @@ func newStatusCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// sizeOf prints a size in bytes for people: KiB under 1 MiB, else MiB.
+func sizeOf(b int64) string {
+	if b < 1<<20 {
+		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+	}
+	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
 }
 
 // staleNote heads a stale answer: the answering node could not confirm it

@@ -529,6 +529,9 @@ func (c *Cluster) WaitHealthy() {
 		if err != nil {
 			return err
 		}
+		if st.Stale {
+			return errors.New("stale status: no quorum confirmed it")
+		}
 		if len(c.opts.StoreEndpoints) > 0 {
 			if st.NodesAlive != running || st.Leader == "" {
 				return fmt.Errorf("%d/%d nodes alive, leader %q", st.NodesAlive, running, st.Leader)
@@ -544,12 +547,17 @@ func (c *Cluster) WaitHealthy() {
 }
 
 // MemberAlive reports whether the cluster cl talks to shows node name alive.
+// A stale answer is an error: there, not alive only means the answering
+// node did not reach it (it has no leader yet, or is cut off).
 func MemberAlive(cl *client.Client, name string) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	ms, err := cl.Members(ctx)
 	if err != nil {
 		return false, err
+	}
+	if ms.Stale {
+		return false, errors.New("stale answer: no quorum confirmed it")
 	}
 	for _, m := range ms.Members {
 		if m.Name == name {

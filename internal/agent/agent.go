@@ -207,6 +207,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		Metrics:        prometheus.Gatherers{pxMetrics.Registry, liveMetrics.Registry, prometheus.DefaultGatherer},
 		RequestTimeout: a.cfg.RequestTimeout.D(),
 		AttemptTimeout: max(2*a.cfg.ElectionTimeout.D(), 200*time.Millisecond),
+		QuorumWait:     max(a.cfg.ElectionTimeout.D(), 200*time.Millisecond),
 		View:           v,
 		Catalog:        cat,
 	}, a.log)

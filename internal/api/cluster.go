@@ -27,39 +27,101 @@ type snapshot struct {
 	// storeUp holds the store members that answered a status request, for
 	// an external store, whose members have no node records.
 	storeUp map[uint64]bool
+
+	// For a stale snapshot: the answering node, the voters' client URLs
+	// that answered its probe just now, and the store member to take the
+	// figures (term, revision...) from. aliveInCopy holds the nodes alive
+	// in the node's copy: alive when it last heard from the store leader,
+	// at lastContact.
+	self        string
+	reached     map[string]bool
+	figuresFrom string
+	aliveInCopy map[string]bool
+	lastContact time.Time
 }
 
+// snapshot reads the membership state with a quorum when this node knows
+// a store leader and the quorum read comes back within quorumWait;
+// otherwise from this node's own copy (stale), at once. A node cut off
+// from the majority thus answers in about a probe budget instead of
+// waiting out the request timeout.
 func (s *Server) snapshot(ctx context.Context) (*snapshot, error) {
-	snap, err := s.readSnapshot(ctx, false)
-	if err != nil && store.IsUnavailable(err) {
-		// No quorum: answer from this node's own copy, and say so.
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		if snap2, err2 := s.readSnapshot(sctx, true); err2 == nil {
-			return snap2, nil
+	if s.leaderKnown() {
+		snap, err := s.readSnapshot(ctx, false)
+		if err == nil || ctx.Err() != nil || !store.IsUnavailable(err) {
+			return snap, err
 		}
 	}
-	return snap, err
+	return s.staleSnapshot(ctx)
 }
 
+// leaderKnown reports whether this node knows a store leader: its own
+// member follows one (a member cut off from the majority forgets it within
+// one or two election timeouts: a follower when it starts a pre-vote, a
+// leader when its quorum check fails), or, on a node without a member, the
+// last probe found one with a quorum of voters reachable.
+func (s *Server) leaderKnown() bool {
+	if m := s.st.Member(); m != nil {
+		return m.Etcd.Server.Lead() != 0
+	}
+	h := s.st.Health()
+	return h.Measured.IsZero() || (h.LeaderID != 0 && h.Reachable >= h.Quorum())
+}
+
+// staleSnapshot reads this node's own copy and, meanwhile, probes the
+// voters within the probe budget: what answers is what it can say is alive.
+func (s *Server) staleSnapshot(ctx context.Context) (*snapshot, error) {
+	var h store.Health
+	probed := make(chan struct{})
+	go func() {
+		defer close(probed)
+		h = s.st.Probe(ctx, store.ProbeBudget(s.defaultTimeout))
+	}()
+	snap, err := s.readSnapshot(ctx, true)
+	<-probed
+	if err != nil {
+		return nil, err
+	}
+	snap.self = s.cm.Self().Name
+	snap.lastContact = s.cm.LastContact()
+	snap.reached = map[string]bool{}
+	for _, u := range h.Answered {
+		snap.reached[u] = true
+	}
+	if eps := s.st.Endpoints(); s.st.Member() != nil && len(eps) > 0 {
+		snap.figuresFrom = eps[0]
+	} else if len(h.Answered) > 0 {
+		snap.figuresFrom = h.Answered[0]
+	}
+	return snap, nil
+}
+
+// readSnapshot reads the membership state, linearizably or (stale) from
+// the store member this node reads from. Either way the reads get at most
+// quorumWait: a quorum read that takes longer is not coming back soon, and
+// a stale read on a client node whose voter is cut off fails rather than
+// holding the answer.
 func (s *Server) readSnapshot(ctx context.Context, stale bool) (*snapshot, error) {
 	c := s.st.Client()
 	var opts []clientv3.OpOption
 	if stale {
 		opts = append(opts, clientv3.WithSerializable())
 	}
-	ml, err := c.MemberList(ctx, opts...)
+	rctx, cancel := context.WithTimeout(ctx, s.quorumWait)
+	defer cancel()
+	ml, err := c.MemberList(rctx, opts...)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.Get(ctx, keys.NodesPrefix, append(opts, clientv3.WithPrefix())...)
+	resp, err := c.Get(rctx, keys.NodesPrefix, append(opts, clientv3.WithPrefix())...)
 	if err != nil {
 		return nil, err
 	}
-	aresp, err := c.Get(ctx, keys.AlivePrefix, append(opts, clientv3.WithPrefix(), clientv3.WithKeysOnly())...)
+	aresp, err := c.Get(rctx, keys.AlivePrefix, append(opts, clientv3.WithPrefix(), clientv3.WithKeysOnly())...)
 	if err != nil {
 		return nil, err
 	}
+	cancel()
 	snap := &snapshot{stale: stale, members: ml.Members, recs: map[string]cluster.NodeRecord{}, alive: map[string]bool{}}
 	for _, kv := range resp.Kvs {
 		var rec cluster.NodeRecord
@@ -94,11 +156,29 @@ func (s *Server) readSnapshot(ctx context.Context, stale bool) (*snapshot, error
 		cancel()
 	}
 	if stale {
-		// Leases do not expire without a leader: the alive keys say nothing.
-		// Trust only what this node can reach.
+		// Leases do not expire without a leader: the alive keys say only
+		// who was alive when this node last heard from one, and no leader
+		// is confirmed.
+		snap.aliveInCopy, snap.alive = snap.alive, map[string]bool{}
 		snap.leader = 0
 	}
 	return snap, nil
+}
+
+// reach says, in a stale snapshot, what the answering node knows of a
+// node's liveness: only itself and the voters that answered its probe
+// count as alive.
+func (snap *snapshot) reach(name string, mem *etcdserverpb.Member) string {
+	switch {
+	case name == snap.self:
+		return wire.ReachSelf
+	case mem == nil || mem.IsLearner || len(mem.ClientURLs) == 0:
+		return wire.ReachUnknown // the probe asks voters only
+	case snap.reached[mem.ClientURLs[0]]:
+		return wire.ReachReachable
+	default:
+		return wire.ReachUnreachable
+	}
 }
 
 func (snap *snapshot) rows() []wire.MemberInfo {
@@ -110,9 +190,6 @@ func (snap *snapshot) rows() []wire.MemberInfo {
 	seen := map[string]bool{}
 	for name, rec := range snap.recs {
 		row := wire.MemberInfo{Name: name, Role: cluster.RoleClient, Alive: snap.alive[name], API: rec.API, PeerURL: rec.PeerURL, DNS: rec.DNS, Proxy: rec.Proxy}
-		if !row.Alive {
-			row.LastSeen = rec.LastSeen
-		}
 		mem := byName[name]
 		if mem == nil {
 			for _, m := range snap.members {
@@ -133,6 +210,17 @@ func (snap *snapshot) rows() []wire.MemberInfo {
 		} else {
 			row.PeerURL = ""
 		}
+		if snap.stale {
+			row.Reach = snap.reach(name, mem)
+			row.Alive = row.Reach == wire.ReachSelf || row.Reach == wire.ReachReachable
+		}
+		switch {
+		case row.Alive:
+		case snap.aliveInCopy[name] && !snap.lastContact.IsZero():
+			row.LastSeen = snap.lastContact.UTC() // alive as of this node's copy
+		default:
+			row.LastSeen = rec.LastSeen
+		}
 		rows = append(rows, row)
 	}
 	// Store members with no node record (an external tool added them, or
@@ -147,6 +235,10 @@ func (snap *snapshot) rows() []wire.MemberInfo {
 		}
 		if m.IsLearner {
 			row.Role = "learner"
+		}
+		if snap.stale {
+			row.Reach = snap.reach("", m)
+			row.Alive = row.Reach == wire.ReachReachable
 		}
 		if row.Name == "" {
 			row.Name = "(unstarted " + row.MemberID + ")"
@@ -178,7 +270,11 @@ func (s *Server) withSnapshot(w http.ResponseWriter, r *http.Request, f func(con
 
 func (s *Server) members(w http.ResponseWriter, r *http.Request) {
 	s.withSnapshot(w, r, func(_ context.Context, snap *snapshot) {
-		writeJSON(w, http.StatusOK, wire.Members{Stale: snap.stale, Members: snap.rows()})
+		out := wire.Members{Stale: snap.stale, Members: snap.rows()}
+		if snap.stale {
+			out.LastContactMs = s.lastContactMs()
+		}
+		writeJSON(w, http.StatusOK, out)
 	})
 }
 
@@ -188,19 +284,27 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) writeStatus(ctx context.Context, w http.ResponseWriter, snap *snapshot) {
 	st := wire.Status{Stale: snap.stale, Node: s.cm.Self().Name, Nodes: len(snap.recs)}
-	if !snap.stale {
-		if info, err := s.cm.Info(ctx); err == nil {
+	// Each store request here gets quorumWait, like the snapshot's reads:
+	// a figure that does not come in time is left out rather than holding
+	// the answer.
+	qctx, cancel := context.WithTimeout(ctx, s.quorumWait)
+	defer cancel()
+	if snap.stale {
+		st.LastContactMs = s.lastContactMs()
+		if info, err := s.cm.Info(qctx, clientv3.WithSerializable()); err == nil {
 			st.TargetVoters = info.Voters
 		}
-		st.Autopilot, _ = cluster.AutopilotHolder(ctx, s.st.Client())
-	}
-	for name := range snap.recs {
-		if snap.alive[name] {
-			st.NodesAlive++
+	} else {
+		if info, err := s.cm.Info(qctx); err == nil {
+			st.TargetVoters = info.Voters
 		}
+		st.Autopilot, _ = cluster.AutopilotHolder(qctx, s.st.Client())
 	}
 	var leaderURL string
 	for _, row := range snap.rows() {
+		if _, ok := snap.recs[row.Name]; ok && row.Alive {
+			st.NodesAlive++
+		}
 		if row.Role != cluster.RoleVoter {
 			continue
 		}
@@ -219,20 +323,24 @@ func (s *Server) writeStatus(ctx context.Context, w http.ResponseWriter, snap *s
 		st.TargetVoters = st.Voters
 	}
 	st.Quorum = st.Voters/2 + 1
-	if h := s.st.Health(); !h.Measured.IsZero() && h.Reachable < st.VotersAlive {
+	if h := s.st.Health(); !snap.stale && !h.Measured.IsZero() && h.Reachable < st.VotersAlive {
 		// Leases cannot expire without a leader; what this node can reach
 		// is the better measure then.
 		st.VotersAlive = h.Reachable
-	}
-	if snap.stale {
-		st.VotersAlive = s.st.Health().Reachable
 	}
 	st.FaultTolerance = st.VotersAlive - st.Quorum
 	if st.FaultTolerance < 0 {
 		st.FaultTolerance = -1
 	}
-	if leaderURL != "" {
-		if ms, err := s.st.MemberStatus(ctx, leaderURL); err == nil {
+	// The figures come from the leader, or, when stale, from this node's
+	// own member (its local state needs no quorum), or on a node without
+	// one from a voter that answered its probe.
+	figuresFrom := leaderURL
+	if snap.stale {
+		figuresFrom = snap.figuresFrom
+	}
+	if figuresFrom != "" {
+		if ms, err := s.st.MemberStatus(qctx, figuresFrom); err == nil {
 			st.Term = ms.RaftTerm
 			st.AppliedIndex = ms.RaftAppliedIndex
 			st.Revision = ms.Header.Revision
@@ -240,6 +348,17 @@ func (s *Server) writeStatus(ctx context.Context, w http.ResponseWriter, snap *s
 		}
 	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+// lastContactMs is how long ago this node last heard from the store
+// leader, nil if it never has.
+func (s *Server) lastContactMs() *int64 {
+	lc := s.cm.LastContact()
+	if lc.IsZero() {
+		return nil
+	}
+	ms := time.Since(lc).Milliseconds()
+	return &ms
 }
 
 // events lists recent events (?limit=N, default 50) and with ?watch=true

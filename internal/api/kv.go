@@ -34,12 +34,7 @@ func (s *Server) readInfo(stale bool, rev int64) wire.ReadInfo {
 	if !stale {
 		return wire.ReadInfo{Consistency: "linearizable", Revision: rev}
 	}
-	info := wire.ReadInfo{Consistency: "stale", Revision: rev}
-	if lc := s.cm.LastContact(); !lc.IsZero() {
-		ms := time.Since(lc).Milliseconds()
-		info.LastContactMs = &ms
-	}
-	return info
+	return wire.ReadInfo{Consistency: "stale", Revision: rev, LastContactMs: s.lastContactMs()}
 }
 
 func (s *Server) kvGet(w http.ResponseWriter, r *http.Request) {

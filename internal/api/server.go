@@ -35,6 +35,7 @@ type Server struct {
 	log            *slog.Logger
 	defaultTimeout time.Duration
 	attemptTimeout time.Duration
+	quorumWait     time.Duration
 	view           *view.View
 	catalog        *catalog.Catalog
 	// OnLeave is called after this node has left the cluster through the API;
@@ -53,6 +54,11 @@ type Options struct {
 	// (about two election timeouts: long enough for a healthy store, short
 	// enough to move on from a leader that died).
 	AttemptTimeout time.Duration
+	// QuorumWait bounds each store read of GET /v1/status and /v1/members
+	// (default 500 ms, about an election timeout): a quorum read that
+	// takes longer is answered from the node's own copy instead, marked
+	// stale, rather than waiting out the request timeout.
+	QuorumWait time.Duration
 	// Metrics is gathered for GET /metrics (Prometheus).
 	Metrics prometheus.Gatherer
 	// View and Catalog serve the service catalog.
@@ -62,8 +68,11 @@ type Options struct {
 
 // New returns the API server for a node.
 func New(st *store.Store, cm *cluster.Manager, opts Options, log *slog.Logger) *Server {
+	if opts.QuorumWait <= 0 {
+		opts.QuorumWait = 500 * time.Millisecond
+	}
 	s := &Server{st: st, cm: cm, log: log, defaultTimeout: opts.RequestTimeout, attemptTimeout: opts.AttemptTimeout,
-		view: opts.View, catalog: opts.Catalog, mux: http.NewServeMux()}
+		quorumWait: opts.QuorumWait, view: opts.View, catalog: opts.Catalog, mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /v1/health", s.health)
 	s.mux.HandleFunc("GET /v1/kv/{key...}", s.kvGet)
 	s.mux.HandleFunc("PUT /v1/kv/{key...}", s.kvPut)

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/tandemhq/tandem/internal/wire"
@@ -23,6 +24,9 @@ func newMembersCmd(g *globals) *cobra.Command {
 			if g.json {
 				return g.printJSON(res)
 			}
+			if res.Stale {
+				g.staleNote(res.LastContactMs, "STATE is what it reached itself just now")
+			}
 			var rows [][]string
 			for _, m := range res.Members {
 				leader, state, seen := "", "dead", ago(m.LastSeen)
@@ -32,12 +36,15 @@ func newMembersCmd(g *globals) *cobra.Command {
 				if m.Alive {
 					state, seen = "alive", "now"
 				}
+				switch m.Reach {
+				case wire.ReachSelf:
+					state = "alive (answering)"
+				case wire.ReachReachable, wire.ReachUnreachable, wire.ReachUnknown:
+					state = m.Reach
+				}
 				rows = append(rows, []string{m.Name, m.Role, leader, state, seen, m.API, m.PeerURL, m.DNS, m.Proxy})
 			}
 			g.table([]string{"NAME", "ROLE", "LEADER", "STATE", "LAST SEEN", "API", "PEER", "DNS", "PROXY"}, rows)
-			if res.Stale {
-				fmt.Fprintln(g.out, "(stale: no quorum; this is the answering node's last known view)")
-			}
 			return nil
 		},
 	}
@@ -69,16 +76,26 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if leader == "" {
 				leader = "(none)"
 			}
+			nodes := fmt.Sprintf("%d alive of %d", st.NodesAlive, st.Nodes)
+			if st.Stale {
+				g.staleNote(st.LastContactMs, "alive counts only what it reached itself just now")
+				leader = "(none known to " + st.Node + ")"
+				nodes = fmt.Sprintf("%d reached of %d", st.NodesAlive, st.Nodes)
+			}
+			autopilot := st.Autopilot
+			if autopilot == "" {
+				autopilot = "(none known)"
+			}
 			lines := [][2]string{
 				{"voters", fmt.Sprintf("%d alive of %d (target %d), %d needed for quorum", st.VotersAlive, st.Voters, st.TargetVoters, st.Quorum)},
 				{"fault tolerance", ft},
-				{"nodes", fmt.Sprintf("%d alive of %d", st.NodesAlive, st.Nodes)},
+				{"nodes", nodes},
 				{"store leader", leader},
 				{"term", fmt.Sprint(st.Term)},
 				{"applied index", fmt.Sprint(st.AppliedIndex)},
 				{"revision", fmt.Sprint(st.Revision)},
-				{"store size", fmt.Sprintf("%.1f MiB", float64(st.StoreSizeBytes)/(1<<20))},
-				{"autopilot", st.Autopilot},
+				{"store size", sizeOf(st.StoreSizeBytes)},
+				{"autopilot", autopilot},
 				{"answered by", st.Node},
 			}
 			var rows [][]string
@@ -86,12 +103,27 @@ func newStatusCmd(g *globals) *cobra.Command {
 				rows = append(rows, []string{l[0] + ":", l[1]})
 			}
 			g.table([]string{"CLUSTER", ""}, rows)
-			if st.Stale {
-				fmt.Fprintln(g.out, "(stale: no quorum; this is the answering node's last known view)")
-			}
 			return nil
 		},
 	}
+}
+
+// sizeOf prints a size in bytes for people: KiB under 1 MiB, else MiB.
+func sizeOf(b int64) string {
+	if b < 1<<20 {
+		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+	}
+	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+}
+
+// staleNote heads a stale answer: the answering node could not confirm it
+// with a quorum, and its copy may be lastContactMs old.
+func (g *globals) staleNote(lastContactMs *int64, alive string) {
+	age := "never"
+	if lastContactMs != nil {
+		age = (time.Duration(*lastContactMs) * time.Millisecond).Round(100*time.Millisecond).String() + " ago"
+	}
+	fmt.Fprintf(g.out, "STALE: no quorum confirmed this answer (the answering node is cut off, or the store has no leader); it is that node's own copy, store leader last heard %s; %s\n\n", age, alive)
 }
 
 func newEventsCmd(g *globals) *cobra.Command {

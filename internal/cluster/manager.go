@@ -91,9 +91,11 @@ func (m *Manager) LastContact() time.Time {
 	return time.Unix(0, n)
 }
 
-// Info reads the cluster settings, falling back to the local target.
-func (m *Manager) Info(ctx context.Context) (ClusterInfo, error) {
-	resp, err := m.st.Client().Get(ctx, keys.ClusterKey)
+// Info reads the cluster settings, falling back to the local target. opts
+// apply to the read (clientv3.WithSerializable: from this node's own copy,
+// without a quorum).
+func (m *Manager) Info(ctx context.Context, opts ...clientv3.OpOption) (ClusterInfo, error) {
+	resp, err := m.st.Client().Get(ctx, keys.ClusterKey, opts...)
 	if err != nil {
 		return ClusterInfo{}, err
 	}

@@ -14,6 +14,7 @@ package clustertest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -532,6 +533,9 @@ func (c *Cluster) WaitHealthy() {
 		if err != nil {
 			return err
 		}
+		if st.Stale {
+			return errors.New("stale status: no quorum confirmed it")
+		}
 		if len(c.opts.StoreEndpoints) > 0 {
 			if st.NodesAlive != running || st.Leader == "" {
 				return fmt.Errorf("%d/%d nodes alive, leader %q", st.NodesAlive, running, st.Leader)
@@ -547,12 +551,17 @@ func (c *Cluster) WaitHealthy() {
 }
 
 // MemberAlive reports whether the cluster cl talks to shows node name alive.
+// A stale answer is an error: there, not alive only means the answering
+// node did not reach it (it has no leader yet, or is cut off).
 func MemberAlive(cl *client.Client, name string) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	ms, err := cl.Members(ctx)
 	if err != nil {
 		return false, err
+	}
+	if ms.Stale {
+		return false, errors.New("stale answer: no quorum confirmed it")
 	}
 	for _, m := range ms.Members {
 		if m.Name == name {
@@ -607,8 +616,71 @@ func (nd *Node) Kill() {
 	nd.done <- nil // keep Running() false
 }
 
-// Stop freezes the node's process with SIGSTOP.
-func (nd *Node) Stop() { nd.signal(syscall.SIGSTOP) }
+// Stop freezes the node's process with SIGSTOP and returns once every
+// thread of it has stopped. kill(2) returns as soon as the signal is
+// queued; the kernel stops the threads as each next runs, and on a busy
+// machine some of them go on running (answering Raft heartbeats, say) for
+// milliseconds after (seen here: threads still running 1 to 2.5 ms after
+// kill returned, on a lightly loaded machine). A test acting on the frozen
+// node at once raced them; the likely cause of
+// TestMinorityNodeServesStaleRefusesRest's linearizable read on the lone
+// node succeeding once in four runs, confirmed by "frozen" voters whose
+// threads had not all stopped.
+func (nd *Node) Stop() {
+	nd.c.t.Helper()
+	nd.signal(syscall.SIGSTOP)
+	start := time.Now()
+	for {
+		err := threadsStopped(nd.Pid())
+		if err == nil {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			nd.c.t.Fatalf("%s: not stopped 10s after SIGSTOP: %v", nd.Name, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if d := time.Since(start); d > 10*time.Millisecond {
+		nd.c.t.Logf("%s: every thread stopped %s after SIGSTOP", nd.Name, d.Round(time.Millisecond))
+	}
+}
+
+// threadsStopped reports which thread of process pid is not stopped, if any.
+func threadsStopped(pid int) error {
+	dir := filepath.Join("/proc", strconv.Itoa(pid), "task")
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, task := range tasks {
+		st, err := procState(filepath.Join(dir, task.Name(), "stat"))
+		if errors.Is(err, os.ErrNotExist) {
+			continue // the thread exited
+		}
+		if err != nil {
+			return err
+		}
+		if st != 'T' && st != 't' {
+			return fmt.Errorf("thread %s is in state %c", task.Name(), st)
+		}
+	}
+	return nil
+}
+
+// procState reads the state letter (R, S, T...) from a /proc stat file.
+func procState(path string) (byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	// pid (comm) state ...: comm may hold spaces; the state follows the
+	// last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+3 > len(b) {
+		return 0, fmt.Errorf("%s: unreadable stat %q", path, b)
+	}
+	return b[i+2], nil
+}
 
 // Cont resumes a stopped process with SIGCONT.
 func (nd *Node) Cont() { nd.signal(syscall.SIGCONT) }

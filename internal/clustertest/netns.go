@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"testing"
 )
 
 // This file is the network of a cluster started with Options.Netns, and
@@ -53,6 +54,21 @@ func NetnsAvailable() error {
 		}
 	}
 	return nil
+}
+
+// NeedNetns skips a test that needs Options.Netns where this machine cannot
+// give it, except in CI (CI=true), which runs as root and must not skip.
+func NeedNetns(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts clusters")
+	}
+	if err := NetnsAvailable(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI must run the network namespace tests: %v", err)
+		}
+		t.Skipf("network namespaces not available: %v", err)
+	}
 }
 
 // network is the namespaces, links and fault rules of one cluster. Its

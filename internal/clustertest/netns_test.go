@@ -14,23 +14,8 @@ import (
 	"github.com/tandemhq/tandem/internal/client"
 )
 
-// needNetns skips a test that needs Options.Netns where the machine cannot
-// give it, except in CI (CI=true), which runs as root and must not skip.
-func needNetns(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("starts clusters")
-	}
-	if err := NetnsAvailable(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI must run the network namespace tests: %v", err)
-		}
-		t.Skipf("network namespaces not available: %v", err)
-	}
-}
-
 func TestNetns(t *testing.T) {
-	needNetns(t)
+	NeedNetns(t)
 	var router, hostIf string
 	t.Run("cluster", func(t *testing.T) {
 		c := Start(t, 3, Options{Mode: Processes, Netns: true})
@@ -63,10 +48,10 @@ func TestNetns(t *testing.T) {
 
 		t.Run("stop and cont reach the agent", func(t *testing.T) {
 			follower.Stop()
-			c.Eventually(5*time.Second, follower.Name+" stopped", func() error { return procState(follower.Pid(), "T") })
+			c.Eventually(5*time.Second, follower.Name+" stopped", func() error { return isState(follower.Pid(), "T") })
 			follower.Cont()
 			c.Eventually(5*time.Second, follower.Name+" running", func() error {
-				if procState(follower.Pid(), "T") == nil {
+				if isState(follower.Pid(), "T") == nil {
 					return errors.New("still stopped")
 				}
 				return nil
@@ -146,19 +131,14 @@ func TestNetns(t *testing.T) {
 	}
 }
 
-// procState returns nil if process pid is in state s (R, S, T, ...).
-func procState(pid int, s string) error {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+// isState reports whether process pid is in state s (a /proc stat letter).
+func isState(pid int, s string) error {
+	st, err := procState(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	if err != nil {
 		return err
 	}
-	// pid (comm) state ...: comm may hold spaces, the state follows the last ')'.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 || i+3 > len(b) {
-		return errors.New("unreadable stat")
-	}
-	if st := string(b[i+2 : i+3]); st != s {
-		return errors.New("state " + st)
+	if string(st) != s {
+		return errors.New("state " + string(st))
 	}
 	return nil
 }

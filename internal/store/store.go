@@ -44,6 +44,8 @@ type Health struct {
 	Reachable int       // of those, how many answered a status probe
 	LeaderID  uint64    // leader reported by a reachable member, 0 if none
 	Measured  time.Time // when the probe ran; zero if never
+	// Answered holds the client URLs of the voters that answered, sorted.
+	Answered []string
 }
 
 // Quorum is the number of voters needed for a majority.
@@ -211,6 +213,7 @@ func (s *Store) probeOnce(ctx context.Context, last []string, timeout time.Durat
 			}
 			mu.Lock()
 			h.Reachable++
+			h.Answered = append(h.Answered, u)
 			if st.Leader != 0 {
 				h.LeaderID = st.Leader
 			}
@@ -218,6 +221,7 @@ func (s *Store) probeOnce(ctx context.Context, last []string, timeout time.Durat
 		}()
 	}
 	wg.Wait()
+	sort.Strings(h.Answered)
 	s.mu.Lock()
 	s.health = h
 	s.lastURLs = urls
@@ -244,13 +248,21 @@ func ProbeBudget(timeout time.Duration) time.Duration { return min(250*time.Mill
 // Diagnose probes the voters now, within budget, and returns the error for
 // a request that failed for want of a quorum.
 func (s *Store) Diagnose(ctx context.Context, cause error, budget time.Duration) error {
+	s.Probe(ctx, budget)
+	return s.Unavailable(cause)
+}
+
+// Probe asks the voters of the last probe for their status now, each
+// within budget, and returns the result (also kept for Health). A voter
+// that does not answer within budget counts as unreachable.
+func (s *Store) Probe(ctx context.Context, budget time.Duration) Health {
 	s.mu.Lock()
 	urls := s.lastURLs
 	s.mu.Unlock()
 	if len(urls) > 0 && budget > 0 {
 		s.probeOnce(ctx, urls, budget)
 	}
-	return s.Unavailable(cause)
+	return s.Health()
 }
 
 // Unavailable builds the error for a request that failed for want of a

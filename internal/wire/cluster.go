@@ -15,19 +15,46 @@ type MemberInfo struct {
 	DNS      string    `json:"dns"`
 	Proxy    string    `json:"proxy"`
 	MemberID string    `json:"member_id,omitempty"`
+	// Reach is set in stale answers only, where Alive is true just for
+	// what the answering node confirmed itself: ReachSelf, ReachReachable
+	// or ReachUnreachable for a voter, ReachUnknown for a node it cannot
+	// ask (a client node, a learner).
+	Reach string `json:"reach,omitempty"`
 }
+
+// Values of MemberInfo.Reach.
+const (
+	// ReachSelf is the answering node.
+	ReachSelf = "self"
+	// ReachReachable is a voter whose store member answered the answering
+	// node's status probe just now.
+	ReachReachable = "reachable"
+	// ReachUnreachable is a voter whose store member did not answer that
+	// probe: it is down, or cut off from the answering node.
+	ReachUnreachable = "unreachable"
+	// ReachUnknown is a node the answering node has no way to ask.
+	ReachUnknown = "unknown"
+)
 
 // Members answers GET /v1/members.
 type Members struct {
-	// Stale is true when the cluster had no quorum and this answer comes
-	// from the answering node's own, possibly outdated, copy.
-	Stale   bool         `json:"stale"`
-	Members []MemberInfo `json:"members"`
+	// Stale is true when the answering node could not confirm its answer
+	// with a quorum (it is cut off, or the store has no leader): the
+	// answer comes from its own, possibly outdated, copy.
+	Stale bool `json:"stale"`
+	// LastContactMs, in stale answers, is how long ago the answering node
+	// last heard from the store leader: how outdated its copy may be.
+	LastContactMs *int64       `json:"last_contact_ms,omitempty"`
+	Members       []MemberInfo `json:"members"`
 }
 
-// Status answers GET /v1/status.
+// Status answers GET /v1/status. When Stale, the figures (target voters,
+// term, applied index, revision, store size) are the answering node's own,
+// LastContactMs says how old, and only what it reached itself counts as
+// alive.
 type Status struct {
 	Stale          bool   `json:"stale"`
+	LastContactMs  *int64 `json:"last_contact_ms,omitempty"`
 	Node           string `json:"node"`
 	TargetVoters   int    `json:"target_voters"`
 	Voters         int    `json:"voters"`

@@ -3,7 +3,6 @@ package robustness
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -19,7 +18,7 @@ import (
 // takes a new lease, and it must then stay alive, revoked no more, until
 // its API answers the watchers again.
 func TestDeathWatchDoesNotFlap(t *testing.T) {
-	needNetns(t)
+	clustertest.NeedNetns(t)
 	c := clustertest.Start(t, 3, clustertest.Options{Mode: clustertest.Processes, Netns: true})
 	leader := c.Leader()
 	var victim *clustertest.Node
@@ -90,7 +89,7 @@ func TestDeathWatchDoesNotFlap(t *testing.T) {
 // of them they revoke its lease once the survivors have elected a new
 // leader, long before the lease (renewed in full by that election) ends.
 func TestSilentLeaderNoticedBeforeItsLease(t *testing.T) {
-	needNetns(t)
+	clustertest.NeedNetns(t)
 	c := clustertest.Start(t, 3, clustertest.Options{Mode: clustertest.Processes, Netns: true, Flags: []string{"--lease-ttl=30s"}})
 	victim := c.Leader()
 	var survivors []string
@@ -111,16 +110,4 @@ func TestSilentLeaderNoticedBeforeItsLease(t *testing.T) {
 	t.Logf("blackholed store leader %s shown dead after %s (lease TTL 30s)", victim.Name, time.Since(silenced).Round(time.Millisecond))
 	c.Heal()
 	c.WaitHealthy()
-}
-
-// needNetns fails in CI and skips elsewhere when network namespaces are
-// not available.
-func needNetns(t *testing.T) {
-	t.Helper()
-	if err := clustertest.NetnsAvailable(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI must run this test in network namespaces: %v", err)
-		}
-		t.Skipf("needs network namespaces: %v", err)
-	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/tandemhq/tandem/internal/cluster"
 	"github.com/tandemhq/tandem/internal/config"
 	"github.com/tandemhq/tandem/internal/dns"
+	"github.com/tandemhq/tandem/internal/health"
 	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/proxy"
 	"github.com/tandemhq/tandem/internal/registry"
@@ -186,7 +187,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	v := view.New(st.Client, a.log.With("component", "view"))
 	cat := catalog.New(st, a.cfg.Name, registry.Rules{AllowExec: a.cfg.EnableExecChecks})
-	runner := catalog.NewRunner(st, v, a.cfg.Name, cm.Lease, a.log.With("component", "health"))
+	runner := catalog.NewRunner(st, v, health.Node{Name: a.cfg.Name, AllowExec: a.cfg.EnableExecChecks}, cm.Lease, a.log.With("component", "health"))
 	dnsSrv, err := dns.New(dns.Config{
 		Domain: a.cfg.DNSDomain, TTL: uint32(a.cfg.DNSTTL),
 		Addr: net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.DNSPort)),

@@ -23,18 +23,25 @@ import (
 // shows them, and writes an instance's health to the store only when its
 // state changes. Health keys are bound to the node's liveness lease, so they
 // vanish, and the instances turn critical everywhere, when the node dies.
+//
+// The checks come from the store (the instance's own, or its service's), so
+// they are whatever any writer put there; the runner builds every checker
+// with this node's own settings (health.Node), and a check the node refuses
+// (an exec check without --enable-exec-checks) is never run: it stays
+// critical with the reason as its output, and is logged once.
 type Runner struct {
 	st    *store.Store
 	v     *view.View
-	node  string
+	self  health.Node
 	lease func() (clientv3.LeaseID, <-chan struct{})
 	log   *slog.Logger
 }
 
-// NewRunner returns the runner of node. lease returns the node's current
-// liveness lease and a channel closed when it next changes.
-func NewRunner(st *store.Store, v *view.View, node string, lease func() (clientv3.LeaseID, <-chan struct{}), log *slog.Logger) *Runner {
-	return &Runner{st: st, v: v, node: node, lease: lease, log: log}
+// NewRunner returns the runner of node self, which runs checks as self
+// allows. lease returns the node's current liveness lease and a channel
+// closed when it next changes.
+func NewRunner(st *store.Store, v *view.View, self health.Node, lease func() (clientv3.LeaseID, <-chan struct{}), log *slog.Logger) *Runner {
+	return &Runner{st: st, v: v, self: self, lease: lease, log: log}
 }
 
 type running struct {
@@ -62,7 +69,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	for {
 		changed := r.v.Changed()
 		want := map[string]view.Owned{}
-		for _, o := range r.v.OwnedBy(r.node) {
+		for _, o := range r.v.OwnedBy(r.self.Name) {
 			want[o.Service+"/"+o.ID] = o
 		}
 		for key, a := range active {
@@ -121,9 +128,12 @@ func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks [
 			wg.Go(func() { r.runTTL(ctx, in, i, c, results) })
 			continue
 		}
-		ch, err := health.New(c, in)
+		ch, err := health.New(c, in, r.self)
 		if err != nil {
+			// Never run: critical for as long as this registration stands,
+			// whatever its initial state, and logged once, here.
 			st.status, st.output = registry.Critical, err.Error()
+			r.log.Warn("health check not run", "service", in.Service, "id", in.ID, "check", i+1, "type", c.Type, "err", err)
 			continue
 		}
 		st.checker = ch
@@ -141,7 +151,7 @@ func (r *Runner) runInstance(ctx context.Context, in registry.Instance, checks [
 	// write stores the instance's health if it changed (or the lease did)
 	// and reports whether the store now holds it.
 	write := func() bool {
-		h := registry.Health{Status: registry.Passing, Node: r.node, Since: time.Now().UTC()}
+		h := registry.Health{Status: registry.Passing, Node: r.self.Name, Since: time.Now().UTC()}
 		var statuses []string
 		for _, st := range states {
 			statuses = append(statuses, st.status)

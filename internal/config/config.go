@@ -61,8 +61,12 @@ type Config struct {
 	RequestTimeout Duration `json:"request-timeout"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `json:"log-level"`
-	// EnableExecChecks allows exec health checks (they run commands on this
-	// node) in registrations this node accepts. Off by default.
+	// EnableExecChecks lets this node run exec health checks (commands run
+	// as the agent's user). Off by default. It is enforced where checks
+	// run: without it, this node runs no exec check of any instance it owns,
+	// whether the check is the instance's own, inherited from its service's
+	// spec, or written straight into the store; such a check stays critical
+	// and says why. This node's API also refuses instances with exec checks.
 	EnableExecChecks bool `json:"enable-exec-checks"`
 	// DNSDomain is the domain DNS answers for, like "tandem.".
 	DNSDomain string `json:"dns-domain"`

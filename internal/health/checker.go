@@ -36,10 +36,21 @@ type Checker interface {
 // rather than run.
 var ErrTTL = errors.New("ttl checks are not run but kept alive by renewals: the runner handles them")
 
-// New builds the checker of check c of instance inst. Targets default to
-// the instance's address and port; an http value starting with "/" is a
-// path on that address.
-func New(c registry.Check, inst registry.Instance) (Checker, error) {
+// Node is what the node that runs a check allows. It comes from that node's
+// own flags, never from the store: a check spec is data anyone with write
+// access to the store can supply, so it cannot widen what a node runs.
+type Node struct {
+	// Name is the node's name, quoted in refusals.
+	Name string
+	// AllowExec is true only on a node started with --enable-exec-checks.
+	AllowExec bool
+}
+
+// New builds the checker of check c of instance inst, to run on node.
+// Targets default to the instance's address and port; an http value
+// starting with "/" is a path on that address. An exec check on a node
+// that does not allow them is refused with ErrExecDisabled.
+func New(c registry.Check, inst registry.Instance, node Node) (Checker, error) {
 	hostPort := net.JoinHostPort(inst.Address, strconv.Itoa(inst.Port))
 	switch c.Type {
 	case registry.CheckHTTP:
@@ -61,10 +72,7 @@ func New(c registry.Check, inst registry.Instance) (Checker, error) {
 		}
 		return &grpcChecker{target: target, service: service}, nil
 	case registry.CheckExec:
-		if len(c.Command) == 0 || c.Command[0] == "" {
-			return nil, errors.New("exec check: command is empty: give the program and its arguments")
-		}
-		return &execChecker{argv: append([]string(nil), c.Command...)}, nil
+		return newExec(c.Command, node)
 	case registry.CheckTTL:
 		return nil, ErrTTL
 	default:

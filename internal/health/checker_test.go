@@ -29,7 +29,7 @@ func instanceAt(t *testing.T, addr string) registry.Instance {
 // newChecker builds a checker and closes it when the test ends.
 func newChecker(t *testing.T, c registry.Check, inst registry.Instance) Checker {
 	t.Helper()
-	ch, err := New(c, inst)
+	ch, err := New(c, inst, Node{Name: "n1", AllowExec: true})
 	if err != nil {
 		t.Fatalf("New(%+v): %v", c, err)
 	}
@@ -142,7 +142,7 @@ func TestNew(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ch, err := New(tt.check, inst)
+			ch, err := New(tt.check, inst, Node{Name: "n1", AllowExec: true})
 			switch {
 			case tt.wantErr != nil:
 				if !errors.Is(err, tt.wantErr) {
@@ -165,7 +165,7 @@ func TestNew(t *testing.T) {
 		})
 	}
 
-	ch, err := New(registry.Check{Type: registry.CheckTCP}, registry.Instance{Address: "::1", Port: 80})
+	ch, err := New(registry.Check{Type: registry.CheckTCP}, registry.Instance{Address: "::1", Port: 80}, Node{Name: "n1"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,12 +2,36 @@ package health
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os/exec"
 	"strings"
 	"time"
 
 	"github.com/tandemhq/tandem/internal/registry"
 )
+
+// ErrExecDisabled is returned by New for an exec check on a node not
+// started with --enable-exec-checks.
+var ErrExecDisabled = errors.New("exec checks are disabled")
+
+// newExec builds an exec checker for argv, if node allows exec checks.
+//
+// This is the gate of --enable-exec-checks, and the only place an exec
+// checker is built: every check a node runs, whether its own registration,
+// inherited from the service's spec, or written straight into the store,
+// reaches here on the node that would run it, with that node's own flag.
+// The API's validation (registry.Rules) only refuses early what this would
+// refuse anyway.
+func newExec(argv []string, node Node) (Checker, error) {
+	if !node.AllowExec {
+		return nil, fmt.Errorf("%w on node %s: start it with --enable-exec-checks", ErrExecDisabled, node.Name)
+	}
+	if len(argv) == 0 || argv[0] == "" {
+		return nil, errors.New("exec check: command is empty: give the program and its arguments")
+	}
+	return &execChecker{argv: append([]string(nil), argv...)}, nil
+}
 
 // execChecker runs a command: exit 0 passes, 1 warns, anything else (a
 // timeout included) fails.

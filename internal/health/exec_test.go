@@ -1,6 +1,9 @@
 package health
 
 import (
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -50,5 +53,38 @@ func TestExecOutputLimit(t *testing.T) {
 	r := run(t, ch, 5*time.Second)
 	if r.Status != P || len(r.Output) != maxOutput {
 		t.Errorf("status %s, output %d bytes; want passing with %d", r.Status, len(r.Output), maxOutput)
+	}
+}
+
+// TestExecGate: a node without --enable-exec-checks gets no exec checker,
+// only an error naming the node and the fix, whatever the check says; the
+// same check on a node that allows exec runs.
+func TestExecGate(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "marker")
+	check := registry.Check{Type: registry.CheckExec, Command: []string{"/bin/sh", "-c", "touch " + marker}}
+
+	for _, c := range []registry.Check{check, {Type: registry.CheckExec}} {
+		ch, err := New(c, registry.Instance{}, Node{Name: "n2"})
+		if ch != nil || !errors.Is(err, ErrExecDisabled) {
+			t.Fatalf("%v on a node without exec: got checker %v, err %v; want none and ErrExecDisabled", c.Command, ch, err)
+		}
+		if want := "exec checks are disabled on node n2: start it with --enable-exec-checks"; err.Error() != want {
+			t.Errorf("error %q, want %q", err, want)
+		}
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("marker after a refused exec check: %v, want it absent", err)
+	}
+
+	ch, err := New(check, registry.Instance{}, Node{Name: "n1", AllowExec: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, ch, 5*time.Second); r.Status != P {
+		t.Fatalf("exec check on a node that allows it: %+v, want passing", r)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("marker after an allowed exec check: %v", err)
 	}
 }

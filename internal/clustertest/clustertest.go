@@ -50,10 +50,13 @@ const (
 
 // Options tune a test cluster.
 type Options struct {
-	Mode    Mode
-	Voters  int // default 3
-	Flags   []string
-	Timeout time.Duration // for WaitHealthy and joins; default 60s
+	Mode   Mode
+	Voters int // default 3
+	Flags  []string
+	// NodeFlags are extra flags of single nodes, by name (n1, n2, ...),
+	// given after Flags.
+	NodeFlags map[string][]string
+	Timeout   time.Duration // for WaitHealthy and joins; default 60s
 	// StoreEndpoints points every node at an external etcd cluster.
 	StoreEndpoints []string
 	// Netns runs each node in a network namespace of its own, joined to a
@@ -372,7 +375,8 @@ func (nd *Node) args() []string {
 	for _, e := range c.opts.StoreEndpoints {
 		args = append(args, "--store-endpoints", e)
 	}
-	return append(args, c.opts.Flags...)
+	args = append(args, c.opts.Flags...)
+	return append(args, c.opts.NodeFlags[nd.Name]...)
 }
 
 func (nd *Node) start() {

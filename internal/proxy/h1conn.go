@@ -29,17 +29,23 @@ import (
 // to net/http's server and the ReverseProxy path in http.go.
 
 const (
-	maxHeaderBytes   = 1 << 20 // as net/http's server
-	headerTimeout    = 10 * time.Second
-	clientIdle       = 120 * time.Second
+	maxHeaderBytes   = 1 << 20   // as net/http's server
 	drainLimit       = 256 << 10 // unread request body the proxy reads to keep a connection
 	tlsHandshakeTime = 10 * time.Second
 )
+
+// clientLimits are how long the proxy waits on a client: for the rest of
+// a request's head once it has begun (against slowloris), and for the
+// next request on an idle connection. Tests shorten them.
+type clientLimits struct{ header, idle time.Duration }
+
+var defaultClientLimits = clientLimits{header: 10 * time.Second, idle: 120 * time.Second}
 
 // h1Server tracks the client connections of the HTTP/1.1 path so that a
 // shutdown can close the idle ones and wait for the busy ones.
 type h1Server struct {
 	p       *Proxy
+	limits  clientLimits
 	tls     *tls.Config
 	h2      *handoff // connections for net/http's server (HTTP/2)
 	closing atomic.Bool
@@ -176,12 +182,12 @@ type clientConn struct {
 // serve answers requests until the connection closes or must close. It
 // reports whether it handed the connection to net/http's server.
 //
-// Read deadlines: waiting for a request may last clientIdle, and a head
-// that has begun must arrive within headerTimeout; a body (or a tunnel)
+// Read deadlines: waiting for a request may last limits.idle, and a head
+// that has begun must arrive within limits.header; a body (or a tunnel)
 // has none. They are set once per request at most, not per read: a head
 // already in the buffer needs no deadline at all, and the idle deadline
 // is moved only when it has come closer than idleSlack, so a busy
-// keep-alive connection sets it about once every idleSlack.
+// keep-alive connection sets it about once a second, not per request.
 func (cc *clientConn) serve() (handedOff bool) {
 	for first := true; ; first = false {
 		cc.idle.Store(true)
@@ -198,7 +204,7 @@ func (cc *clientConn) serve() (handedOff bool) {
 		if first || headLen(cc.bufferedBytes()) < 0 {
 			// On the first request also because isH2Preface may wait for
 			// more bytes.
-			cc.setDeadline(time.Now().Add(headerTimeout))
+			cc.setDeadline(time.Now().Add(cc.s.limits.header))
 		}
 		if first && cc.proto == "http" && cc.isH2Preface() {
 			cc.setDeadline(time.Time{})
@@ -226,16 +232,17 @@ func (cc *clientConn) serve() (handedOff bool) {
 	}
 }
 
-// idleSlack is how much sooner than clientIdle an idle connection may
-// be closed, for not moving its deadline on every request.
-const idleSlack = time.Second
+// idleSlack is how much sooner than after the idle limit an idle
+// connection may be closed, for not moving its deadline on every request:
+// a 128th of the limit (0.94 s of 120 s).
+func idleSlack(idle time.Duration) time.Duration { return idle / 128 }
 
-// idleDeadline makes the wait for the next request end after clientIdle
-// (less at most idleSlack).
+// idleDeadline makes the wait for the next request end after the idle
+// limit (less at most idleSlack).
 func (cc *clientConn) idleDeadline() {
-	now := time.Now()
-	if cc.deadline.IsZero() || cc.deadline.Sub(now) < clientIdle-idleSlack {
-		cc.setDeadline(now.Add(clientIdle))
+	now, idle := time.Now(), cc.s.limits.idle
+	if d := cc.deadline.Sub(now); cc.deadline.IsZero() || d < idle-idleSlack(idle) || d > idle {
+		cc.setDeadline(now.Add(idle))
 	}
 }
 

@@ -35,6 +35,7 @@ type Proxy struct {
 	log     *slog.Logger
 	rp      *httputil.ReverseProxy
 	tcp     *tcpProxies
+	limits  clientLimits
 
 	mu   sync.Mutex
 	addr string
@@ -53,7 +54,7 @@ var errNoBackend = errors.New("no instance of the service can take the request")
 
 // New returns the proxy of a node reading from cat.
 func New(cfg Config, cat Catalog, metrics *Metrics, logger *slog.Logger) *Proxy {
-	p := &Proxy{cfg: cfg, table: newTable(cat, cfg.Domain, metrics), metrics: metrics, log: logger}
+	p := &Proxy{cfg: cfg, table: newTable(cat, cfg.Domain, metrics), metrics: metrics, log: logger, limits: defaultClientLimits}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   p.rewrite,
 		Transport: p,
@@ -105,11 +106,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 	// (h2c, or "h2" by ALPN) go on to net/http's server and the
 	// ReverseProxy.
 	h2 := newHandoff(ln.Addr())
-	h1 := &h1Server{p: p, tls: tlsConfig, h2: h2, conns: map[*clientConn]struct{}{}}
+	h1 := &h1Server{p: p, limits: p.limits, tls: tlsConfig, h2: h2, conns: map[*clientConn]struct{}{}}
 	srv := &http.Server{
 		Handler:           p,
-		ReadHeaderTimeout: headerTimeout,
-		IdleTimeout:       clientIdle,
+		ReadHeaderTimeout: p.limits.header,
+		IdleTimeout:       p.limits.idle,
 		ErrorLog:          log.New(io.Discard, "", 0),
 	}
 	srv.Protocols = new(http.Protocols)

@@ -30,6 +30,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"strconv"
 
@@ -109,6 +110,14 @@ func (h *reqHead) read(br *bufio.Reader) error {
 // holds all of it already, as it does for nearly every request, else line
 // by line.
 func readHead(br *bufio.Reader, buf []byte) ([]byte, error) {
+	if br.Buffered() == 0 { // one read may well bring all of it
+		if _, err := br.Peek(1); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return buf, err
+		}
+	}
 	b, _ := br.Peek(br.Buffered())
 	if n := headLen(b); n > 0 && n <= maxHeaderBytes {
 		buf = append(buf, b[:n]...)

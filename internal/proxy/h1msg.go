@@ -368,8 +368,8 @@ var hopLower = func() map[string]bool {
 	return m
 }()
 
-// isHop reports whether a field named name is one that writeHeader would
-// not pass on either.
+// isHop reports whether a field named name is one of hopHeaders, in any
+// case.
 func isHop(name []byte) bool {
 	var b [32]byte
 	if len(name) > len(b) {

@@ -1,10 +1,10 @@
 package proxy
 
 // The HTTP/1.1 path reads a client's request head with this parser rather
-// than http.ReadRequest, which cost about 1.1 µs, 912 B and 7 allocations
-// a request (a header map and its strings, a URL, the Request): the head
-// is copied into a buffer of the connection, reused for each request, and
-// its fields stay slices of it. An origin-form target ("/path?query", all
+// than http.ReadRequest, which costs 11 allocations and 1 KiB for a
+// typical head (a header map and its strings, a URL, the Request;
+// BenchmarkRequestHead): the head is copied into a buffer of the
+// connection, reused for each request, and its fields stay slices of it. An origin-form target ("/path?query", all
 // but a proxy's clients send) is checked and routed without allocating;
 // an absolute-form one goes through net/url as net/http does.
 //

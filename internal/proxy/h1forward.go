@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"strconv"
 	"time"
 )
@@ -230,7 +229,7 @@ func (cc *clientConn) copyBody(u *upstream, req *reqHead, body *guardedBody) err
 	var w io.Writer = u.bw
 	var cw io.WriteCloser
 	if req.framing == chunkedBody {
-		cw = httputil.NewChunkedWriter(u.bw)
+		cw = chunkedWriter{u.bw}
 		w = cw
 	}
 	for {
@@ -322,7 +321,7 @@ func (cc *clientConn) copyResponse(resp *respHead, u *upstream, chunked bool) bo
 	var w io.Writer = cc.bw
 	var cw io.WriteCloser
 	if chunked {
-		cw = httputil.NewChunkedWriter(cc.bw)
+		cw = chunkedWriter{cc.bw}
 		w = cw
 	}
 	body := &cc.rbody

@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"net/http/httputil"
+	"strconv"
 	"strings"
 )
 
@@ -295,6 +296,31 @@ func (b *msgBody) Read(p []byte) (int, error) {
 func (b *msgBody) discard(limit int64) bool {
 	n, err := io.Copy(io.Discard, io.LimitReader(b, limit))
 	return err == nil && n < limit
+}
+
+// chunkedWriter writes the chunked transfer coding to a bufio.Writer, as
+// httputil's does, but as a value of one pointer: making one and putting
+// it in an io.Writer allocates nothing.
+type chunkedWriter struct{ bw *bufio.Writer }
+
+func (w chunkedWriter) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil // a chunk of size 0 would end the body
+	}
+	w.bw.Write(strconv.AppendUint(w.bw.AvailableBuffer(), uint64(len(p)), 16))
+	w.bw.WriteString("\r\n")
+	n, err := w.bw.Write(p)
+	if err == nil {
+		_, err = w.bw.WriteString("\r\n")
+	}
+	return n, err
+}
+
+// Close writes the last chunk; the trailer section and the empty line
+// that ends the body are the caller's to write.
+func (w chunkedWriter) Close() error {
+	_, err := w.bw.WriteString("0\r\n")
+	return err
 }
 
 // tchar marks the bytes a token (a field name, a method) may hold (RFC

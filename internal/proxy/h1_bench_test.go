@@ -156,3 +156,41 @@ func BenchmarkResponseHead(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkRequestHead compares the parser of clients' requests with
+// net/http's, which the HTTP/1.1 path used before, on a typical head:
+// reading it and the checks the path makes before routing.
+func BenchmarkRequestHead(b *testing.B) {
+	in := "GET /api/v1/items?page=2 HTTP/1.1\r\nHost: svc\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n" +
+		"Accept: */*\r\nAccept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\n\r\n"
+	sr := strings.NewReader(in)
+	br := bufio.NewReaderSize(sr, 4096)
+	b.Run("proxy", func(b *testing.B) {
+		b.ReportAllocs()
+		var h reqHead
+		for b.Loop() {
+			sr.Reset(in)
+			br.Reset(sr)
+			if err := h.read(br); err != nil {
+				b.Fatal(err)
+			}
+			if code, msg := h.check(); code != 0 {
+				b.Fatal(msg)
+			}
+		}
+	})
+	b.Run("net-http", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			sr.Reset(in)
+			br.Reset(sr)
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if code := netCheck(req); code != 0 {
+				b.Fatal(code)
+			}
+		}
+	})
+}

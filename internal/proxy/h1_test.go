@@ -77,6 +77,12 @@ func startProxy(t testing.TB, backends ...string) *Proxy {
 
 func startProxySpec(t testing.TB, spec registry.Service, backends ...string) (*Proxy, *staticCatalog) {
 	t.Helper()
+	return startProxyLimits(t, spec, defaultClientLimits, backends...)
+}
+
+// startProxyLimits is startProxySpec with the given limits on clients.
+func startProxyLimits(t testing.TB, spec registry.Service, limits clientLimits, backends ...string) (*Proxy, *staticCatalog) {
+	t.Helper()
 	cat := &staticCatalog{spec: spec, instances: map[string][]registry.InstanceHealth{}, ch: make(chan struct{})}
 	for i, addr := range backends {
 		host, port, _ := net.SplitHostPort(addr)
@@ -87,6 +93,7 @@ func startProxySpec(t testing.TB, spec registry.Service, backends ...string) (*P
 		})
 	}
 	p := New(Config{Addr: "127.0.0.1:0", Bind: "127.0.0.1", Domain: "tandem.", Node: "n1"}, cat, NewMetrics(), slog.New(slog.DiscardHandler))
+	p.limits = limits
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -224,6 +231,15 @@ func TestH1BadInput(t *testing.T) {
 		{"CONNECT svc:80 HTTP/1.1\r\nHost: svc:80\r\n\r\n", " 405 "},
 		{"GET / HTTP/1.1\r\nHost: svc\r\nX-Big: " + strings.Repeat("a", 2<<20) + "\r\n\r\n", " 431 "},
 		{"GET / HTTP/1.1\r\nHost: nosuch\r\n\r\n", " 404 "},
+		// ways to smuggle a request past something in front of the proxy
+		{"GET / HTTP/1.1\r\nHost: svc\r\nX-A: a\r\n b\r\n\r\n", " 400 "},
+		{"POST / HTTP/1.1\r\nHost: svc\r\nContent-Length : 5\r\n\r\nhello", " 400 "},
+		{"POST / HTTP/1.0\r\nHost: svc\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", " 400 "},
+		{"POST / HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", " 501 "},
+		{"POST / HTTP/1.1\r\nHost: svc\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", " 400 "},
+		{"GET / HTTP/1.1\r\nHost: svc\r\nHost: other\r\n\r\n", " 400 "},
+		{"GET http://svc/ HTTP/1.1\r\n\r\n", " 400 "}, // no Host field
+		{"GET / HTTP/2.0\r\nHost: svc\r\n\r\n", " 505 "},
 	} {
 		_, br := raw(t, p, tc.req)
 		line, err := br.ReadString('\n')
@@ -416,4 +432,168 @@ func TestH1DrainTimeout(t *testing.T) {
 	if string(rest) != "streaming\n" {
 		t.Fatalf("body %q", rest)
 	}
+}
+
+// recordingInstance answers every request with an empty 200 and records
+// the heads it receives.
+func recordingInstance(t *testing.T) (addr string, heads <-chan string) {
+	ch := make(chan string, 16)
+	ln := instance(t, func(c net.Conn, _ int) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			var head strings.Builder
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if line == "\r\n" {
+					break
+				}
+				head.WriteString(line)
+			}
+			ch <- head.String()
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"); err != nil {
+				return
+			}
+		}
+	})
+	return ln.Addr().String(), ch
+}
+
+// The request goes on as the client wrote it, field names spelled and
+// ordered as they were, less what is the proxy's to write; an
+// absolute-form target goes on as its path and query.
+func TestH1RequestAsSent(t *testing.T) {
+	addr, heads := recordingInstance(t)
+	p := startProxy(t, addr)
+	for _, tc := range []struct{ req, want string }{
+		{"GET /a%20b?c HTTP/1.1\r\nhost: svc\r\nx-CuStOm: 1\r\nConnection: x-drop\r\nX-Drop: 2\r\nKeep-Alive: 5\r\n" +
+			"X-Forwarded-For: 6.6.6.6\r\nAccept: */*\r\nX-Request-Id: abc\r\n\r\n",
+			"GET /a%20b?c HTTP/1.1\r\nHost: svc\r\nx-CuStOm: 1\r\nAccept: */*\r\nX-Request-Id: abc\r\n" +
+				"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Host: svc\r\nX-Forwarded-Proto: http\r\n"},
+		{"GET http://svc/p?q HTTP/1.1\r\nHost: ignored\r\nX-Request-Id: abc\r\n\r\n",
+			"GET /p?q HTTP/1.1\r\nHost: svc\r\nX-Request-Id: abc\r\nX-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Host: svc\r\nX-Forwarded-Proto: http\r\n"},
+		{"OPTIONS * HTTP/1.1\r\nHost: svc\r\nX-Request-Id: abc\r\n\r\n",
+			"OPTIONS * HTTP/1.1\r\nHost: svc\r\nX-Request-Id: abc\r\nX-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Host: svc\r\nX-Forwarded-Proto: http\r\n"},
+		{"PUT /x HTTP/1.1\r\nHost: svc\r\nX-Request-Id:\r\nX-Request-Id: second\r\n\r\n", // an empty id is replaced
+			"PUT /x HTTP/1.1\r\nHost: svc\r\nX-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Host: svc\r\nX-Forwarded-Proto: http\r\nX-Request-Id: " + idPrefix},
+	} {
+		_, br := raw(t, p, tc.req)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 200 {
+			t.Fatalf("%q: %s", tc.req, resp.Status)
+		}
+		if got := <-heads; !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%q reached the instance as\n%q, want\n%q", tc.req, got, tc.want)
+		}
+	}
+}
+
+// The limits on clients hold: a head that trickles in is cut after the
+// header limit, on a connection's first request and on a later one; an
+// idle connection is closed after the idle limit. A body, and an answer,
+// may take longer than the header limit.
+func TestH1ClientLimits(t *testing.T) {
+	slow := make(chan struct{})
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-slow
+		}
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "got %q", b)
+	}))
+	defer be.Close()
+	limits := clientLimits{header: 200 * time.Millisecond, idle: 10 * time.Second}
+	p, _ := startProxyLimits(t, registry.Service{}, limits, backendAddr(be))
+
+	// closedBefore reports whether the proxy closes c before a client
+	// trickling a head (one field every 50 ms) for 3 s is done.
+	closedBefore := func(c net.Conn) bool {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+				if _, err := io.WriteString(c, "X-Slow: 1\r\n"); err != nil {
+					return
+				}
+			}
+		}()
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := io.ReadAll(c)
+		select {
+		case <-done:
+			return false
+		default:
+			// The proxy closed the connection (a reset, if it had unread
+			// bytes of the trickle); the trickle goes on.
+			var ne net.Error
+			return !errors.As(err, &ne) || !ne.Timeout()
+		}
+	}
+	ask := func(c net.Conn, br *bufio.Reader, req string) string {
+		t.Helper()
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+
+	t.Run("slow head on a first request", func(t *testing.T) {
+		c, _ := raw(t, p, "GET / HTTP/1.1\r\nHost: svc\r\n")
+		if !closedBefore(c) {
+			t.Fatal("a head trickling in for 3 s was not cut; the header limit is 200 ms")
+		}
+	})
+	t.Run("slow head on a later request", func(t *testing.T) {
+		c, br := raw(t, p, "")
+		if got := ask(c, br, "GET / HTTP/1.1\r\nHost: svc\r\n\r\n"); got != `got ""` {
+			t.Fatalf("first answer %q", got)
+		}
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: svc\r\n")
+		if !closedBefore(c) {
+			t.Fatal("a head trickling in for 3 s was not cut; the header limit is 200 ms")
+		}
+	})
+	t.Run("slow body, slow answer", func(t *testing.T) {
+		c, br := raw(t, p, "")
+		io.WriteString(c, "PUT / HTTP/1.1\r\nHost: svc\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+		if line, _ := br.ReadString('\n'); !strings.Contains(line, " 100 ") {
+			t.Fatalf("want 100 Continue, got %q", line)
+		}
+		br.ReadString('\n')
+		time.Sleep(3 * limits.header) // the stimulus: a client slower than the header limit
+		if got := ask(c, br, "ok"); got != `got "ok"` {
+			t.Fatalf("answer %q", got)
+		}
+		go func() { time.Sleep(3 * limits.header); close(slow) }() // an instance slower than it
+		if got := ask(c, br, "GET /slow HTTP/1.1\r\nHost: svc\r\n\r\n"); got != `got ""` {
+			t.Fatalf("slow answer %q", got)
+		}
+		if got := ask(c, br, "GET / HTTP/1.1\r\nHost: svc\r\n\r\n"); got != `got ""` {
+			t.Fatalf("next answer %q", got)
+		}
+	})
+	t.Run("idle", func(t *testing.T) {
+		p, _ := startProxyLimits(t, registry.Service{}, clientLimits{header: 5 * time.Second, idle: 300 * time.Millisecond}, backendAddr(be))
+		c, br := raw(t, p, "")
+		for i := 0; i < 3; i++ {
+			if got := ask(c, br, "GET / HTTP/1.1\r\nHost: svc\r\n\r\n"); got != `got ""` {
+				t.Fatalf("answer %q", got)
+			}
+		}
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("idle connection: %v, want it closed by the proxy after 300 ms", err)
+		}
+	})
 }

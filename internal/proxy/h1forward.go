@@ -6,9 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -18,19 +16,16 @@ import (
 
 // handle proxies one request and reports whether the client connection
 // can carry another.
-func (cc *clientConn) handle(req *http.Request) bool {
-	if code, msg := check(req); code != 0 {
-		req.Close = true
+func (cc *clientConn) handle(req *reqHead) bool {
+	if code, msg := req.check(); code != 0 {
+		req.close = true
 		cc.plain(code, "tandem proxy: "+msg, req)
 		return false
 	}
-	host := strings.ToLower(req.Host)
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(host, ".")
+	cc.host = req.routeHost(cc.host[:0])
+	host := cc.host
 	p := cc.p
-	pool := p.table.cur.Load().route(host, req.URL.Path)
+	pool := route(p.table.cur.Load(), host, req.path)
 	if pool == nil {
 		return cc.fail(req, http.StatusNotFound, fmt.Sprintf("no service for host %q: send Host: <service> or <service>.service.%s, or add the host to a service's hosts", host, p.table.domain))
 	}
@@ -40,8 +35,8 @@ func (cc *clientConn) handle(req *http.Request) bool {
 	}
 	pool.inflight.Inc()
 	defer pool.inflight.Dec()
-	if req.Header.Get("X-Request-Id") == "" {
-		req.Header["X-Request-Id"] = []string{newRequestID()}
+	if len(req.id) == 0 {
+		req.makeID()
 	}
 	return cc.proxy(req, pool)
 }
@@ -49,20 +44,20 @@ func (cc *clientConn) handle(req *http.Request) bool {
 // proxy sends req to an instance of pool, sending it again when an
 // attempt fails by the rule in retry.go (which RoundTrip and the TCP proxy
 // share), and writes the answer back.
-func (cc *clientConn) proxy(req *http.Request, pool *Pool) bool {
+func (cc *clientConn) proxy(req *reqHead, pool *Pool) bool {
 	p := cc.p
 	now := time.Now()
 	pool.Budget.Request(now)
 	a := attempt{
-		idempotent: idempotent(req.Method),
-		hasBody:    req.Body != nil && req.Body != http.NoBody,
+		idempotent: idempotent(string(req.method)),
+		hasBody:    req.framing != noBody,
 		instances:  len(pool.Backends),
 	}
-	upgrade := isUpgrade(req.Header)
-	key := hashKeyOf(req, pool, cc.clientIP)
+	upgrade := req.upgrade != nil
+	key := hashKeyOf(pool, cc.clientIP, req.values)
 	// Scratch space of the connection: passed to interfaces, it would
 	// escape to the heap once per request if it were local.
-	cc.body = guardedBody{r: req.Body}
+	cc.body = guardedBody{r: &cc.reqBody}
 	cc.continued = false
 	body, tried, buf := &cc.body, cc.tried[:], cc.buf[:]
 	clear(tried)
@@ -122,7 +117,7 @@ func (cc *clientConn) proxy(req *http.Request, pool *Pool) bool {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 			a.failure = gatewayError
 			if p.retry(pool, retryVerdict(a)) {
-				cc.rbody.reset(resp, u.br)
+				resp.body(&cc.rbody, u.br)
 				if cc.rbody.discard(64<<10) && !resp.close {
 					b.put(u)
 				} else {
@@ -154,7 +149,7 @@ func (cc *clientConn) proxy(req *http.Request, pool *Pool) bool {
 		}
 	}
 	if body.read {
-		req.Close = true // the rest of the body is not worth reading
+		req.close = true // the rest of the body is not worth reading
 	}
 	return cc.fail(req, code, msg)
 }
@@ -169,10 +164,10 @@ var (
 // exchange writes req to u and reads the answer's head into cc.resp; a
 // 101 Switching Protocols only if the request asked to upgrade. On error
 // it says how far the attempt got, for the retry rule.
-func (cc *clientConn) exchange(req *http.Request, u *upstream, body *guardedBody, pool *Pool, upgrade bool) (*respHead, failure, error) {
+func (cc *clientConn) exchange(req *reqHead, u *upstream, body *guardedBody, pool *Pool, upgrade bool) (*respHead, failure, error) {
 	cc.writeHead(u.bw, req)
-	if req.Body != nil && req.Body != http.NoBody {
-		if _, ok := req.Header["Expect"]; ok && !cc.continued {
+	if req.framing != noBody {
+		if req.expects > 0 && !cc.continued {
 			// The client waits for this before it sends the body; the
 			// instance was not asked (Expect is not forwarded).
 			cc.continued = true
@@ -202,7 +197,7 @@ func (cc *clientConn) exchange(req *http.Request, u *upstream, body *guardedBody
 	}
 	resp := &cc.resp
 	for {
-		if err := resp.read(u.br, req.Method == http.MethodHead); err != nil {
+		if err := resp.read(u.br, string(req.method) == http.MethodHead); err != nil {
 			return nil, broken, fmt.Errorf("reading the instance's response: %w", err)
 		}
 		if resp.code == http.StatusSwitchingProtocols && !upgrade {
@@ -214,7 +209,7 @@ func (cc *clientConn) exchange(req *http.Request, u *upstream, body *guardedBody
 		}
 		// An informational answer (103 Early Hints): pass it on to a
 		// client that understands it, and wait for the final one.
-		if resp.code != http.StatusContinue && req.ProtoAtLeast(1, 1) {
+		if resp.code != http.StatusContinue && req.minor >= 1 {
 			cc.bw.WriteString("HTTP/1.1 ")
 			cc.bw.Write(resp.status)
 			cc.bw.WriteString("\r\n")
@@ -227,14 +222,14 @@ func (cc *clientConn) exchange(req *http.Request, u *upstream, body *guardedBody
 
 // copyBody streams the request's body to the instance: with its length if
 // known, chunked otherwise.
-func (cc *clientConn) copyBody(u *upstream, req *http.Request, body *guardedBody) error {
+func (cc *clientConn) copyBody(u *upstream, req *reqHead, body *guardedBody) error {
 	bp := buffers.Get().(*[]byte)
 	defer buffers.Put(bp)
 	buf := *bp
 	var w io.Writer = u.bw
 	var cw io.WriteCloser
-	if req.ContentLength < 0 {
-		cw = httputil.NewChunkedWriter(u.bw)
+	if req.framing == chunkedBody {
+		cw = chunkedWriter{u.bw}
 		w = cw
 	}
 	for {
@@ -258,7 +253,7 @@ func (cc *clientConn) copyBody(u *upstream, req *http.Request, body *guardedBody
 	}
 	if cw != nil {
 		cw.Close()
-		writeHeader(u.bw, req.Trailer, nil, nil)
+		req.writeFields(u.bw, req.trailer)
 		u.bw.WriteString("\r\n")
 	}
 	if err := u.bw.Flush(); err != nil {
@@ -270,13 +265,13 @@ func (cc *clientConn) copyBody(u *upstream, req *http.Request, body *guardedBody
 // respond writes the instance's answer to the client and puts u back in
 // its pool when the answer was read to its end. It reports whether the
 // client connection can carry another request.
-func (cc *clientConn) respond(req *http.Request, resp *respHead, u *upstream, b *Backend, body *guardedBody) bool {
+func (cc *clientConn) respond(req *reqHead, resp *respHead, u *upstream, b *Backend, body *guardedBody) bool {
 	bw := cc.bw
-	keep := !req.Close && !cc.s.closing.Load()
+	keep := !req.close && !cc.s.closing.Load()
 	bodiless := resp.framing == noBody
 	chunked := false
 	if resp.framing == chunkedBody || resp.framing == eofBody {
-		if req.ProtoAtLeast(1, 1) {
+		if req.minor >= 1 {
 			chunked = true
 		} else {
 			keep = false // HTTP/1.0: the end of the connection ends the body
@@ -284,7 +279,7 @@ func (cc *clientConn) respond(req *http.Request, resp *respHead, u *upstream, b 
 	}
 	// A request body the instance did not read to its end (it answered
 	// early) must be read before the next request.
-	if req.Body != nil && req.Body != http.NoBody && !body.eof && keep {
+	if req.framing != noBody && !body.eof && keep {
 		keep = cc.discardBody(req)
 	}
 	bw.WriteString("HTTP/1.1 ")
@@ -299,10 +294,10 @@ func (cc *clientConn) respond(req *http.Request, resp *respHead, u *upstream, b 
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
 	}
 	bw.WriteString("X-Request-Id: ")
-	bw.WriteString(req.Header.Get("X-Request-Id"))
+	bw.Write(req.id)
 	if !keep {
 		bw.WriteString("\r\nConnection: close")
-	} else if !req.ProtoAtLeast(1, 1) {
+	} else if req.minor < 1 {
 		bw.WriteString("\r\nConnection: keep-alive")
 	}
 	bw.WriteString("\r\n\r\n")
@@ -326,11 +321,11 @@ func (cc *clientConn) copyResponse(resp *respHead, u *upstream, chunked bool) bo
 	var w io.Writer = cc.bw
 	var cw io.WriteCloser
 	if chunked {
-		cw = httputil.NewChunkedWriter(cc.bw)
+		cw = chunkedWriter{cc.bw}
 		w = cw
 	}
 	body := &cc.rbody
-	body.reset(resp, u.br)
+	resp.body(body, u.br)
 	left := int64(-1) // never 0 but after the last byte of a body of known length
 	if resp.framing == lengthBody {
 		left = resp.length
@@ -365,7 +360,7 @@ func (cc *clientConn) copyResponse(resp *respHead, u *upstream, chunked bool) bo
 
 // tunnel joins the client and the instance after a 101 Switching
 // Protocols (WebSocket) until both sides are done.
-func (cc *clientConn) tunnel(req *http.Request, resp *respHead, u *upstream, b *Backend) {
+func (cc *clientConn) tunnel(req *reqHead, resp *respHead, u *upstream, b *Backend) {
 	bw := cc.bw
 	bw.WriteString("HTTP/1.1 ")
 	bw.Write(resp.status)
@@ -374,7 +369,7 @@ func (cc *clientConn) tunnel(req *http.Request, resp *respHead, u *upstream, b *
 	bw.WriteString("Connection: Upgrade\r\nUpgrade: ")
 	bw.Write(resp.get("Upgrade"))
 	bw.WriteString("\r\nX-Request-Id: ")
-	bw.WriteString(req.Header.Get("X-Request-Id"))
+	bw.Write(req.id)
 	bw.WriteString("\r\n\r\n")
 	if bw.Flush() != nil {
 		b.discard(u)

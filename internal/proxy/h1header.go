@@ -4,41 +4,17 @@ import (
 	"bufio"
 	"crypto/rand"
 	"encoding/hex"
-	"net/http"
 	"strconv"
-	"strings"
 	"sync/atomic"
-
-	"golang.org/x/net/http/httpguts"
 )
 
-// Header rules of the HTTP/1.1 path: what a request must satisfy, what
-// is forwarded, and the request id.
-
-// check applies the rules net/http's server applies to a request before
-// its handler sees it, beyond those http.ReadRequest applies.
-func check(req *http.Request) (int, string) {
-	switch {
-	case req.ProtoMajor != 1:
-		return http.StatusHTTPVersionNotSupported, "unsupported protocol version " + req.Proto
-	case req.Method == http.MethodConnect:
-		return http.StatusMethodNotAllowed, "CONNECT is not supported"
-	case req.Host == "" && req.ProtoAtLeast(1, 1):
-		return http.StatusBadRequest, "missing required Host header"
-	case !httpguts.ValidHostHeader(req.Host):
-		return http.StatusBadRequest, "malformed Host header"
-	}
-	// Field names and values need no check here: http.ReadRequest's
-	// header reader (net/textproto) refuses invalid ones already.
-	if e := req.Header["Expect"]; len(e) > 0 && !(len(e) == 1 && strings.EqualFold(e[0], "100-continue")) {
-		return http.StatusExpectationFailed, "unsupported Expect header"
-	}
-	return 0, ""
-}
+// Header rules of the HTTP/1.1 path: what is forwarded, and the request
+// id. What a request must satisfy is reqHead.check's (h1req.go).
 
 // hopHeaders are meaningful for one connection only and are not
-// forwarded (RFC 9110, section 7.6.1). Forwarded and X-Forwarded-* from a
-// client are not trusted: the proxy sets its own.
+// forwarded (RFC 9110, section 7.6.1); nor are the fields whose place the
+// proxy takes (the body's framing, Expect, which it answers itself, and
+// Host, which it writes first).
 var hopHeaders = map[string]bool{
 	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true,
 	"Proxy-Authenticate": true, "Proxy-Authorization": true, "Te": true,
@@ -46,83 +22,67 @@ var hopHeaders = map[string]bool{
 	"Content-Length": true, "Expect": true, "Host": true,
 }
 
-var forwardedHeaders = map[string]bool{
-	"Forwarded": true, "X-Forwarded-For": true, "X-Forwarded-Host": true, "X-Forwarded-Proto": true,
-}
-
-// writeHeader writes h's fields but the hop-by-hop ones, those the
-// Connection field lists, and those in skip.
-func writeHeader(bw *bufio.Writer, h http.Header, connection []string, skip map[string]bool) {
-	for k, vv := range h {
-		if hopHeaders[k] || skip[k] || (len(connection) > 0 && listed(connection, k)) {
-			continue
-		}
-		for _, v := range vv {
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			bw.WriteString(v)
-			bw.WriteString("\r\n")
-		}
+// isForwarded reports whether a field is one of those a client may not
+// set: the proxy sets its own, and Forwarded is not passed on.
+func isForwarded(name []byte) bool {
+	switch len(name) {
+	case len("Forwarded"):
+		return equalFold(name, "Forwarded")
+	case len("X-Forwarded-For"):
+		return equalFold(name, "X-Forwarded-For")
+	case len("X-Forwarded-Host"):
+		return equalFold(name, "X-Forwarded-Host")
+	case len("X-Forwarded-Proto"):
+		return equalFold(name, "X-Forwarded-Proto")
 	}
+	return false
 }
 
-// writeHead writes the request line and head of req as the proxy sends it
+// writeHead writes the request line and head of h as the proxy sends it
 // on; its body's framing is the proxy's own.
-func (cc *clientConn) writeHead(bw *bufio.Writer, req *http.Request) {
-	uri := req.RequestURI
-	if uri == "" || (uri[0] != '/' && uri != "*") {
-		uri = req.URL.RequestURI() // absolute form: send the path only
-	}
-	bw.WriteString(req.Method)
+func (cc *clientConn) writeHead(bw *bufio.Writer, h *reqHead) {
+	bw.Write(h.method)
 	bw.WriteByte(' ')
-	bw.WriteString(uri)
+	bw.Write(h.uri) // an absolute-form target goes on as its path and query
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	bw.WriteString(req.Host)
+	bw.Write(h.host)
 	bw.WriteString("\r\n")
-	writeHeader(bw, req.Header, req.Header["Connection"], forwardedHeaders)
-	if te := req.Header["Te"]; len(te) == 1 && strings.EqualFold(strings.TrimSpace(te[0]), "trailers") {
+	for _, f := range h.fields {
+		if h.passes(f.name) && !isForwarded(f.name) && !(h.newID && equalFold(f.name, "X-Request-Id")) {
+			writeField(bw, f)
+		}
+	}
+	if h.teTrailers {
 		bw.WriteString("Te: trailers\r\n") // gRPC-style clients need it end to end
 	}
-	if isUpgrade(req.Header) {
+	if h.upgrade != nil {
 		bw.WriteString("Connection: Upgrade\r\nUpgrade: ")
-		bw.WriteString(req.Header.Get("Upgrade"))
+		bw.Write(h.upgrade)
 		bw.WriteString("\r\n")
 	}
 	bw.WriteString("X-Forwarded-For: ")
 	bw.WriteString(cc.clientIP)
 	bw.WriteString("\r\nX-Forwarded-Host: ")
-	bw.WriteString(req.Host)
+	bw.Write(h.host)
 	bw.WriteString("\r\nX-Forwarded-Proto: ")
 	bw.WriteString(cc.proto)
 	bw.WriteString("\r\n")
-	switch {
-	case req.ContentLength > 0:
-		bw.WriteString("Content-Length: ")
-		bw.WriteString(strconv.FormatInt(req.ContentLength, 10))
+	if h.newID {
+		bw.WriteString("X-Request-Id: ")
+		bw.Write(h.id)
 		bw.WriteString("\r\n")
-	case req.ContentLength < 0:
+	}
+	switch {
+	case h.length > 0:
+		bw.WriteString("Content-Length: ")
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), h.length, 10))
+		bw.WriteString("\r\n")
+	case h.length < 0:
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
-	case req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch:
+	case string(h.method) == "POST" || string(h.method) == "PUT" || string(h.method) == "PATCH":
 		bw.WriteString("Content-Length: 0\r\n")
 	}
 	bw.WriteString("\r\n")
-}
-
-// listed reports whether the Connection field values name header k.
-func listed(connection []string, k string) bool {
-	for _, v := range connection {
-		for _, tok := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(tok), k) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// isUpgrade reports whether a request asks to switch protocols.
-func isUpgrade(h http.Header) bool {
-	return h.Get("Upgrade") != "" && httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade")
 }
 
 // Request ids: a random per-process prefix and a counter, unique without a

@@ -35,6 +35,7 @@ type Proxy struct {
 	log     *slog.Logger
 	rp      *httputil.ReverseProxy
 	tcp     *tcpProxies
+	limits  clientLimits
 
 	mu   sync.Mutex
 	addr string
@@ -53,7 +54,7 @@ var errNoBackend = errors.New("no instance of the service can take the request")
 
 // New returns the proxy of a node reading from cat.
 func New(cfg Config, cat Catalog, metrics *Metrics, logger *slog.Logger) *Proxy {
-	p := &Proxy{cfg: cfg, table: newTable(cat, cfg.Domain, metrics), metrics: metrics, log: logger}
+	p := &Proxy{cfg: cfg, table: newTable(cat, cfg.Domain, metrics), metrics: metrics, log: logger, limits: defaultClientLimits}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   p.rewrite,
 		Transport: p,
@@ -105,11 +106,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 	// (h2c, or "h2" by ALPN) go on to net/http's server and the
 	// ReverseProxy.
 	h2 := newHandoff(ln.Addr())
-	h1 := &h1Server{p: p, tls: tlsConfig, h2: h2, conns: map[*clientConn]struct{}{}}
+	h1 := &h1Server{p: p, limits: p.limits, tls: tlsConfig, h2: h2, conns: map[*clientConn]struct{}{}}
 	srv := &http.Server{
 		Handler:           p,
-		ReadHeaderTimeout: headerTimeout,
-		IdleTimeout:       clientIdle,
+		ReadHeaderTimeout: p.limits.header,
+		IdleTimeout:       p.limits.idle,
 		ErrorLog:          log.New(io.Discard, "", 0),
 	}
 	srv.Protocols = new(http.Protocols)
@@ -156,7 +157,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		host = h
 	}
 	host = strings.TrimSuffix(host, ".")
-	pool := p.table.cur.Load().route(host, r.URL.Path)
+	pool := route(p.table.cur.Load(), host, r.URL.Path)
 	if pool == nil {
 		http.Error(w, fmt.Sprintf("tandem proxy: no service for host %q: send Host: <service> or <service>.service.%s, or add the host to a service's hosts", host, p.table.domain), http.StatusNotFound)
 		return
@@ -365,26 +366,34 @@ func (t *trackedBody) Close() error {
 // hashKey is the consistent-hashing key of an outbound request of the
 // ReverseProxy path for balance "hash".
 func hashKey(req *http.Request, pool *Pool) string {
+	if pool.Spec.Balance != "hash" {
+		return ""
+	}
 	// The outbound request carries the client in X-Forwarded-For.
 	xff := req.Header.Get("X-Forwarded-For")
 	if i := strings.LastIndex(xff, ","); i >= 0 {
 		xff = xff[i+1:]
 	}
-	return hashKeyOf(req, pool, strings.TrimSpace(xff))
+	return hashKeyOf(pool, strings.TrimSpace(xff), req.Header.Values)
 }
 
 // hashKeyOf is the consistent-hashing key of a request from clientIP for
-// balance "hash", and "" for other balancers.
-func hashKeyOf(req *http.Request, pool *Pool, clientIP string) string {
+// balance "hash", and "" for other balancers; values returns the values of
+// the request's header fields of a name.
+func hashKeyOf(pool *Pool, clientIP string, values func(name string) []string) string {
 	if pool.Spec.Balance != "hash" {
 		return ""
 	}
 	on := pool.Spec.HashOn
 	switch {
 	case strings.HasPrefix(on, "header:"):
-		return req.Header.Get(on[len("header:"):])
+		if v := values(on[len("header:"):]); len(v) > 0 {
+			return v[0]
+		}
+		return ""
 	case strings.HasPrefix(on, "cookie:"):
-		if c, err := req.Cookie(on[len("cookie:"):]); err == nil {
+		r := http.Request{Header: http.Header{"Cookie": values("Cookie")}}
+		if c, err := r.Cookie(on[len("cookie:"):]); err == nil {
 			return c.Value
 		}
 		return ""

@@ -61,14 +61,16 @@ type prefixRoute struct {
 	pool   *Pool
 }
 
-// route finds the pool for a request's host (lowercase, no port) and path.
-func (rt *routes) route(host, path string) *Pool {
+// route finds the pool for a request's host (lowercase, no port) and
+// path. The HTTP/1.1 path routes by slices of its buffers, without
+// converting them to strings.
+func route[T string | []byte](rt *routes, host, path T) *Pool {
 	for _, pr := range rt.prefixes {
-		if (pr.host == "" || pr.host == host) && strings.HasPrefix(path, pr.prefix) {
+		if (pr.host == "" || pr.host == string(host)) && len(path) >= len(pr.prefix) && string(path[:len(pr.prefix)]) == pr.prefix {
 			return pr.pool
 		}
 	}
-	return rt.byHost[host]
+	return rt.byHost[string(host)]
 }
 
 // table builds routes from the catalog, reusing the previous table's

@@ -18,7 +18,10 @@ package proxy
 //   - Transfer-Encoding in an HTTP/1.0 request is refused with a 400;
 //     net/http ignores the field and frames the body by Content-Length;
 //   - field names with a space (before the colon, or inside) are refused,
-//     as net/http's server does but http.ReadRequest alone does not.
+//     as net/http's server does but http.ReadRequest alone does not;
+//   - a request with both Content-Length and chunked Transfer-Encoding is
+//     read as chunked, as net/http does, and the connection closes after
+//     its answer (RFC 9112, section 6.1); net/http's server keeps it open.
 //
 // What it passes on differs from what net/http's Header would give in
 // ways an instance cannot tell: field names keep the client's spelling
@@ -352,6 +355,13 @@ func (h *reqHead) frame() error {
 		h.close = closeTok || !keepTok
 	default:
 		h.close = closeTok
+	}
+	if chunked && cl != nil {
+		// RFC 9112, section 6.1: the body is read as chunked (below), and
+		// the connection must close after the answer, since something in
+		// front of the proxy may have read the body by its length and
+		// what it takes for the next request may not be one.
+		h.close = true
 	}
 	if len(upgrade) > 0 && upgradeTok {
 		h.upgrade = upgrade

@@ -61,10 +61,18 @@ func BenchmarkFailover(b *testing.B) {
 		c.WaitHealthy()
 	}
 
+	reportRuns(b, "killed leader and time to the first acknowledged write", perRun, "failed writes during the failovers", failures, times)
+}
+
+// reportRuns logs the runs (what, then perRun) and the failed requests by
+// kind, and reports the median, min, max and p90 (nearest rank) of times,
+// in milliseconds.
+func reportRuns(b *testing.B, what string, perRun []string, failedWhat string, failures map[string]int, times []time.Duration) {
+	b.Helper()
 	// go test keeps only the first 10 lines of a benchmark's log: keep it short.
-	b.Logf("killed leader and time to the first acknowledged write, per run: %s", strings.Join(perRun, ", "))
+	b.Logf("%s, per run: %s", what, strings.Join(perRun, ", "))
 	for _, k := range slices.Sorted(maps.Keys(failures)) {
-		b.Logf("failed writes during the failovers: %4d × %s", failures[k], k)
+		b.Logf("%s: %4d × %s", failedWhat, failures[k], k)
 	}
 	slices.Sort(times)
 	b.ReportMetric(0, "ns/op") // wall time of all runs: meaningless per op
@@ -184,14 +192,5 @@ func BenchmarkFailoverSequential(b *testing.B) {
 		leader.Restart()
 		c.WaitHealthy()
 	}
-	b.Logf("killed leader and time to the first acknowledged write, per run: %s", strings.Join(perRun, ", "))
-	for _, k := range slices.Sorted(maps.Keys(failures)) {
-		b.Logf("failed writes during the failovers: %4d × %s", failures[k], k)
-	}
-	slices.Sort(times)
-	b.ReportMetric(0, "ns/op")
-	b.ReportMetric(ms(median(times)), "median_ms")
-	b.ReportMetric(ms(times[0]), "min_ms")
-	b.ReportMetric(ms(times[len(times)-1]), "max_ms")
-	b.ReportMetric(ms(percentile(times, 0.90)), "p90_ms")
+	reportRuns(b, "killed leader and time to the first acknowledged write", perRun, "failed writes during the failovers", failures, times)
 }

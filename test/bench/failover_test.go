@@ -13,6 +13,7 @@ import (
 
 	"github.com/tandemhq/tandem/internal/client"
 	"github.com/tandemhq/tandem/internal/clustertest"
+	"github.com/tandemhq/tandem/internal/wire"
 )
 
 const (
@@ -158,8 +159,8 @@ func failureKind(err error) string {
 // leader change is answered, not only how soon a new write can succeed.
 func BenchmarkFailoverSequential(b *testing.B) {
 	c := startCluster(b)
-	var times []time.Duration
-	var perRun []string
+	var times, inflight, retried []time.Duration
+	var perRun, vsElection []string
 	failures := map[string]int{}
 	for run := 1; run <= *runs; run++ {
 		leader := c.Leader()
@@ -172,11 +173,14 @@ func BenchmarkFailoverSequential(b *testing.B) {
 		cl := client.New(addrs)
 		start := time.Now()
 		leader.Kill()
-		var acked time.Time
+		var answered, acked time.Time
 		for time.Since(start) < failoverLimit {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			_, err := cl.Put(ctx, "bench/failover", []byte("x"), client.WriteOptions{})
 			cancel()
+			if answered.IsZero() {
+				answered = time.Now()
+			}
 			if err == nil {
 				acked = time.Now()
 				break
@@ -189,8 +193,46 @@ func BenchmarkFailoverSequential(b *testing.B) {
 		d := acked.Sub(start)
 		times = append(times, d)
 		perRun = append(perRun, fmt.Sprintf("%s %v", leader.Name, d.Round(time.Millisecond)))
+		elected := electedAfter(b, cl, start)
+		inflight = append(inflight, answered.Sub(elected))
+		retried = append(retried, acked.Sub(elected))
+		vsElection = append(vsElection, fmt.Sprintf("%+d/%+d", answered.Sub(elected).Milliseconds(), acked.Sub(elected).Milliseconds()))
 		leader.Restart()
 		c.WaitHealthy()
 	}
+	b.Logf("relative to the new leader's election, the write in flight at the kill answered / the first write acknowledged, ms per run: %s", strings.Join(vsElection, ", "))
+	slices.Sort(inflight)
+	slices.Sort(retried)
+	b.ReportMetric(ms(inflight[len(inflight)-1]), "inflight_max_ms")
+	b.ReportMetric(ms(median(retried)), "ack_election_median_ms")
+	b.ReportMetric(ms(retried[len(retried)-1]), "ack_election_max_ms")
 	reportRuns(b, "killed leader and time to the first acknowledged write", perRun, "failed writes during the failovers", failures, times)
+}
+
+// electedAfter returns when a store leader was elected after t, as the
+// time of the first leader-change event after t: the new leader's agent
+// stamps it when its member becomes leader, so it is at most a few
+// milliseconds after the election itself.
+func electedAfter(b *testing.B, cl *client.Client, t time.Time) time.Time {
+	b.Helper()
+	var elected time.Time
+	err := clustertest.Poll(10*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		evs, _, err := cl.Events(ctx, 100)
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			if e.Type == wire.EventLeader && e.Time.After(t) {
+				elected = e.Time
+				return nil
+			}
+		}
+		return errors.New("no leader-change event yet")
+	})
+	if err != nil {
+		b.Fatalf("the new leader's election: %v", err)
+	}
+	return elected
 }

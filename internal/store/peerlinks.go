@@ -27,28 +27,32 @@ import (
 // the heal to serve a write again.
 //
 // RunPeerLinks watches the member's peer connections in the kernel's
-// socket table while the member has no leader. A peer whose connection has
-// hit two retransmission timeouts in a row is stalled; while it is, a fresh
-// TCP connection to its peer port is tried every interval (a new
-// connection's first packet is sent at once, with no back-off). Once one connects, the link works again,
-// and every connection with that peer that existed before is shut down:
-// etcd sees the streams end, redials them at once (it retries a dial after
-// 100 ms at most) and the other end moves its writers to the new
-// connections.
+// socket table when a stall is likely (see "Cost"). A peer whose
+// connection has hit two retransmission timeouts in a row is stalled;
+// while it is, a fresh TCP connection to its peer port is tried every
+// 100 ms (a new connection's first packet is sent at once, with no
+// back-off). Once one connects, the link works again, and every connection
+// with that peer that existed before is shut down: etcd sees the streams
+// end, redials them at once (it retries a dial after 100 ms at most) and
+// the other end moves its stream writers to the new connections.
 //
 // Cost: the socket table lists every TCP socket of the network namespace,
 // and reading it costs about 15 us per socket (50 ms with 3,300 sockets
-// on the 2-core test machine), too much to do 10 times a second on a node
-// whose proxy holds thousands of connections. So the table is read only
-// while this member knows no leader (or a peer is being tried): a voter cut
-// off from the majority loses its leader after an election timeout, and
-// stays leaderless until the links carry messages again. Its own reset is
-// enough: shutting down the streams it dialed makes the other end replace
-// its writers with the new connections, and once its own stream writers
-// fail it sends through etcd's pipeline (fresh HTTP requests) until the
-// other end redials. Not covered: a link that stalls while this member
-// keeps its leader (a one-way loss where it still hears the leader); that
-// one waits for TCP, as before.
+// on the loaded 2-core test machine), too much to do 10 times a second on a
+// node whose proxy holds thousands of connections. So the table is read
+// only when a stall is likely: every 100 ms while this member knows no
+// leader (a voter cut off from the majority loses its leader an election
+// timeout into the partition, and stays leaderless until its links carry
+// messages again), every 500 ms while the voter probe (RunProbe, every 1 s)
+// missed a voter or a link is stalled (the majority side of a partition),
+// and not at all otherwise. Both sides of a stalled link reset their own
+// end: the leaderless side alone would fix both directions (the other end
+// replaces its stream writers when the streams are redialed, and meanwhile
+// messages go through etcd's pipeline, fresh HTTP requests), but the other
+// end's stream readers would wait for TCP until then. Not covered: a link
+// that stalls while this member keeps its leader and the probe reaches
+// every voter (a one-way loss of the stream's packets only); that one
+// waits for TCP, as before.
 //
 // A paused or overloaded peer still acknowledges packets, so its
 // connections never count retransmission timeouts (a full window shows as
@@ -59,9 +63,14 @@ import (
 // retransmission timeout (200 ms, then 400 ms).
 const stallRetransmits = 2
 
-// peerLinkInterval is how often the socket table is read and a stalled
-// peer is tried; it bounds how long after the heal the links are reset.
+// peerLinkInterval is how often a stalled peer is tried, and the socket
+// table read while the member knows no leader; it bounds how long after
+// the heal the links are reset.
 const peerLinkInterval = 100 * time.Millisecond
+
+// peerLinkWatch is how often the socket table is read while the last probe
+// of the voters missed one, or a link is stalled.
+const peerLinkWatch = 500 * time.Millisecond
 
 // RunPeerLinks watches this node's store member's peer connections until
 // ctx ends (see the comment above). It does nothing while the node has no
@@ -71,9 +80,12 @@ func (s *Store) RunPeerLinks(ctx context.Context) error {
 	t := time.NewTicker(peerLinkInterval)
 	defer t.Stop()
 	var (
-		mu      sync.Mutex
-		probing = map[netip.AddrPort]bool{}
-		wg      sync.WaitGroup
+		mu       sync.Mutex
+		probing  = map[netip.AddrPort]bool{}
+		healed   = map[netip.AddrPort]bool{} // reset since the table was last read
+		wg       sync.WaitGroup
+		stalled  map[netip.AddrPort]map[uint64]bool
+		lastRead time.Time
 	)
 	defer wg.Wait()
 	for {
@@ -84,38 +96,46 @@ func (s *Store) RunPeerLinks(ctx context.Context) error {
 		}
 		m := s.Member()
 		if m == nil {
+			stalled = nil
 			continue
 		}
-		mu.Lock()
-		idle := len(probing) == 0
-		mu.Unlock()
-		if idle && m.Etcd.Server.Lead() != 0 {
-			continue // see "Cost" above
-		}
-		self, peers := m.peerAddrs()
-		if !self.IsValid() || len(peers) == 0 {
+		every := readEvery(m.Etcd.Server.Lead() == 0, s.Health(), len(stalled) > 0)
+		if every == 0 {
+			stalled = nil
 			continue
 		}
-		socks, err := readTCPSockets()
-		if err != nil {
-			s.log.Warn("peer links: cannot read the socket table; stalled Raft connections will wait for TCP to retry after a network fault heals", "err", err)
-			return nil
-		}
-		for peer, inodes := range stalledLinks(socks, self, peers) {
+		if time.Since(lastRead) >= every {
+			self, peers := m.peerAddrs()
+			if !self.IsValid() || len(peers) == 0 {
+				continue
+			}
+			socks, err := readTCPSockets()
+			if err != nil {
+				s.log.Warn("peer links: cannot read the socket table; stalled Raft connections will wait for TCP to retry after a network fault heals", "err", err)
+				return nil
+			}
+			stalled, lastRead = stalledLinks(socks, self, peers), time.Now()
 			mu.Lock()
-			busy := probing[peer]
-			probing[peer] = true
+			clear(healed)
 			mu.Unlock()
-			if busy {
+		}
+		for peer, inodes := range stalled {
+			mu.Lock()
+			skip := probing[peer] || healed[peer]
+			if !skip {
+				probing[peer] = true
+			}
+			mu.Unlock()
+			if skip {
 				continue
 			}
 			wg.Go(func() {
-				defer func() {
-					mu.Lock()
-					delete(probing, peer)
-					mu.Unlock()
-				}()
-				if !reachable(ctx, peer, 2*peerLinkInterval) {
+				ok := reachable(ctx, peer, 2*peerLinkInterval)
+				mu.Lock()
+				delete(probing, peer)
+				healed[peer] = ok
+				mu.Unlock()
+				if !ok {
 					return
 				}
 				n, err := shutdownSockets(inodes)
@@ -126,6 +146,21 @@ func (s *Store) RunPeerLinks(ctx context.Context) error {
 				s.log.Info("peer links: the store peer is reachable again; reset its stalled connections", "peer", peer.String(), "connections", n)
 			})
 		}
+	}
+}
+
+// readEvery returns how often to read the socket table: every
+// peerLinkInterval while the member knows no leader, every peerLinkWatch
+// while the last probe of the voters missed one or a link is stalled, and
+// never (0) otherwise (see "Cost" above).
+func readEvery(leaderless bool, h Health, stalled bool) time.Duration {
+	switch {
+	case leaderless:
+		return peerLinkInterval
+	case stalled || h.Reachable < h.Voters:
+		return peerLinkWatch
+	default:
+		return 0
 	}
 }
 

@@ -162,3 +162,27 @@ func TestShutdownSockets(t *testing.T) {
 		t.Errorf("read from the other socket: %v, want a timeout", err)
 	}
 }
+
+// TestReadEvery: the socket table is read often only while a stall is
+// likely, and not at all in a healthy cluster.
+func TestReadEvery(t *testing.T) {
+	all := Health{Voters: 3, Reachable: 3, LeaderID: 1}
+	missing := Health{Voters: 3, Reachable: 2, LeaderID: 1}
+	for _, tc := range []struct {
+		name       string
+		leaderless bool
+		h          Health
+		stalled    bool
+		want       time.Duration
+	}{
+		{"healthy", false, all, false, 0},
+		{"never probed", false, Health{}, false, 0},
+		{"leaderless", true, all, false, peerLinkInterval},
+		{"a voter missed", false, missing, false, peerLinkWatch},
+		{"a link stalled", false, all, true, peerLinkWatch},
+	} {
+		if got := readEvery(tc.leaderless, tc.h, tc.stalled); got != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -36,23 +36,26 @@ import (
 // end, redials them at once (it retries a dial after 100 ms at most) and
 // the other end moves its stream writers to the new connections.
 //
-// Cost: the socket table lists every TCP socket of the network namespace,
-// and reading it costs about 15 us per socket (50 ms with 3,300 sockets
-// on the loaded 2-core test machine), too much to do 10 times a second on a
-// node whose proxy holds thousands of connections. So the table is read
-// only when a stall is likely: every 100 ms while this member knows no
-// leader (a voter cut off from the majority loses its leader an election
+// Cost: the socket table lists every TCP socket of the network namespace
+// (TIME-WAIT ones too), and reading it takes about 15 us per socket: 13 ms
+// for 770 sockets, 50 ms for 3,300 on the loaded 2-core test machine. Too
+// much to do 10 times a second on a node whose proxy holds thousands of
+// connections, or during every election. So the table is read only when a
+// stall is likely: every 100 ms once this member has known no leader for
+// 300 ms (a voter cut off from the majority loses its leader an election
 // timeout into the partition, and stays leaderless until its links carry
-// messages again), every 500 ms while the voter probe (RunProbe, every 1 s)
-// missed a voter or a link is stalled (the majority side of a partition),
+// messages again; an ordinary election is leaderless for milliseconds),
+// every 1 s while the voter probe (RunProbe) missed a voter or a link is
+// stalled (the majority side of a partition, or a voter that is down),
 // and not at all otherwise. Both sides of a stalled link reset their own
-// end: the leaderless side alone would fix both directions (the other end
+// end: the leaderless side alone fixes both directions (the other end
 // replaces its stream writers when the streams are redialed, and meanwhile
 // messages go through etcd's pipeline, fresh HTTP requests), but the other
 // end's stream readers would wait for TCP until then. Not covered: a link
 // that stalls while this member keeps its leader and the probe reaches
-// every voter (a one-way loss of the stream's packets only); that one
-// waits for TCP, as before.
+// every voter (a one-way loss of the stream's packets only), and a
+// partition too short for the member to lose its leader for 300 ms; those
+// wait for TCP, as before.
 //
 // A paused or overloaded peer still acknowledges packets, so its
 // connections never count retransmission timeouts (a full window shows as
@@ -70,7 +73,13 @@ const peerLinkInterval = 100 * time.Millisecond
 
 // peerLinkWatch is how often the socket table is read while the last probe
 // of the voters missed one, or a link is stalled.
-const peerLinkWatch = 500 * time.Millisecond
+const peerLinkWatch = time.Second
+
+// leaderlessFor is how long the member must have known no leader before
+// the socket table is read every peerLinkInterval: longer than the
+// leaderless moment of an ordinary election (milliseconds, or an election
+// timeout after a split vote), shorter than what a stall takes to build up.
+const leaderlessFor = 300 * time.Millisecond
 
 // RunPeerLinks watches this node's store member's peer connections until
 // ctx ends (see the comment above). It does nothing while the node has no
@@ -86,6 +95,7 @@ func (s *Store) RunPeerLinks(ctx context.Context) error {
 		wg       sync.WaitGroup
 		stalled  map[netip.AddrPort]map[uint64]bool
 		lastRead time.Time
+		noLeader time.Time // since when the member has known no leader; zero while it knows one
 	)
 	defer wg.Wait()
 	for {
@@ -99,12 +109,20 @@ func (s *Store) RunPeerLinks(ctx context.Context) error {
 			stalled = nil
 			continue
 		}
-		every := readEvery(m.Etcd.Server.Lead() == 0, s.Health(), len(stalled) > 0)
+		now := time.Now()
+		switch {
+		case m.Etcd.Server.Lead() != 0:
+			noLeader = time.Time{}
+		case noLeader.IsZero():
+			noLeader = now
+		}
+		leaderless := !noLeader.IsZero() && now.Sub(noLeader) >= leaderlessFor
+		every := readEvery(leaderless, s.Health(), len(stalled) > 0)
 		if every == 0 {
 			stalled = nil
 			continue
 		}
-		if time.Since(lastRead) >= every {
+		if now.Sub(lastRead) >= every {
 			self, peers := m.peerAddrs()
 			if !self.IsValid() || len(peers) == 0 {
 				continue
@@ -114,7 +132,7 @@ func (s *Store) RunPeerLinks(ctx context.Context) error {
 				s.log.Warn("peer links: cannot read the socket table; stalled Raft connections will wait for TCP to retry after a network fault heals", "err", err)
 				return nil
 			}
-			stalled, lastRead = stalledLinks(socks, self, peers), time.Now()
+			stalled, lastRead = stalledLinks(socks, self, peers), now
 			mu.Lock()
 			clear(healed)
 			mu.Unlock()
@@ -150,7 +168,8 @@ func (s *Store) RunPeerLinks(ctx context.Context) error {
 }
 
 // readEvery returns how often to read the socket table: every
-// peerLinkInterval while the member knows no leader, every peerLinkWatch
+// peerLinkInterval while the member has known no leader for leaderlessFor,
+// every peerLinkWatch
 // while the last probe of the voters missed one or a link is stalled, and
 // never (0) otherwise (see "Cost" above).
 func readEvery(leaderless bool, h Health, stalled bool) time.Duration {

@@ -19,39 +19,35 @@ var partition = flag.Duration("bench.partition", 5*time.Second, "how long Benchm
 const healWriters = 4
 
 // BenchmarkPartitionHeal measures how soon a node that was cut off from the
-// other voters serves again once the network heals. On a 3-node cluster in
+// other nodes serves again once the network heals. On a 3-node cluster in
 // network namespaces (clustertest Options.Netns, so it needs root, ip and
 // nft) it silently drops every packet between one node and the other two
 // for -bench.partition (5 s), removes the rules, and times from the moment
 // they are gone until that node's own HTTP API acknowledges a write. The
 // test's clients reach the node all along: healWriters writers, staggered,
 // send PUT ?timeout=300ms to it through the partition and after the heal.
-// Sub-benchmarks cut off a follower and the store leader; each reports the
-// median, min, max and p90 (nearest rank) over -bench.runs partitions, in
-// milliseconds, and logs what the node answered between the heal and its
-// first acknowledged write.
+// Sub-benchmarks cut off a follower voter, the store leader, and a client
+// node (a fourth node, without a store member, which reaches the voters
+// through etcd's gRPC client); each reports the median, min, max and p90
+// (nearest rank) over -bench.runs partitions, in milliseconds, and logs
+// what the node answered between the heal and its first acknowledged write.
 func BenchmarkPartitionHeal(b *testing.B) {
 	if err := clustertest.NetnsAvailable(); err != nil {
 		b.Skip(err)
 	}
-	for _, role := range []string{"follower", "leader"} {
+	for _, role := range []string{"follower", "leader", "client"} {
 		b.Run(role, func(b *testing.B) {
-			c := clustertest.Start(b, 3, clustertest.Options{Mode: clustertest.Processes, Netns: true, Flags: strings.Fields(*agentFlags)})
+			nodes := 3
+			if role == "client" {
+				nodes = 4 // three voters and a client node
+			}
+			c := clustertest.Start(b, nodes, clustertest.Options{Mode: clustertest.Processes, Voters: 3, Netns: true, Flags: strings.Fields(*agentFlags)})
 			var times []time.Duration
 			var perRun []string
 			failures := map[string]int{} // answers between the heal and the first ack, by kind
 			for run := 1; run <= *runs; run++ {
 				c.WaitHealthy()
-				leader := c.Leader()
-				target := leader
-				if role == "follower" {
-					for _, nd := range c.Nodes {
-						if nd != leader {
-							target = nd
-							break
-						}
-					}
-				}
+				target := pick(b, c, role)
 				waitWrite(b, target)
 
 				ctx, cancel := context.WithTimeout(context.Background(), *partition+failoverLimit)
@@ -76,6 +72,33 @@ func BenchmarkPartitionHeal(b *testing.B) {
 			reportRuns(b, "cut-off node and time from the heal to its first acknowledged write", perRun, "answers after the heal before the first ack", failures, times)
 		})
 	}
+}
+
+// pick returns the node to cut off: the store leader, a follower voter, or
+// a client node (no store member), as role says.
+func pick(b *testing.B, c *clustertest.Cluster, role string) *clustertest.Node {
+	b.Helper()
+	leader := c.Leader()
+	if role == "leader" {
+		return leader
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ms, err := c.Client().Members(ctx)
+	if err != nil {
+		b.Fatalf("members: %v", err)
+	}
+	want := "voter"
+	if role == "client" {
+		want = "client"
+	}
+	for _, m := range ms.Members {
+		if m.Role == want && m.Name != leader.Name {
+			return c.Node(m.Name)
+		}
+	}
+	b.Fatalf("no %s node other than the leader in %+v", want, ms.Members)
+	return nil
 }
 
 // waitWrite waits until nd's API acknowledges a write.

@@ -88,15 +88,8 @@ const leaderlessFor = 300 * time.Millisecond
 func (s *Store) RunPeerLinks(ctx context.Context) error {
 	t := time.NewTicker(peerLinkInterval)
 	defer t.Stop()
-	var (
-		mu       sync.Mutex
-		probing  = map[netip.AddrPort]bool{}
-		healed   = map[netip.AddrPort]bool{} // reset since the table was last read
-		wg       sync.WaitGroup
-		stalled  map[netip.AddrPort]map[uint64]bool
-		lastRead time.Time
-		noLeader time.Time // since when the member has known no leader; zero while it knows one
-	)
+	w := newLinkWatch()
+	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
 		select {
@@ -106,53 +99,28 @@ func (s *Store) RunPeerLinks(ctx context.Context) error {
 		}
 		m := s.Member()
 		if m == nil {
-			stalled = nil
+			w.forget()
 			continue
 		}
-		now := time.Now()
-		switch {
-		case m.Etcd.Server.Lead() != 0:
-			noLeader = time.Time{}
-		case noLeader.IsZero():
-			noLeader = now
-		}
-		leaderless := !noLeader.IsZero() && now.Sub(noLeader) >= leaderlessFor
-		every := readEvery(leaderless, s.Health(), len(stalled) > 0)
-		if every == 0 {
-			stalled = nil
-			continue
-		}
-		if now.Sub(lastRead) >= every {
+		try, err := w.tick(time.Now(), m.Etcd.Server.Lead() != 0, s.Health(), func() (map[netip.AddrPort]map[uint64]bool, error) {
 			self, peers := m.peerAddrs()
 			if !self.IsValid() || len(peers) == 0 {
-				continue
+				return nil, nil
 			}
 			socks, err := readTCPSockets()
 			if err != nil {
-				s.log.Warn("peer links: cannot read the socket table; stalled Raft connections will wait for TCP to retry after a network fault heals", "err", err)
-				return nil
+				return nil, err
 			}
-			stalled, lastRead = stalledLinks(socks, self, peers), now
-			mu.Lock()
-			clear(healed)
-			mu.Unlock()
+			return stalledLinks(socks, self, peers), nil
+		})
+		if err != nil {
+			s.log.Warn("peer links: cannot read the socket table; stalled Raft connections will wait for TCP to retry after a network fault heals", "err", err)
+			return nil
 		}
-		for peer, inodes := range stalled {
-			mu.Lock()
-			skip := probing[peer] || healed[peer]
-			if !skip {
-				probing[peer] = true
-			}
-			mu.Unlock()
-			if skip {
-				continue
-			}
+		for peer, inodes := range try {
 			wg.Go(func() {
 				ok := reachable(ctx, peer, 2*peerLinkInterval)
-				mu.Lock()
-				delete(probing, peer)
-				healed[peer] = ok
-				mu.Unlock()
+				w.tried(peer, ok)
 				if !ok {
 					return
 				}
@@ -167,11 +135,83 @@ func (s *Store) RunPeerLinks(ctx context.Context) error {
 	}
 }
 
+// linkWatch holds RunPeerLinks' decisions: when to read the socket table,
+// and which stalled peers to try. tick and forget are called from
+// RunPeerLinks' loop, tried from the goroutines that try peers.
+type linkWatch struct {
+	stalled  map[netip.AddrPort]map[uint64]bool // at the last read
+	lastRead time.Time
+	noLeader time.Time // since when the member has known no leader; zero while it knows one
+
+	mu      sync.Mutex
+	probing map[netip.AddrPort]bool // being tried
+	healed  map[netip.AddrPort]bool // reset since the table was last read
+}
+
+func newLinkWatch() *linkWatch {
+	return &linkWatch{probing: map[netip.AddrPort]bool{}, healed: map[netip.AddrPort]bool{}}
+}
+
+// tick is one round at now. leader says whether the member knows a
+// leader, h is the last probe of the voters, and read reads the socket
+// table and returns the stalled links (called only when a read is due).
+// tick returns the stalled peers to try now, each with the connections to
+// shut down if it answers, and counts them as being tried until tried is
+// called for them.
+func (w *linkWatch) tick(now time.Time, leader bool, h Health, read func() (map[netip.AddrPort]map[uint64]bool, error)) (map[netip.AddrPort]map[uint64]bool, error) {
+	switch {
+	case leader:
+		w.noLeader = time.Time{}
+	case w.noLeader.IsZero():
+		w.noLeader = now
+	}
+	leaderless := !w.noLeader.IsZero() && now.Sub(w.noLeader) >= leaderlessFor
+	every := readEvery(leaderless, h, len(w.stalled) > 0)
+	if every == 0 {
+		w.stalled = nil
+		return nil, nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if now.Sub(w.lastRead) >= every {
+		stalled, err := read()
+		if err != nil {
+			return nil, err
+		}
+		w.stalled, w.lastRead = stalled, now
+		clear(w.healed)
+	}
+	var try map[netip.AddrPort]map[uint64]bool
+	for peer, inodes := range w.stalled {
+		if w.probing[peer] || w.healed[peer] {
+			continue
+		}
+		w.probing[peer] = true
+		if try == nil {
+			try = map[netip.AddrPort]map[uint64]bool{}
+		}
+		try[peer] = inodes
+	}
+	return try, nil
+}
+
+// tried records that trying peer is over: it answered (its connections
+// are shut down, and it is not tried again before the table is read again)
+// or not (it is tried again next round).
+func (w *linkWatch) tried(peer netip.AddrPort, answered bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.probing, peer)
+	w.healed[peer] = answered
+}
+
+// forget drops what the last read found (the node has no member).
+func (w *linkWatch) forget() { w.stalled = nil }
+
 // readEvery returns how often to read the socket table: every
 // peerLinkInterval while the member has known no leader for leaderlessFor,
-// every peerLinkWatch
-// while the last probe of the voters missed one or a link is stalled, and
-// never (0) otherwise (see "Cost" above).
+// every peerLinkWatch while the last probe of the voters missed one or a
+// link is stalled, and never (0) otherwise (see "Cost" above).
 func readEvery(leaderless bool, h Health, stalled bool) time.Duration {
 	switch {
 	case leaderless:

@@ -186,3 +186,75 @@ func TestReadEvery(t *testing.T) {
 		}
 	}
 }
+
+// TestLinkWatch: the socket table is read only when due; a stalled peer is
+// tried once at a time, again after a failed try, and not again after a
+// successful one until the table is read anew.
+func TestLinkWatch(t *testing.T) {
+	peer := netip.MustParseAddrPort("10.77.1.2:7401")
+	stalled := map[netip.AddrPort]map[uint64]bool{peer: {101: true, 102: true}}
+	all := Health{Voters: 3, Reachable: 3, LeaderID: 1}
+	missing := Health{Voters: 3, Reachable: 2, LeaderID: 1}
+
+	w := newLinkWatch()
+	reads := 0
+	table := stalled
+	read := func() (map[netip.AddrPort]map[uint64]bool, error) {
+		reads++
+		return table, nil
+	}
+	start := time.Now()
+	at := func(d time.Duration) time.Time { return start.Add(d) }
+	tick := func(d time.Duration, leader bool, h Health) map[netip.AddrPort]map[uint64]bool {
+		t.Helper()
+		try, err := w.tick(at(d), leader, h, read)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return try
+	}
+
+	if try := tick(0, true, all); try != nil || reads != 0 {
+		t.Fatalf("healthy: read %d times, try %v", reads, try)
+	}
+	// Leaderless, but not yet for leaderlessFor: an ordinary election.
+	if try := tick(100*time.Millisecond, false, all); try != nil || reads != 0 {
+		t.Fatalf("leaderless 0 ms: read %d times, try %v", reads, try)
+	}
+	try := tick(100*time.Millisecond+leaderlessFor, false, all)
+	if reads != 1 || len(try) != 1 || len(try[peer]) != 2 {
+		t.Fatalf("leaderless %v: read %d times, try %v", leaderlessFor, reads, try)
+	}
+	// Being tried: not handed out again, though the table is read.
+	if try := tick(200*time.Millisecond+leaderlessFor, false, all); try != nil || reads != 2 {
+		t.Fatalf("while trying: read %d times, try %v", reads, try)
+	}
+	// The try failed: tried again.
+	w.tried(peer, false)
+	if try := tick(300*time.Millisecond+leaderlessFor, false, all); len(try) != 1 {
+		t.Fatalf("after a failed try: try %v", try)
+	}
+	// It answered. The member has its leader back, but the probe still
+	// misses a voter: the table is read every peerLinkWatch, and the peer is
+	// not tried again before that read.
+	w.tried(peer, true)
+	base := 400*time.Millisecond + leaderlessFor
+	readsBefore := reads
+	if try := tick(base, true, missing); try != nil || reads != readsBefore {
+		t.Fatalf("after a reset: read %d times, try %v", reads-readsBefore, try)
+	}
+	// The next read still finds it stalled (say its connections were
+	// replaced and stalled again): it is tried again.
+	if try := tick(base+peerLinkWatch, true, missing); len(try) != 1 || reads != readsBefore+1 {
+		t.Fatalf("next read, still stalled: read %d times, try %v", reads-readsBefore, try)
+	}
+	w.tried(peer, true)
+	table = nil // the reset connections are gone
+	if try := tick(base+2*peerLinkWatch, true, missing); try != nil || reads != readsBefore+2 {
+		t.Fatalf("next read: read %d times, try %v", reads-readsBefore, try)
+	}
+	// All voters reachable and the leader known: nothing is read any more.
+	if try := tick(base+4*peerLinkWatch, true, all); try != nil || reads != readsBefore+2 {
+		t.Fatalf("healthy again: read %d times, try %v", reads-readsBefore, try)
+	}
+}

@@ -231,6 +231,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return cm.RunLeaderEvents(gctx) })
 	g.Go(func() error { return cm.RunPromotion(gctx) })
 	g.Go(func() error { return st.RunProbe(gctx, time.Second) })
+	g.Go(func() error { return st.RunPeerLinks(gctx) })
 	g.Go(func() error { return v.Run(gctx) })
 	g.Go(func() error { return runner.Run(gctx) })
 	// DNS and the proxies answer from the view: they listen only once it

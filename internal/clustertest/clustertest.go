@@ -732,7 +732,12 @@ func (c *Cluster) shutdown() {
 			<-nd.done
 		}
 	}
-	c.checkLeaks()
+	if c.opts.Mode == InProcess {
+		// With processes, the agents' goroutines are not in this process;
+		// what is here is the test's (fault proxies, clients), which its
+		// own cleanups stop after the cluster's.
+		c.checkLeaks()
+	}
 	if c.t.Failed() {
 		for _, nd := range c.Nodes {
 			c.t.Logf("---- log of %s (last 60 lines) ----\n%s", nd.Name, tail(nd.Log, 60))

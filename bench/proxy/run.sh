@@ -38,6 +38,7 @@
 #   CR_DURATION=30s    constant-rate phase: measured seconds per target
 #   CR_WARMUP=3s       constant-rate phase: warm-up at the same rate first
 #   CR_CONNECTIONS=64  constant-rate phase: vegeta's keep-alive connections (and workers)
+#   CR_ROUNDS=6        constant-rate phase: targets take turns in this many slices of CR_DURATION
 #   INSTALL=1          1 = install missing tools (apt-get for wrk, haproxy,
 #                      nginx-light, linux-perf, jq; go install for vegeta); 0 = never
 set -euo pipefail
@@ -63,6 +64,7 @@ CR_RATE=${CR_RATE:-2000}
 CR_DURATION=${CR_DURATION:-30s}
 CR_WARMUP=${CR_WARMUP:-3s}
 CR_CONNECTIONS=${CR_CONNECTIONS:-64}
+CR_ROUNDS=${CR_ROUNDS:-6}
 INSTALL=${INSTALL:-1}
 VEGETA_MODULE=github.com/tsenart/vegeta/v12@v12.13.0
 
@@ -392,6 +394,7 @@ if [[ $CR_RATE != 0 ]]; then
 	need_apt jq jq
 	find_vegeta
 	CR_DURATION_S=$(secs "$CR_DURATION")
+	[[ $CR_ROUNDS =~ ^[1-9][0-9]*$ ]] || die "CR_ROUNDS=$CR_ROUNDS: want a whole number of rounds, 1 or more"
 	[[ $CR_WARMUP == 0 ]] || secs "$CR_WARMUP" >/dev/null
 fi
 DURATION_S=$(secs "$DURATION")
@@ -513,7 +516,7 @@ fi
 	command -v caddy >/dev/null && echo "caddy: $(caddy version 2>&1 | head -n 1)"
 	[[ -n $TANDEM_BIN ]] && echo "tandem: $TANDEM_BIN"
 	[[ $SYSCALLS == 1 ]] && echo "perf: $(perf --version 2>&1)"
-	[[ $CR_RATE != 0 ]] && echo "vegeta: $("$VEGETA" -version 2>&1 | head -n 1); CR_RATE=$CR_RATE CR_DURATION=$CR_DURATION CR_WARMUP=$CR_WARMUP CR_CONNECTIONS=$CR_CONNECTIONS"
+	[[ $CR_RATE != 0 ]] && echo "vegeta: $("$VEGETA" -version 2>&1 | head -n 1); CR_RATE=$CR_RATE CR_DURATION=$CR_DURATION CR_ROUNDS=$CR_ROUNDS CR_WARMUP=$CR_WARMUP CR_CONNECTIONS=$CR_CONNECTIONS"
 	echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$RESULTS_DIR/env.txt"
 
@@ -574,51 +577,87 @@ done
 # at most CR_CONNECTIONS keep-alive connections whatever the latency, so a
 # slow answer shows in the tail instead of slowing the load down (wrk's
 # closed loop sends less when answers come slowly, and at saturation its
-# latency is mostly queueing).
+# latency is mostly queueing). The measured time is cut into CR_ROUNDS
+# slices and the targets take turns, a slice each per round (the first
+# target of a round moves on by one every round), so that a burst of
+# outside load on a shared machine lands on every target alike instead of
+# on whichever ran at the time. Each target's slices are reported together.
 CR_P50=() CR_P99=() CR_MAX=() CR_RATE_GOT=() CR_OK=() CR_CPU=() CR_SYS=()
+# run_vegeta BIN URL DURATION: vegeta's results (binary) to BIN.
 run_vegeta() {
-	local out=$1 url=$2 dur=$3
+	local bin=$1 url=$2 dur=$3
 	printf 'GET %s\n' "$url" | timeout $(($(secs "$dur") + 30)) "$VEGETA" attack -rate="$CR_RATE" -duration="$dur" \
 		-header "Host: $HOST_HEADER" -keepalive=true -http2=false \
 		-connections="$CR_CONNECTIONS" -max-connections="$CR_CONNECTIONS" \
-		-workers="$CR_CONNECTIONS" -max-workers="$CR_CONNECTIONS" -timeout=10s >"$TMP/vegeta.bin" &
+		-workers="$CR_CONNECTIONS" -max-workers="$CR_CONNECTIONS" -timeout=10s >"$bin" &
 	local pid=$!
 	STARTED+=("$pid")
-	wait "$pid" || return 1
-	"$VEGETA" report -type=json "$TMP/vegeta.bin" >"$out"
+	wait "$pid"
 }
 if [[ $CR_RATE != 0 ]]; then
+	SLICE_S=$((CR_DURATION_S / CR_ROUNDS))
+	((SLICE_S >= 1)) || die "CR_DURATION=$CR_DURATION is too short for CR_ROUNDS=$CR_ROUNDS slices of at least 1 s"
+	CR_TICKS=() CR_CALLS=() CR_BINS=() CR_FAILED=()
+	ok_targets=()
 	for i in "${!T_NAME[@]}"; do
 		CR_P50[i]="" CR_P99[i]="" CR_MAX[i]="" CR_RATE_GOT[i]="" CR_OK[i]="" CR_CPU[i]="" CR_SYS[i]=""
-		[[ ${T_STATUS[i]} == ok ]] || continue
-		sleep "$PAUSE"
-		url=${T_URL[i]} pid=${T_PID[i]} out="$RESULTS_DIR/${T_SLUG[i]}.rate.json"
-		if [[ $CR_WARMUP != 0 ]]; then
-			run_vegeta "$RESULTS_DIR/${T_SLUG[i]}.rate-warmup.json" "$url" "$CR_WARMUP" || true
-		fi
-		counting=0
-		[[ $SYSCALLS == 1 && $pid != "$BACKEND_PID" ]] && counting=1
-		((counting)) && { sys_start "$pid"; sys_on; }
-		log "constant rate: $CR_RATE req/s against ${T_NAME[i]} for $CR_DURATION ($CR_CONNECTIONS connections)"
-		cpu0=$(cpu_ticks "$pid")
-		rc=0
-		run_vegeta "$out" "$url" "$CR_DURATION" || rc=$?
-		((counting)) && sys_off
-		cpu1=$(cpu_ticks "$pid")
-		((counting)) && sys_stop
-		if ((rc != 0)) || [[ ! -s $out ]]; then
-			log "WARNING: vegeta failed against ${T_NAME[i]} (status $rc)"
-			continue
-		fi
+		CR_TICKS[i]=0 CR_CALLS[i]=0 CR_BINS[i]="" CR_FAILED[i]=0
+		[[ ${T_STATUS[i]} == ok ]] && ok_targets+=("$i")
+	done
+	log "constant rate: $CR_RATE req/s, $CR_ROUNDS rounds of ${SLICE_S}s per target ($CR_CONNECTIONS connections)"
+	for ((round = 0; round < CR_ROUNDS; round++)); do
+		n=${#ok_targets[@]}
+		for ((k = 0; k < n; k++)); do
+			i=${ok_targets[(k + round) % n]}
+			url=${T_URL[i]} pid=${T_PID[i]}
+			sleep "$PAUSE"
+			if ((round == 0)) && [[ $CR_WARMUP != 0 ]]; then
+				run_vegeta "$TMP/${T_SLUG[i]}.warmup.bin" "$url" "$CR_WARMUP" || true
+			fi
+			counting=0
+			[[ $SYSCALLS == 1 && $pid != "$BACKEND_PID" ]] && counting=1
+			((counting)) && { sys_start "$pid"; sys_on; }
+			cpu0=$(cpu_ticks "$pid")
+			bin="$TMP/${T_SLUG[i]}.r$round.bin"
+			rc=0
+			run_vegeta "$bin" "$url" "${SLICE_S}s" || rc=$?
+			((counting)) && sys_off
+			cpu1=$(cpu_ticks "$pid")
+			if ((counting)); then
+				sys_stop
+				if [[ -n $SYS_CALLS && ${CR_CALLS[i]} != "" ]]; then
+					CR_CALLS[i]=$((CR_CALLS[i] + SYS_CALLS))
+				else
+					CR_CALLS[i]=""
+				fi
+			fi
+			CR_TICKS[i]=$((CR_TICKS[i] + cpu1 - cpu0))
+			if ((rc != 0)) || [[ ! -s $bin ]]; then
+				log "WARNING: vegeta failed against ${T_NAME[i]} in round $((round + 1)) (status $rc)"
+				CR_FAILED[i]=1
+			fi
+			CR_BINS[i]+=" $bin"
+			log "round $((round + 1))/$CR_ROUNDS: ${T_NAME[i]} done"
+		done
+	done
+	for i in "${ok_targets[@]}"; do
+		out="$RESULTS_DIR/${T_SLUG[i]}.rate.json"
+		((CR_FAILED[i] == 0)) || continue
+		# shellcheck disable=SC2086
+		"$VEGETA" report -type=json ${CR_BINS[i]} >"$out" || { log "WARNING: vegeta report failed for ${T_NAME[i]}"; continue; }
+		# shellcheck disable=SC2086
+		"$VEGETA" report -type=text ${CR_BINS[i]} >"$RESULTS_DIR/${T_SLUG[i]}.rate.txt" || true
 		read -r p50 p99 pmax rate reqs okr < <(jq -r '[.latencies["50th"]/1e6, .latencies["99th"]/1e6,
 			.latencies.max/1e6, .rate, .requests, .success] | @tsv' "$out")
+		# vegeta's own rate would span the other targets' turns too
+		rate=$(awk -v n="$reqs" -v s=$((CR_ROUNDS * SLICE_S)) 'BEGIN { print n / s }')
 		CR_P50[i]=$p50 CR_P99[i]=$p99 CR_MAX[i]=$pmax CR_RATE_GOT[i]=$rate CR_OK[i]=$okr
-		if [[ $pid == "$BACKEND_PID" ]]; then
+		if [[ ${T_PID[i]} == "$BACKEND_PID" ]]; then
 			CR_CPU[i]="—" CR_SYS[i]="—"
 		else
-			CR_CPU[i]=$(us_per_req $((cpu1 - cpu0)) "$reqs")
+			CR_CPU[i]=$(us_per_req "${CR_TICKS[i]}" "$reqs")
 			CR_SYS[i]="n/a"
-			((counting)) && CR_SYS[i]=$(per_req "$SYS_CALLS" "$reqs")
+			[[ $SYSCALLS == 1 && -n ${CR_CALLS[i]} ]] && CR_SYS[i]=$(per_req "${CR_CALLS[i]}" "$reqs")
 		fi
 		awk -v s="$okr" 'BEGIN { exit !(s < 1) }' &&
 			log "WARNING: ${T_NAME[i]}: only $(awk -v s="$okr" 'BEGIN { printf "%.4f", s * 100 }')% of requests succeeded (see $out)"
@@ -672,7 +711,7 @@ added() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "n/a" 
 	if [[ $CR_RATE != 0 ]]; then
 		d=$(idx_of direct)
 		echo
-		echo "constant rate: vegeta attack -rate=$CR_RATE -duration=$CR_DURATION, $CR_CONNECTIONS keep-alive connections and workers (after $CR_WARMUP at the same rate)"
+		echo "constant rate: vegeta attack -rate=$CR_RATE, $CR_CONNECTIONS keep-alive connections and workers, $CR_DURATION per target in $CR_ROUNDS turns of ${SLICE_S}s (after $CR_WARMUP at the same rate)"
 		echo
 		echo "| target | req/s sent | p50 | p99 | max | p50 added | p99 added | CPU µs/req | syscalls/req | success |"
 		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

@@ -516,7 +516,7 @@ fi
 	command -v caddy >/dev/null && echo "caddy: $(caddy version 2>&1 | head -n 1)"
 	[[ -n $TANDEM_BIN ]] && echo "tandem: $TANDEM_BIN"
 	[[ $SYSCALLS == 1 ]] && echo "perf: $(perf --version 2>&1)"
-	[[ $CR_RATE != 0 ]] && echo "vegeta: $("$VEGETA" -version 2>&1 | head -n 1); CR_RATE=$CR_RATE CR_DURATION=$CR_DURATION CR_ROUNDS=$CR_ROUNDS CR_WARMUP=$CR_WARMUP CR_CONNECTIONS=$CR_CONNECTIONS"
+	[[ $CR_RATE != 0 ]] && echo "vegeta: $VEGETA $(go version -m "$VEGETA" 2>/dev/null | awk '$1 == "mod" { print $3 }'); CR_RATE=$CR_RATE CR_DURATION=$CR_DURATION CR_ROUNDS=$CR_ROUNDS CR_WARMUP=$CR_WARMUP CR_CONNECTIONS=$CR_CONNECTIONS"
 	echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$RESULTS_DIR/env.txt"
 

@@ -711,7 +711,7 @@ added() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "n/a" 
 	if [[ $CR_RATE != 0 ]]; then
 		d=$(idx_of direct)
 		echo
-		echo "constant rate: vegeta attack -rate=$CR_RATE, $CR_CONNECTIONS keep-alive connections and workers, $CR_DURATION per target in $CR_ROUNDS turns of ${SLICE_S}s (after $CR_WARMUP at the same rate)"
+		echo "constant rate: vegeta attack -rate=$CR_RATE, $CR_CONNECTIONS keep-alive connections and workers, $CR_DURATION per target in $CR_ROUNDS turns of ${SLICE_S}s ($([[ $CR_WARMUP == 0 ]] && echo "no warm-up" || echo "after $CR_WARMUP at the same rate"))"
 		echo
 		echo "| target | req/s sent | p50 | p99 | max | p50 added | p99 added | CPU µs/req | syscalls/req | success |"
 		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

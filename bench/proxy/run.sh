@@ -8,9 +8,13 @@
 #   wrk -> Caddy   -> backend           (when caddy is installed)
 #   wrk -> tandem's proxy -> backend    (when TANDEM_BIN is set)
 #
-# For each target it reports req/s, p50/p99 latency and the CPU time the
-# proxy process (with its threads and child processes) used per request.
-# See README.md in this directory for details and caveats.
+# For each target it reports req/s, p50/p99 latency, the CPU time and the
+# system calls the proxy process (with its threads and child processes)
+# used per request under wrk (closed loop, as fast as it goes); then, in a
+# second phase, p50/p99 latency at a constant rate (vegeta, open loop),
+# where tail latency shows. A gate line says PASS or FAIL for tandem's
+# system calls per request. See README.md in this directory for details
+# and caveats.
 #
 # Environment (all optional):
 #   DURATION=10s       wrk duration per run (wrk syntax: 10s, 1m)
@@ -27,6 +31,16 @@
 #   FORWARD_HEADERS=1  1 = HAProxy, nginx and Caddy add the headers tandem adds
 #                      to every request (X-Forwarded-For/-Host/-Proto and
 #                      X-Request-Id), so all do the same work; 0 = plain configs
+#   SYSCALLS=1         1 = count each proxy's system calls over the wrk run (perf)
+#   SYSCALL_GATE=5     the most system calls per request tandem may make (gate line)
+#   GATE=0             1 = exit with status 3 when the gate fails
+#   CR_RATE=2000       constant-rate phase: requests per second (0 = no such phase)
+#   CR_DURATION=30s    constant-rate phase: measured seconds per target
+#   CR_WARMUP=3s       constant-rate phase: warm-up at the same rate first
+#   CR_CONNECTIONS=64  constant-rate phase: vegeta's keep-alive connections (and workers)
+#   CR_ROUNDS=6        constant-rate phase: targets take turns in this many slices of CR_DURATION
+#   INSTALL=1          1 = install missing tools (apt-get for wrk, haproxy,
+#                      nginx-light, linux-perf, jq; go install for vegeta); 0 = never
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -43,6 +57,16 @@ TANDEM_BIN=${TANDEM_BIN:-}
 RESULTS_DIR=${RESULTS_DIR:-$SCRIPT_DIR/results/$(date +%Y%m%d-%H%M%S)}
 KEEP_TMP=${KEEP_TMP:-0}
 FORWARD_HEADERS=${FORWARD_HEADERS:-1}
+SYSCALLS=${SYSCALLS:-1}
+SYSCALL_GATE=${SYSCALL_GATE:-5}
+GATE=${GATE:-0}
+CR_RATE=${CR_RATE:-2000}
+CR_DURATION=${CR_DURATION:-30s}
+CR_WARMUP=${CR_WARMUP:-3s}
+CR_CONNECTIONS=${CR_CONNECTIONS:-64}
+CR_ROUNDS=${CR_ROUNDS:-6}
+INSTALL=${INSTALL:-1}
+VEGETA_MODULE=github.com/tsenart/vegeta/v12@v12.13.0
 
 HOST_HEADER=bench                # the Host every request carries (tandem routes on it)
 EXPECTED_BODY="hello, world"     # the backend's body, less its trailing newline
@@ -73,14 +97,10 @@ alive() {
 # process's /proc stat already covers all its threads).
 tree_pids() {
 	local -A kids=()
-	local f s pid ppid
-	for f in /proc/[0-9]*/stat; do
-		s=$(cat "$f" 2>/dev/null) || continue
-		pid=${f#/proc/}; pid=${pid%/stat}
-		s=${s##*) }                     # drop "pid (comm) ", comm may hold spaces
-		ppid=${s#* }; ppid=${ppid%% *}  # field 4
+	local pid ppid
+	while read -r pid ppid; do
 		kids[$ppid]+=" $pid"
-	done
+	done < <(ps -e -o pid= -o ppid=)
 	local queue=("$1") tree=() p
 	while ((${#queue[@]})); do
 		p=${queue[0]}; queue=("${queue[@]:1}")
@@ -260,13 +280,123 @@ us_per_req() {
 
 fmt_ms() { awk -v v="$1" 'BEGIN { if (v == "n/a") print v; else printf "%.3f ms", v }'; }
 
+per_req() { awk -v c="$1" -v n="$2" 'BEGIN { if (n > 0 && c != "") printf "%.2f", c / n; else printf "n/a" }'; }
+
+# ---------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------
+
+# need_apt CMD PACKAGE: install PACKAGE with apt-get when CMD is missing.
+APT_UPDATED=0
+need_apt() {
+	command -v "$1" >/dev/null && return 0
+	[[ $INSTALL == 1 ]] || die "$1 is not installed (apt-get install -y $2), and INSTALL=0"
+	((EUID == 0)) || die "$1 is not installed; run as root so that the script can install it, or: apt-get install -y $2"
+	command -v apt-get >/dev/null || die "$1 is not installed and there is no apt-get; install $2 by hand"
+	log "installing $2 (for $1)"
+	if ((!APT_UPDATED)); then
+		apt-get update -qq >"$TMP/apt.log" 2>&1 || { tail -n 20 "$TMP/apt.log" >&2; die "apt-get update failed"; }
+		APT_UPDATED=1
+	fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >>"$TMP/apt.log" 2>&1 ||
+		{ tail -n 20 "$TMP/apt.log" >&2; die "apt-get install $2 failed"; }
+	command -v "$1" >/dev/null || die "installed $2, but $1 is still not on PATH"
+}
+
+# find_vegeta: VEGETA is vegeta's path, installed with go install if missing.
+find_vegeta() {
+	local gobin
+	gobin=$(go env GOBIN)
+	[[ -n $gobin ]] || gobin=$(go env GOPATH)/bin
+	VEGETA=$(command -v vegeta || true)
+	[[ -n $VEGETA ]] || { [[ -x $gobin/vegeta ]] && VEGETA=$gobin/vegeta; } || true
+	[[ -n $VEGETA ]] && return 0
+	[[ $INSTALL == 1 ]] || die "vegeta is not installed (go install $VEGETA_MODULE), and INSTALL=0"
+	log "installing vegeta: go install $VEGETA_MODULE"
+	go install "$VEGETA_MODULE" >"$TMP/vegeta-install.log" 2>&1 ||
+		{ tail -n 20 "$TMP/vegeta-install.log" >&2; die "go install $VEGETA_MODULE failed"; }
+	VEGETA=$gobin/vegeta
+	[[ -x $VEGETA ]] || die "go install $VEGETA_MODULE succeeded but $VEGETA is not there"
+}
+
+# check_perf: perf must be able to count system calls of a process here.
+check_perf() {
+	local out
+	if ! out=$(perf stat -e raw_syscalls:sys_enter -x, -- true 2>&1) || [[ $out != *raw_syscalls:sys_enter* ]] ||
+		[[ $out == *"not supported"* ]]; then
+		die "perf cannot count system calls here (perf stat -e raw_syscalls:sys_enter): $out
+       It needs root or kernel.perf_event_paranoid <= -1, and tracefs. Set SYSCALLS=0 to run without the count."
+	fi
+}
+
+# ---------------------------------------------------------------------------
+# Counting system calls
+# ---------------------------------------------------------------------------
+
+# sys_start PID: attach perf to PID and its descendants (every thread, and
+# threads started later) with counting off; sys_on and sys_off switch it
+# on and off around a measured run, each acknowledged by perf, so the
+# count covers that run exactly; sys_stop ends perf and prints the count.
+# raw_syscalls:sys_enter fires once per system call entered.
+sys_start() {
+	local pids
+	pids=$(tree_pids "$1")
+	rm -f "$TMP/perf.ctl" "$TMP/perf.ack" "$TMP/perf.out"
+	mkfifo "$TMP/perf.ctl" "$TMP/perf.ack"
+	exec {PERF_CTL}<>"$TMP/perf.ctl" {PERF_ACK}<>"$TMP/perf.ack"
+	perf stat -D -1 -e raw_syscalls:sys_enter -x, -o "$TMP/perf.out" \
+		--control "fd:$PERF_CTL,$PERF_ACK" -p "${pids// /,}" >"$TMP/perf.log" 2>&1 &
+	PERF_PID=$!
+	STARTED+=("$PERF_PID")
+}
+sys_ctl() {
+	local ack=""
+	echo "$1" >&"$PERF_CTL"
+	read -r -t 10 -u "$PERF_ACK" ack || true
+	[[ $ack == ack ]] || { cat "$TMP/perf.log" >&2; die "perf did not acknowledge '$1'"; }
+}
+sys_on() { sys_ctl enable; }
+sys_off() { sys_ctl disable; }
+# sys_stop sets SYS_CALLS to the count ("" if perf gave none).
+sys_stop() {
+	kill -INT "$PERF_PID" 2>/dev/null || true
+	wait "$PERF_PID" 2>/dev/null || true
+	exec {PERF_CTL}>&- {PERF_ACK}>&-
+	SYS_CALLS=$(awk -F, '$3 == "raw_syscalls:sys_enter" { print ($1 ~ /^[0-9]+$/) ? $1 : "" }' "$TMP/perf.out")
+	[[ -n $SYS_CALLS ]] || log "WARNING: perf gave no system call count: $(cat "$TMP/perf.out" "$TMP/perf.log")"
+}
+
+# count_threads PID: threads of PID and its descendants.
+count_threads() {
+	local n=0 p t
+	for p in $(tree_pids "$1"); do
+		for t in /proc/"$p"/task/*; do [[ -e $t ]] && n=$((n + 1)); done
+	done
+	echo "$n"
+}
+
 # ---------------------------------------------------------------------------
 # Setup
 # ---------------------------------------------------------------------------
 
-command -v wrk >/dev/null || die "wrk is not installed (apt-get install -y wrk)"
-command -v curl >/dev/null || die "curl is not installed"
 command -v go >/dev/null || die "go is not installed (needed to build backend/)"
+need_apt curl curl
+need_apt ps procps
+need_apt ss iproute2
+need_apt wrk wrk
+need_apt haproxy haproxy
+need_apt nginx nginx-light
+if [[ $SYSCALLS == 1 ]]; then
+	need_apt perf linux-perf
+	check_perf
+fi
+if [[ $CR_RATE != 0 ]]; then
+	need_apt jq jq
+	find_vegeta
+	CR_DURATION_S=$(secs "$CR_DURATION")
+	[[ $CR_ROUNDS =~ ^[1-9][0-9]*$ ]] || die "CR_ROUNDS=$CR_ROUNDS: want a whole number of rounds, 1 or more"
+	[[ $CR_WARMUP == 0 ]] || secs "$CR_WARMUP" >/dev/null
+fi
 DURATION_S=$(secs "$DURATION")
 [[ $WARMUP == 0 ]] || secs "$WARMUP" >/dev/null
 
@@ -385,6 +515,9 @@ fi
 	command -v nginx >/dev/null && echo "nginx: $(nginx -v 2>&1)"
 	command -v caddy >/dev/null && echo "caddy: $(caddy version 2>&1 | head -n 1)"
 	[[ -n $TANDEM_BIN ]] && echo "tandem: $TANDEM_BIN"
+	[[ $SYSCALLS == 1 ]] && echo "perf: $(perf --version 2>&1)"
+	[[ $CR_RATE != 0 ]] && echo "vegeta: $VEGETA $(go version -m "$VEGETA" 2>/dev/null | awk '$1 == "mod" { print $3 }'); CR_RATE=$CR_RATE CR_DURATION=$CR_DURATION CR_ROUNDS=$CR_ROUNDS CR_WARMUP=$CR_WARMUP CR_CONNECTIONS=$CR_CONNECTIONS"
+	echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$RESULTS_DIR/env.txt"
 
 WRK_TIMEOUT=$((DURATION_S + 30))   # wrk never runs past its duration plus this margin
@@ -399,10 +532,10 @@ run_wrk() {
 	wait "$pid"
 }
 
-R_RPS=() R_P50=() R_P99=() R_CPU=() R_BCPU=() R_ERR=()
+R_RPS=() R_P50=() R_P99=() R_CPU=() R_BCPU=() R_ERR=() R_SYS=()
 first=1
 for i in "${!T_NAME[@]}"; do
-	R_RPS[i]="" R_P50[i]="" R_P99[i]="" R_CPU[i]="" R_BCPU[i]="" R_ERR[i]=""
+	R_RPS[i]="" R_P50[i]="" R_P99[i]="" R_CPU[i]="" R_BCPU[i]="" R_ERR[i]="" R_SYS[i]=""
 	[[ ${T_STATUS[i]} == ok ]] || { log "skipping ${T_NAME[i]}: ${T_STATUS[i]}"; continue; }
 	((first)) || sleep "$PAUSE"
 	first=0
@@ -411,23 +544,126 @@ for i in "${!T_NAME[@]}"; do
 	if [[ $WARMUP != 0 ]]; then
 		run_wrk "$RESULTS_DIR/${T_SLUG[i]}.warmup.txt" "${wrk_args[@]}" -d"$WARMUP" "$url" || true
 	fi
+	counting=0
+	[[ $SYSCALLS == 1 && $pid != "$BACKEND_PID" ]] && counting=1
+	((counting)) && { sys_start "$pid"; sys_on; threads0=$(count_threads "$pid"); }
 	log "running wrk against ${T_NAME[i]} ($url) for $DURATION"
 	cpu0=$(cpu_ticks "$pid") bcpu0=$(cpu_ticks "$BACKEND_PID")
 	rc=0
 	run_wrk "$out" "${wrk_args[@]}" -d"$DURATION" "$url" || rc=$?
+	((counting)) && sys_off
 	cpu1=$(cpu_ticks "$pid") bcpu1=$(cpu_ticks "$BACKEND_PID")
+	if ((counting)); then
+		sys_stop
+		threads1=$(count_threads "$pid")
+		((threads1 <= threads0)) || log "NOTE: ${T_NAME[i]} went from $threads0 to $threads1 threads during the run (perf counts new threads too)"
+	fi
 	((rc == 0)) || log "WARNING: wrk exited with status $rc against ${T_NAME[i]} (see $out)"
 	read -r rps p50 p99 reqs errs < <(parse_wrk "$out")
 	R_RPS[i]=$rps R_P50[i]=$p50 R_P99[i]=$p99 R_ERR[i]=$errs
 	R_BCPU[i]=$(us_per_req $((bcpu1 - bcpu0)) "$reqs")
 	if [[ $pid == "$BACKEND_PID" ]]; then
-		R_CPU[i]="— (no proxy)"
+		R_CPU[i]="— (no proxy)" R_SYS[i]="—"
 	else
 		R_CPU[i]=$(us_per_req $((cpu1 - cpu0)) "$reqs")
+		R_SYS[i]="n/a"
+		((counting)) && R_SYS[i]=$(per_req "$SYS_CALLS" "$reqs")
 	fi
 	((errs == 0)) || log "WARNING: ${T_NAME[i]}: $errs socket errors / non-2xx responses (see $out)"
-	log "${T_NAME[i]}: $rps req/s, p50 $(fmt_ms "$p50"), p99 $(fmt_ms "$p99"), proxy CPU ${R_CPU[i]} µs/req"
+	log "${T_NAME[i]}: $rps req/s, p50 $(fmt_ms "$p50"), p99 $(fmt_ms "$p99"), proxy CPU ${R_CPU[i]} µs/req, ${R_SYS[i]} syscalls/req"
 done
+
+# Constant rate (open loop): vegeta sends CR_RATE requests per second on
+# at most CR_CONNECTIONS keep-alive connections whatever the latency, so a
+# slow answer shows in the tail instead of slowing the load down (wrk's
+# closed loop sends less when answers come slowly, and at saturation its
+# latency is mostly queueing). The measured time is cut into CR_ROUNDS
+# slices and the targets take turns, a slice each per round (the first
+# target of a round moves on by one every round), so that a burst of
+# outside load on a shared machine lands on every target alike instead of
+# on whichever ran at the time. Each target's slices are reported together.
+CR_P50=() CR_P99=() CR_MAX=() CR_RATE_GOT=() CR_OK=() CR_CPU=() CR_SYS=()
+# run_vegeta BIN URL DURATION: vegeta's results (binary) to BIN.
+run_vegeta() {
+	local bin=$1 url=$2 dur=$3
+	printf 'GET %s\n' "$url" | timeout $(($(secs "$dur") + 30)) "$VEGETA" attack -rate="$CR_RATE" -duration="$dur" \
+		-header "Host: $HOST_HEADER" -keepalive=true -http2=false \
+		-connections="$CR_CONNECTIONS" -max-connections="$CR_CONNECTIONS" \
+		-workers="$CR_CONNECTIONS" -max-workers="$CR_CONNECTIONS" -timeout=10s >"$bin" &
+	local pid=$!
+	STARTED+=("$pid")
+	wait "$pid"
+}
+if [[ $CR_RATE != 0 ]]; then
+	SLICE_S=$((CR_DURATION_S / CR_ROUNDS))
+	((SLICE_S >= 1)) || die "CR_DURATION=$CR_DURATION is too short for CR_ROUNDS=$CR_ROUNDS slices of at least 1 s"
+	CR_TICKS=() CR_CALLS=() CR_BINS=() CR_FAILED=()
+	ok_targets=()
+	for i in "${!T_NAME[@]}"; do
+		CR_P50[i]="" CR_P99[i]="" CR_MAX[i]="" CR_RATE_GOT[i]="" CR_OK[i]="" CR_CPU[i]="" CR_SYS[i]=""
+		CR_TICKS[i]=0 CR_CALLS[i]=0 CR_BINS[i]="" CR_FAILED[i]=0
+		[[ ${T_STATUS[i]} == ok ]] && ok_targets+=("$i")
+	done
+	log "constant rate: $CR_RATE req/s, $CR_ROUNDS rounds of ${SLICE_S}s per target ($CR_CONNECTIONS connections)"
+	for ((round = 0; round < CR_ROUNDS; round++)); do
+		n=${#ok_targets[@]}
+		for ((k = 0; k < n; k++)); do
+			i=${ok_targets[(k + round) % n]}
+			url=${T_URL[i]} pid=${T_PID[i]}
+			sleep "$PAUSE"
+			if ((round == 0)) && [[ $CR_WARMUP != 0 ]]; then
+				run_vegeta "$TMP/${T_SLUG[i]}.warmup.bin" "$url" "$CR_WARMUP" || true
+			fi
+			counting=0
+			[[ $SYSCALLS == 1 && $pid != "$BACKEND_PID" ]] && counting=1
+			((counting)) && { sys_start "$pid"; sys_on; }
+			cpu0=$(cpu_ticks "$pid")
+			bin="$TMP/${T_SLUG[i]}.r$round.bin"
+			rc=0
+			run_vegeta "$bin" "$url" "${SLICE_S}s" || rc=$?
+			((counting)) && sys_off
+			cpu1=$(cpu_ticks "$pid")
+			if ((counting)); then
+				sys_stop
+				if [[ -n $SYS_CALLS && ${CR_CALLS[i]} != "" ]]; then
+					CR_CALLS[i]=$((CR_CALLS[i] + SYS_CALLS))
+				else
+					CR_CALLS[i]=""
+				fi
+			fi
+			CR_TICKS[i]=$((CR_TICKS[i] + cpu1 - cpu0))
+			if ((rc != 0)) || [[ ! -s $bin ]]; then
+				log "WARNING: vegeta failed against ${T_NAME[i]} in round $((round + 1)) (status $rc)"
+				CR_FAILED[i]=1
+			fi
+			CR_BINS[i]+=" $bin"
+			log "round $((round + 1))/$CR_ROUNDS: ${T_NAME[i]} done"
+		done
+	done
+	for i in "${ok_targets[@]}"; do
+		out="$RESULTS_DIR/${T_SLUG[i]}.rate.json"
+		((CR_FAILED[i] == 0)) || continue
+		# shellcheck disable=SC2086
+		"$VEGETA" report -type=json ${CR_BINS[i]} >"$out" || { log "WARNING: vegeta report failed for ${T_NAME[i]}"; continue; }
+		# shellcheck disable=SC2086
+		"$VEGETA" report -type=text ${CR_BINS[i]} >"$RESULTS_DIR/${T_SLUG[i]}.rate.txt" || true
+		read -r p50 p99 pmax rate reqs okr < <(jq -r '[.latencies["50th"]/1e6, .latencies["99th"]/1e6,
+			.latencies.max/1e6, .rate, .requests, .success] | @tsv' "$out")
+		# vegeta's own rate would span the other targets' turns too
+		rate=$(awk -v n="$reqs" -v s=$((CR_ROUNDS * SLICE_S)) 'BEGIN { print n / s }')
+		CR_P50[i]=$p50 CR_P99[i]=$p99 CR_MAX[i]=$pmax CR_RATE_GOT[i]=$rate CR_OK[i]=$okr
+		if [[ ${T_PID[i]} == "$BACKEND_PID" ]]; then
+			CR_CPU[i]="—" CR_SYS[i]="—"
+		else
+			CR_CPU[i]=$(us_per_req "${CR_TICKS[i]}" "$reqs")
+			CR_SYS[i]="n/a"
+			[[ $SYSCALLS == 1 && -n ${CR_CALLS[i]} ]] && CR_SYS[i]=$(per_req "${CR_CALLS[i]}" "$reqs")
+		fi
+		awk -v s="$okr" 'BEGIN { exit !(s < 1) }' &&
+			log "WARNING: ${T_NAME[i]}: only $(awk -v s="$okr" 'BEGIN { printf "%.4f", s * 100 }')% of requests succeeded (see $out)"
+		log "${T_NAME[i]} at $CR_RATE req/s: p50 $(fmt_ms "$p50"), p99 $(fmt_ms "$p99"), max $(fmt_ms "$pmax")"
+	done
+fi
 
 # ---------------------------------------------------------------------------
 # Report
@@ -436,20 +672,34 @@ done
 idx_of() { local i; for i in "${!T_SLUG[@]}"; do [[ ${T_SLUG[i]} == "$1" ]] && { echo "$i"; return; }; done; echo -1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
 
+GATE_LINE="" GATE_FAILED=0
+t=$(idx_of tandem)
+if [[ $SYSCALLS == 1 ]] && ((t >= 0)); then
+	if [[ ${T_STATUS[t]} != ok ]]; then
+		GATE_LINE="gate: tandem system calls per request ≤ $SYSCALL_GATE: FAIL (tandem did not run)" GATE_FAILED=1
+	elif awk -v v="${R_SYS[t]}" -v g="$SYSCALL_GATE" 'BEGIN { exit !(v != "n/a" && v + 0 <= g) }'; then
+		GATE_LINE="gate: tandem system calls per request (wrk run) ${R_SYS[t]} ≤ $SYSCALL_GATE: PASS"
+	else
+		GATE_LINE="gate: tandem system calls per request (wrk run) ${R_SYS[t]} ≤ $SYSCALL_GATE: FAIL" GATE_FAILED=1
+	fi
+fi
+
+# added A B: A - B in ms, or n/a.
+added() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "n/a" || b == "n/a") print "n/a"; else printf "%+.3f ms", a - b }'; }
+
 {
 	echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -H 'Host: $HOST_HEADER'; proxies with $WORKERS workers, FORWARD_HEADERS=$FORWARD_HEADERS; $(nproc) CPUs shared by wrk, proxy and backend"
 	echo
-	echo "| target | req/s | p50 | p99 | CPU µs/req | backend CPU µs/req | errors |"
-	echo "|---|---:|---:|---:|---:|---:|---:|"
+	echo "| target | req/s | p50 | p99 | CPU µs/req | syscalls/req | backend CPU µs/req | errors |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 	for i in "${!T_NAME[@]}"; do
 		if [[ ${T_STATUS[i]} == ok ]]; then
-			printf '| %s | %.0f | %s | %s | %s | %s | %s |\n' "${T_NAME[i]}" "${R_RPS[i]}" \
-				"$(fmt_ms "${R_P50[i]}")" "$(fmt_ms "${R_P99[i]}")" "${R_CPU[i]}" "${R_BCPU[i]}" "${R_ERR[i]}"
+			printf '| %s | %.0f | %s | %s | %s | %s | %s | %s |\n' "${T_NAME[i]}" "${R_RPS[i]}" \
+				"$(fmt_ms "${R_P50[i]}")" "$(fmt_ms "${R_P99[i]}")" "${R_CPU[i]}" "${R_SYS[i]:-n/a}" "${R_BCPU[i]}" "${R_ERR[i]}"
 		else
-			printf '| %s | %s | | | | | |\n' "${T_NAME[i]}" "${T_STATUS[i]}"
+			printf '| %s | %s | | | | | | |\n' "${T_NAME[i]}" "${T_STATUS[i]}"
 		fi
 	done
-	t=$(idx_of tandem)
 	if ((t >= 0)) && [[ ${T_STATUS[t]} == ok ]]; then
 		echo
 		for other in haproxy nginx caddy; do
@@ -457,6 +707,38 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 			if ((o < 0)) || [[ ${T_STATUS[o]} != ok ]]; then continue; fi
 			echo "- tandem/${T_NAME[o]}: throughput $(ratio "${R_RPS[t]}" "${R_RPS[o]}"), CPU per request $(ratio "${R_CPU[t]}" "${R_CPU[o]}")"
 		done
+	fi
+	if [[ $CR_RATE != 0 ]]; then
+		d=$(idx_of direct)
+		echo
+		echo "constant rate: vegeta attack -rate=$CR_RATE, $CR_CONNECTIONS keep-alive connections and workers, $CR_DURATION per target in $CR_ROUNDS turns of ${SLICE_S}s ($([[ $CR_WARMUP == 0 ]] && echo "no warm-up" || echo "after $CR_WARMUP at the same rate"))"
+		echo
+		echo "| target | req/s sent | p50 | p99 | max | p50 added | p99 added | CPU µs/req | syscalls/req | success |"
+		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		for i in "${!T_NAME[@]}"; do
+			[[ ${T_STATUS[i]} == ok ]] || continue
+			if [[ -z ${CR_P50[i]} ]]; then
+				printf '| %s | vegeta failed | | | | | | | | |\n' "${T_NAME[i]}"
+				continue
+			fi
+			pa="—" qa="—"
+			((i != d)) && pa=$(added "${CR_P50[i]}" "${CR_P50[d]:-}") qa=$(added "${CR_P99[i]}" "${CR_P99[d]:-}")
+			printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %.2f%% |\n' "${T_NAME[i]}" "${CR_RATE_GOT[i]}" \
+				"$(fmt_ms "${CR_P50[i]}")" "$(fmt_ms "${CR_P99[i]}")" "$(fmt_ms "${CR_MAX[i]}")" "$pa" "$qa" \
+				"${CR_CPU[i]}" "${CR_SYS[i]:-n/a}" "$(awk -v s="${CR_OK[i]}" 'BEGIN { print s * 100 }')"
+		done
+		if ((t >= 0)) && [[ -n ${CR_P99[t]:-} ]]; then
+			echo
+			for other in haproxy nginx caddy; do
+				o=$(idx_of "$other")
+				if ((o < 0)) || [[ -z ${CR_P99[o]:-} ]]; then continue; fi
+				echo "- tandem/${T_NAME[o]} at $CR_RATE req/s: p99 $(ratio "${CR_P99[t]}" "${CR_P99[o]}"), p50 added $(ratio "$(awk -v a="${CR_P50[t]}" -v b="${CR_P50[d]}" 'BEGIN { print a - b }')" "$(awk -v a="${CR_P50[o]}" -v b="${CR_P50[d]}" 'BEGIN { print a - b }')"), CPU per request $(ratio "${CR_CPU[t]}" "${CR_CPU[o]}")"
+			done
+		fi
+	fi
+	if [[ -n $GATE_LINE ]]; then
+		echo
+		echo "$GATE_LINE"
 	fi
 } | tee "$RESULTS_DIR/summary.md"
 
@@ -466,4 +748,8 @@ if ((TANDEM_FAILED)); then
 	agent_log=""
 	[[ -f $RESULTS_DIR/tandem-agent.log ]] && agent_log=" (agent log: $RESULTS_DIR/tandem-agent.log)"
 	die "tandem benchmark failed: $TANDEM_WHY$agent_log"
+fi
+if ((GATE_FAILED)) && [[ $GATE == 1 ]]; then
+	log "$GATE_LINE"
+	exit 3
 fi

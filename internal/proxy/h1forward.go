@@ -182,7 +182,7 @@ func (cc *clientConn) exchange(req *reqHead, u *upstream, body *guardedBody, poo
 			}
 			return nil, notWritten, err
 		}
-	} else if err := u.bw.Flush(); err != nil {
+	} else if err := u.flushAwait(pool.headerTimeout); err != nil {
 		return nil, notWritten, fmt.Errorf("%w: %w", errNotWritten, err)
 	}
 	_ = u.c.SetReadDeadline(time.Now().Add(pool.headerTimeout))

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -26,7 +27,8 @@ const maxIdlePerBackend = 256
 type upstream struct {
 	c      net.Conn
 	br     *bufio.Reader
-	bw     *bufio.Writer
+	bw     *bufio.Writer // writes to w
+	w      *awaitWriter
 	idleAt time.Time
 	// stillOpen's parts, made once per connection, not per request
 	raw  syscall.RawConn
@@ -35,10 +37,12 @@ type upstream struct {
 }
 
 func newUpstream(c net.Conn) *upstream {
-	u := &upstream{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}
+	u := &upstream{c: c, br: bufio.NewReaderSize(c, 4096)}
 	if sc, ok := c.(syscall.Conn); ok {
 		u.raw, _ = sc.SyscallConn()
 	}
+	u.w = newAwaitWriter(c, u.raw)
+	u.bw = bufio.NewWriterSize(u.w, 4096)
 	var b [1]byte
 	u.peek = func(fd uintptr) bool {
 		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
@@ -206,4 +210,97 @@ func (u *upstream) stillOpen() bool {
 	}
 	u.open = false
 	return u.raw.Read(u.peek) == nil && u.open
+}
+
+// awaitLimit bounds flushAwait's wait. An answer slower than that is
+// waited for as any read is (a read that finds nothing, then the poller),
+// which costs one wake-up more but is rare and slow anyway. The bound is
+// for a connection that the instance half-closed (FIN, still reading)
+// after its last answer and within probeAfter: the poller reported that
+// before flushAwait armed it, so no new event comes, and the read after
+// the bound finds the end of the stream and the request goes again on a
+// new connection, as before, awaitLimit later. A connection closed
+// outright answers the request with a reset, which ends the wait at once.
+const awaitLimit = 100 * time.Millisecond
+
+// flushAwait sends what u.bw holds, the end of a request, and returns
+// once the instance's answer can be read, or after min(awaitLimit, limit),
+// or when the connection failed (the read that follows reports it). Go's
+// poller tries a read before it waits, and right after a request that
+// read finds nothing (EAGAIN): waiting first saves that system call on
+// nearly every request. It leaves a read deadline set: set yours after.
+func (u *upstream) flushAwait(limit time.Duration) error {
+	_ = u.c.SetReadDeadline(time.Now().Add(min(limit, awaitLimit)))
+	u.w.await = true
+	err := u.bw.Flush()
+	u.w.await = false
+	return err
+}
+
+// awaitWriter is the writer under an upstream's bufio.Writer. It writes
+// to the connection; armed by flushAwait, it writes and then waits until
+// the connection is readable, with no read attempt in between.
+type awaitWriter struct {
+	c     net.Conn
+	raw   syscall.RawConn
+	await bool
+	// the armed write's state, for step (made once per connection, so
+	// that a write allocates nothing)
+	p      []byte
+	n      int
+	err    error
+	called bool
+	step   func(fd uintptr) bool
+}
+
+func newAwaitWriter(c net.Conn, raw syscall.RawConn) *awaitWriter {
+	w := &awaitWriter{c: c, raw: raw}
+	w.step = w.writeThenWait
+	return w
+}
+
+func (w *awaitWriter) Write(p []byte) (int, error) {
+	if !w.await || w.raw == nil {
+		return w.c.Write(p)
+	}
+	w.await = false
+	w.p, w.n, w.err, w.called = p, 0, nil, false
+	// RawConn.Read arms the poller for reading before it calls step, so
+	// an answer that comes as soon as the request is out is not missed. A
+	// deadline passed or a closed connection while waiting shows on the
+	// read that follows.
+	_ = w.raw.Read(w.step)
+	n, err := w.n, w.err
+	w.p = nil
+	if err != nil {
+		return n, &net.OpError{Op: "write", Net: "tcp", Source: w.c.LocalAddr(), Addr: w.c.RemoteAddr(), Err: os.NewSyscallError("write", err)}
+	}
+	if n < len(p) { // not armed (closed, deadline passed) or the socket's buffer was full
+		m, err := w.c.Write(p[n:])
+		return n + m, err
+	}
+	return n, nil
+}
+
+// writeThenWait writes on its first call and asks RawConn.Read to wait
+// for readability (false); called again once readable, it stops.
+func (w *awaitWriter) writeThenWait(fd uintptr) bool {
+	if w.called {
+		return true
+	}
+	w.called = true
+	for w.n < len(w.p) {
+		m, err := syscall.Write(int(fd), w.p[w.n:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN: // buffer full: Write sends the rest
+			return true
+		case err != nil:
+			w.err = err
+			return true
+		}
+		w.n += m
+	}
+	return false
 }

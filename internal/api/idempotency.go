@@ -66,10 +66,10 @@ type idempotencyRecord struct {
 
 // requestDigest identifies what a write asks, for comparing a repeat with
 // the request its key was first used for.
-func requestDigest(method, key string, value []byte, cas int64, hasCAS, prefix bool) string {
+func requestDigest(kw kvWrite) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%d\x00%t\x00%t\x00%d\x00", method, key, cas, hasCAS, prefix, len(value))
-	h.Write(value)
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00%t\x00%t\x00%d\x00", kw.method, kw.key, kw.cas, kw.hasCAS, kw.prefix, len(kw.value))
+	h.Write(kw.value)
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -114,7 +114,10 @@ type kvWrite struct {
 	hasCAS bool
 	cas    int64  // with hasCAS: the key's mod revision it is conditional on
 	idem   string // the Idempotency-Key, or ""
-	digest string // requestDigest of the request, with idem
+	// what requestDigest reads: the request's method, value, and prefix=
+	method string
+	value  []byte
+	prefix bool
 	result func(*clientv3.TxnResponse) wire.WriteResult
 }
 
@@ -123,7 +126,8 @@ type kvWrite struct {
 func (s *Server) idempotentWrite(w http.ResponseWriter, r *http.Request, ctx context.Context, kw kvWrite) {
 	sk := keys.UserKey(kw.key)
 	rec := keys.IdempotencyKey(kw.idem)
-	value, err := json.Marshal(idempotencyRecord{Request: kw.digest, Node: s.cm.Self().Name, At: time.Now().UTC()})
+	digest := requestDigest(kw)
+	value, err := json.Marshal(idempotencyRecord{Request: digest, Node: s.cm.Self().Name, At: time.Now().UTC()})
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -163,7 +167,7 @@ func (s *Server) idempotentWrite(w http.ResponseWriter, r *http.Request, ctx con
 		return
 	}
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-		replay(w, kw, kvs[0])
+		replay(w, kw, digest, kvs[0])
 		return
 	}
 	casFailed(w, kw.key, kw.cas, resp.Responses[1].GetResponseRange().Kvs)
@@ -171,9 +175,9 @@ func (s *Server) idempotentWrite(w http.ResponseWriter, r *http.Request, ctx con
 
 // replay answers a repeat of a request whose key has a record: with the
 // first request's revision if it is the same request, 422 if not.
-func replay(w http.ResponseWriter, kw kvWrite, kv *mvccpb.KeyValue) {
+func replay(w http.ResponseWriter, kw kvWrite, digest string, kv *mvccpb.KeyValue) {
 	var first idempotencyRecord
-	if err := json.Unmarshal(kv.Value, &first); err != nil || first.Request != kw.digest {
+	if err := json.Unmarshal(kv.Value, &first); err != nil || first.Request != digest {
 		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf(
 			"%s %q was already used for another request (at %s through node %s): use a new key for a new request",
 			wire.IdempotencyHeader, kw.idem, first.At.Format(time.RFC3339), first.Node))

@@ -114,7 +114,7 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	sk := keys.UserKey(key)
 	kw := kvWrite{key: key, op: clientv3.OpPut(sk, string(value)), hasCAS: hasCAS, cas: cas, idem: idem,
-		digest: requestDigest(r.Method, key, value, cas, hasCAS, false),
+		method: r.Method, value: value,
 		result: func(resp *clientv3.TxnResponse) wire.WriteResult {
 			return wire.WriteResult{Key: key, Revision: resp.Header.Revision}
 		}}
@@ -201,7 +201,7 @@ func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
 		opts = append(opts, clientv3.WithPrefix())
 	}
 	kw := kvWrite{key: key, op: clientv3.OpDelete(sk, opts...), hasCAS: hasCAS, cas: cas, idem: idem,
-		digest: requestDigest(r.Method, key, nil, cas, hasCAS, prefix),
+		method: r.Method, prefix: prefix,
 		result: func(resp *clientv3.TxnResponse) wire.WriteResult {
 			return wire.WriteResult{Key: key, Revision: resp.Header.Revision, Deleted: resp.Responses[0].GetResponseDeleteRange().Deleted}
 		}}

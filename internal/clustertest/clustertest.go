@@ -30,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"github.com/tandemhq/tandem/internal/agent"
 	"github.com/tandemhq/tandem/internal/cli"
 	"github.com/tandemhq/tandem/internal/client"
@@ -651,39 +652,23 @@ func (nd *Node) Stop() {
 
 // threadsStopped reports which thread of process pid is not stopped, if any.
 func threadsStopped(pid int) error {
-	dir := filepath.Join("/proc", strconv.Itoa(pid), "task")
-	tasks, err := os.ReadDir(dir)
+	threads, err := procfs.AllThreads(pid)
 	if err != nil {
 		return err
 	}
-	for _, task := range tasks {
-		st, err := procState(filepath.Join(dir, task.Name(), "stat"))
+	for _, th := range threads {
+		st, err := th.Stat()
 		if errors.Is(err, os.ErrNotExist) {
 			continue // the thread exited
 		}
 		if err != nil {
 			return err
 		}
-		if st != 'T' && st != 't' {
-			return fmt.Errorf("thread %s is in state %c", task.Name(), st)
+		if st.State != "T" && st.State != "t" {
+			return fmt.Errorf("thread %d is in state %s", th.PID, st.State)
 		}
 	}
 	return nil
-}
-
-// procState reads the state letter (R, S, T...) from a /proc stat file.
-func procState(path string) (byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	// pid (comm) state ...: comm may hold spaces; the state follows the
-	// last ')'.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 || i+3 > len(b) {
-		return 0, fmt.Errorf("%s: unreadable stat %q", path, b)
-	}
-	return b[i+2], nil
 }
 
 // Cont resumes a stopped process with SIGCONT.

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/procfs"
+
 	"github.com/tandemhq/tandem/internal/client"
 )
 
@@ -133,12 +135,16 @@ func TestNetns(t *testing.T) {
 
 // isState reports whether process pid is in state s (a /proc stat letter).
 func isState(pid int, s string) error {
-	st, err := procState(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return err
 	}
-	if string(st) != s {
-		return errors.New("state " + string(st))
+	st, err := p.Stat()
+	if err != nil {
+		return err
+	}
+	if st.State != s {
+		return errors.New("state " + st.State)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -126,34 +127,37 @@ func readAnswer(br *bufio.Reader) error {
 	}
 }
 
+// benchHeads runs one sub-benchmark per parser on the same head.
+func benchHeads(b *testing.B, in string, parsers map[string]func(*bufio.Reader) error) {
+	sr := strings.NewReader(in)
+	br := bufio.NewReaderSize(sr, 4096)
+	for _, name := range []string{"proxy", "net-http"} {
+		parse := parsers[name]
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				sr.Reset(in)
+				br.Reset(sr)
+				if err := parse(br); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkResponseHead compares the parser of instances' answers with
 // net/http's, which the HTTP/1.1 path used before, on a typical head.
 func BenchmarkResponseHead(b *testing.B) {
-	in := "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 13\r\n" +
-		"Date: Mon, 02 Jan 2006 15:04:05 GMT\r\nCache-Control: no-store\r\n\r\n"
-	sr := strings.NewReader(in)
-	br := bufio.NewReaderSize(sr, 4096)
-	b.Run("proxy", func(b *testing.B) {
-		b.ReportAllocs()
-		var h respHead
-		for b.Loop() {
-			sr.Reset(in)
-			br.Reset(sr)
-			if err := h.read(br, false); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("net-http", func(b *testing.B) {
-		b.ReportAllocs()
-		req := &http.Request{Method: http.MethodGet}
-		for b.Loop() {
-			sr.Reset(in)
-			br.Reset(sr)
-			if _, err := http.ReadResponse(br, req); err != nil {
-				b.Fatal(err)
-			}
-		}
+	var h respHead
+	req := &http.Request{Method: http.MethodGet}
+	benchHeads(b, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 13\r\n"+
+		"Date: Mon, 02 Jan 2006 15:04:05 GMT\r\nCache-Control: no-store\r\n\r\n", map[string]func(*bufio.Reader) error{
+		"proxy": func(br *bufio.Reader) error { return h.read(br, false) },
+		"net-http": func(br *bufio.Reader) error {
+			_, err := http.ReadResponse(br, req)
+			return err
+		},
 	})
 }
 
@@ -161,36 +165,27 @@ func BenchmarkResponseHead(b *testing.B) {
 // net/http's, which the HTTP/1.1 path used before, on a typical head:
 // reading it and the checks the path makes before routing.
 func BenchmarkRequestHead(b *testing.B) {
-	in := "GET /api/v1/items?page=2 HTTP/1.1\r\nHost: svc\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n" +
-		"Accept: */*\r\nAccept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\n\r\n"
-	sr := strings.NewReader(in)
-	br := bufio.NewReaderSize(sr, 4096)
-	b.Run("proxy", func(b *testing.B) {
-		b.ReportAllocs()
-		var h reqHead
-		for b.Loop() {
-			sr.Reset(in)
-			br.Reset(sr)
+	var h reqHead
+	benchHeads(b, "GET /api/v1/items?page=2 HTTP/1.1\r\nHost: svc\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n"+
+		"Accept: */*\r\nAccept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\n\r\n", map[string]func(*bufio.Reader) error{
+		"proxy": func(br *bufio.Reader) error {
 			if err := h.read(br); err != nil {
-				b.Fatal(err)
+				return err
 			}
 			if code, msg := h.check(); code != 0 {
-				b.Fatal(msg)
+				return errors.New(msg)
 			}
-		}
-	})
-	b.Run("net-http", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			sr.Reset(in)
-			br.Reset(sr)
+			return nil
+		},
+		"net-http": func(br *bufio.Reader) error {
 			req, err := http.ReadRequest(br)
 			if err != nil {
-				b.Fatal(err)
+				return err
 			}
 			if code := netCheck(req); code != 0 {
-				b.Fatal(code)
+				return fmt.Errorf("net/http check: %d", code)
 			}
-		}
+			return nil
+		},
 	})
 }

@@ -177,8 +177,8 @@ func TestIdempotentWrites(t *testing.T) {
 		t.Fatalf("the key reused for another value: want 422, got %v", err)
 	}
 
-	// Compare-and-set: a repeat is not a false conflict; a refused one
-	// records nothing.
+	// Compare-and-set: a repeat is not a false conflict, and a refusal is
+	// recorded, so it stays the answer.
 	cur, err := cl.Get(ctx, "idem/k", client.ReadOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -195,7 +195,26 @@ func TestIdempotentWrites(t *testing.T) {
 		t.Fatalf("stale cas: want 409, got %v", err)
 	}
 	if _, err := put("idem/k", "v4", "req-C", &stale); !client.IsStatus(err, http.StatusConflict) {
-		t.Fatalf("stale cas again: want 409 (a refused write records nothing), got %v", err)
+		t.Fatalf("stale cas again: want 409, got %v", err)
+	}
+	// A refused put-if-absent repeated after the key is gone is still
+	// refused: an attempt that was refused (or one still on its way to the
+	// leader) may not apply after the client was told it had not.
+	zero := int64(0)
+	if _, err := put("idem/k", "late", "req-F", &zero); !client.IsStatus(err, http.StatusConflict) {
+		t.Fatalf("put-if-absent on an existing key: want 409, got %v", err)
+	}
+	if _, err := cl.Delete(ctx, "idem/k", client.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := put("idem/k", "late", "req-F", &zero); !client.IsStatus(err, http.StatusConflict) {
+		t.Fatalf("the refused put-if-absent repeated after the key was deleted: want 409 again, got %v", err)
+	}
+	if v := value("idem/k"); v != "<absent>" {
+		t.Fatalf("a refused write applied on its repeat: value %q", v)
+	}
+	if _, err := put("idem/k", "v3", "", nil); err != nil {
+		t.Fatal(err)
 	}
 
 	// Delete: a repeat after the key was written again leaves it alone.

@@ -62,6 +62,12 @@ type idempotencyRecord struct {
 	Request string    `json:"request"`
 	Node    string    `json:"node"`
 	At      time.Time `json:"at"`
+	// Conflict: the request was a compare-and-set whose condition did not
+	// hold, and it was answered 409. Recorded so that the answer is final:
+	// an earlier attempt of the same request still on its way to the
+	// leader finds the record and changes nothing, instead of applying
+	// after the client was told it had not.
+	Conflict bool `json:"conflict,omitempty"`
 }
 
 // requestDigest identifies what a write asks, for comparing a repeat with
@@ -127,27 +133,37 @@ func (s *Server) idempotentWrite(w http.ResponseWriter, r *http.Request, ctx con
 	sk := keys.UserKey(kw.key)
 	rec := keys.IdempotencyKey(kw.idem)
 	digest := requestDigest(kw)
-	value, err := json.Marshal(idempotencyRecord{Request: digest, Node: s.cm.Self().Name, At: time.Now().UTC()})
+	applied, err := json.Marshal(idempotencyRecord{Request: digest, Node: s.cm.Self().Name, At: time.Now().UTC()})
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(rec), "=", 0)}
-	if kw.hasCAS {
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(sk), "=", kw.cas))
+	refused, err := json.Marshal(idempotencyRecord{Request: digest, Node: s.cm.Self().Name, At: time.Now().UTC(), Conflict: true})
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
 	}
 	var resp *clientv3.TxnResponse
 	// With the record in the same transaction, repeating an attempt whose
 	// outcome is unknown is safe: if it was applied, the repeat finds the
-	// record and changes nothing.
+	// record and changes nothing. A refused compare-and-set is recorded
+	// too, in a transaction nested under the record's absence.
 	err = s.retry(ctx, anyFailure, func(ctx context.Context) error {
 		for try := 0; ; try++ {
 			lease, err := s.idempotencyLease(ctx)
 			if err != nil {
 				return err
 			}
-			resp, err = s.st.Client().Txn(ctx).If(cmps...).
-				Then(kw.op, clientv3.OpPut(rec, string(value), clientv3.WithLease(lease))).
+			record := func(v []byte) clientv3.Op { return clientv3.OpPut(rec, string(v), clientv3.WithLease(lease)) }
+			then := []clientv3.Op{kw.op, record(applied)}
+			if kw.hasCAS {
+				then = []clientv3.Op{clientv3.OpTxn(
+					[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(sk), "=", kw.cas)},
+					then,
+					[]clientv3.Op{record(refused), clientv3.OpGet(sk, clientv3.WithKeysOnly())})}
+			}
+			resp, err = s.st.Client().Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(rec), "=", 0)).
+				Then(then...).
 				Else(clientv3.OpGet(rec), clientv3.OpGet(sk, clientv3.WithKeysOnly())).Commit()
 			if try == 0 && errors.Is(err, rpctypes.ErrLeaseNotFound) {
 				// Revoked by hand, or expired while this node was cut
@@ -162,25 +178,35 @@ func (s *Server) idempotentWrite(w http.ResponseWriter, r *http.Request, ctx con
 		s.storeError(w, r, err)
 		return
 	}
-	if resp.Succeeded {
-		writeJSON(w, http.StatusOK, kw.result(resp))
+	if !resp.Succeeded { // a record: a repeat
+		replay(w, kw, digest, resp.Responses[0].GetResponseRange().Kvs[0], resp.Responses[1].GetResponseRange().Kvs)
 		return
 	}
-	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-		replay(w, kw, digest, kvs[0])
-		return
+	if kw.hasCAS {
+		nested := resp.Responses[0].GetResponseTxn()
+		if !nested.Succeeded {
+			casFailed(w, kw.key, kw.cas, nested.Responses[1].GetResponseRange().Kvs)
+			return
+		}
+		resp = &clientv3.TxnResponse{Header: resp.Header, Succeeded: true, Responses: nested.Responses}
 	}
-	casFailed(w, kw.key, kw.cas, resp.Responses[1].GetResponseRange().Kvs)
+	writeJSON(w, http.StatusOK, kw.result(resp))
 }
 
 // replay answers a repeat of a request whose key has a record: with the
-// first request's revision if it is the same request, 422 if not.
-func replay(w http.ResponseWriter, kw kvWrite, digest string, kv *mvccpb.KeyValue) {
+// first request's revision if it is the same request, with 409 again if
+// that was refused, 422 if it is another request. cur is the key as the
+// transaction found it.
+func replay(w http.ResponseWriter, kw kvWrite, digest string, kv *mvccpb.KeyValue, cur []*mvccpb.KeyValue) {
 	var first idempotencyRecord
 	if err := json.Unmarshal(kv.Value, &first); err != nil || first.Request != digest {
 		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf(
 			"%s %q was already used for another request (at %s through node %s): use a new key for a new request",
 			wire.IdempotencyHeader, kw.idem, first.At.Format(time.RFC3339), first.Node))
+		return
+	}
+	if first.Conflict {
+		casFailed(w, kw.key, kw.cas, cur)
 		return
 	}
 	writeJSON(w, http.StatusOK, wire.WriteResult{Key: kw.key, Revision: kv.ModRevision, Replayed: true})

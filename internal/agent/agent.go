@@ -5,6 +5,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,7 @@ import (
 	"github.com/tandemhq/tandem/internal/dns"
 	"github.com/tandemhq/tandem/internal/health"
 	"github.com/tandemhq/tandem/internal/keys"
+	"github.com/tandemhq/tandem/internal/pki"
 	"github.com/tandemhq/tandem/internal/proxy"
 	"github.com/tandemhq/tandem/internal/registry"
 	"github.com/tandemhq/tandem/internal/store"
@@ -57,6 +59,9 @@ type Agent struct {
 	dns     *dns.Server
 	proxy   *proxy.Proxy
 	left    bool
+
+	// tls is the node's certificate material; nil on an insecure node.
+	tls *pki.Keeper
 }
 
 // New checks cfg and returns an agent ready to Run.
@@ -111,7 +116,31 @@ func (a *Agent) Proxy() *proxy.Proxy {
 func (a *Agent) storeDir() string { return filepath.Join(a.cfg.DataDir, "store") }
 
 func (a *Agent) url(port int) string {
-	return "http://" + net.JoinHostPort(a.cfg.Advertise, strconv.Itoa(port))
+	scheme := "https://"
+	if a.cfg.Insecure {
+		scheme = "http://"
+	}
+	return scheme + net.JoinHostPort(a.cfg.Advertise, strconv.Itoa(port))
+}
+
+// TLS returns the node's certificate material, nil on an insecure node.
+func (a *Agent) TLS() *pki.Keeper { return a.tls }
+
+// storeClientTLS is the TLS a client node dials the voters' store ports
+// with: its node certificate, checked by them, and theirs by it.
+func (a *Agent) storeClientTLS() *tls.Config {
+	if a.tls == nil {
+		return nil
+	}
+	return a.tls.ClientConfig("")
+}
+
+// apiClient talks to other nodes' APIs as this node (its certificate).
+func (a *Agent) apiClient(addrs []string) *client.Client {
+	if a.tls == nil {
+		return client.New(addrs)
+	}
+	return client.NewWithOptions(addrs, client.Options{TLS: a.tls.ClientConfig("")})
 }
 
 func (a *Agent) memberConfig(initialCluster string) store.MemberConfig {
@@ -121,6 +150,7 @@ func (a *Agent) memberConfig(initialCluster string) store.MemberConfig {
 		PeerPort: a.cfg.PeerPort, StorePort: a.cfg.StorePort,
 		Heartbeat: a.cfg.HeartbeatInterval.D(), Election: a.cfg.ElectionTimeout.D(),
 		InitialCluster: initialCluster,
+		TLS:            a.storeTLS(),
 	}
 }
 
@@ -141,8 +171,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer ln.Close()
 	apiAddr := net.JoinHostPort(a.cfg.Advertise, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	id, err := cluster.LoadIdentity(a.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if a.tls, err = a.prepareTLS(ctx, id); err != nil {
+		return err
+	}
+	apiLn := ln
+	if a.tls != nil {
+		apiLn = tls.NewListener(ln, a.tls.ServerConfig())
+	}
 
-	st, role, err := a.openStore(ctx, apiAddr)
+	st, role, err := a.openStore(ctx, id, apiAddr)
 	if err != nil {
 		return err
 	}
@@ -185,6 +226,18 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("record cluster settings: %w", err)
 		}
 	}
+	if a.tls != nil && len(a.cfg.Join) == 0 && (role == cluster.RoleVoter || self.External) {
+		bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := retry(bctx, func() error { return a.ensureAdminToken(bctx, st) })
+		cancel()
+		if err != nil {
+			return fmt.Errorf("make the first admin token: %w", err)
+		}
+	}
+	var sec *api.Security
+	if a.tls != nil {
+		sec = &api.Security{TLS: a.tls, CertTTL: a.cfg.CertTTL.D(), PublicMetrics: a.cfg.PublicMetrics}
+	}
 	v := view.New(st.Client, a.log.With("component", "view"))
 	cat := catalog.New(st, a.cfg.Name, registry.Rules{AllowExec: a.cfg.EnableExecChecks})
 	runner := catalog.NewRunner(st, v, health.Node{Name: a.cfg.Name, AllowExec: a.cfg.EnableExecChecks}, cm.Lease, a.log.With("component", "health"))
@@ -211,6 +264,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		QuorumWait:     max(a.cfg.ElectionTimeout.D(), 200*time.Millisecond),
 		View:           v,
 		Catalog:        cat,
+		Security:       sec,
 	}, a.log)
 	srv.OnLeave = func() {
 		a.mu.Lock()
@@ -224,7 +278,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return srv.Run(gctx, ln) })
+	g.Go(func() error { return srv.Run(gctx, apiLn) })
+	if a.tls != nil {
+		g.Go(func() error { return a.renewCertificate(gctx) })
+	}
 	g.Go(func() error { return cm.RunLiveness(gctx) })
 	g.Go(func() error { return cm.RunDeathWatch(gctx, a.cfg.NodeProbeInterval.D(), v.AliveNodes) })
 	g.Go(func() error { return cm.RunAutopilot(gctx) })
@@ -283,11 +340,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // openStore starts or reaches the store as this node's identity says, or
 // bootstraps or joins on first start. It returns the node's role.
-func (a *Agent) openStore(ctx context.Context, apiAddr string) (*store.Store, string, error) {
-	id, err := cluster.LoadIdentity(a.cfg.DataDir)
-	if err != nil {
-		return nil, "", err
-	}
+func (a *Agent) openStore(ctx context.Context, id *cluster.Identity, apiAddr string) (*store.Store, string, error) {
 	if id == nil && len(a.cfg.Join) > 0 && store.HasData(a.storeDir()) {
 		// A joiner saves its identity as soon as its member has started:
 		// store data without one is what a join killed half-way left.
@@ -302,7 +355,8 @@ func (a *Agent) openStore(ctx context.Context, apiAddr string) (*store.Store, st
 		if len(eps) == 0 {
 			eps = id.Endpoints
 		}
-		st, err := store.NewRemote(eps, a.log)
+		// An external store is the operator's: tandem dials it as given.
+		st, err := store.NewRemote(eps, nil, a.log)
 		if err != nil {
 			return nil, "", err
 		}
@@ -318,7 +372,7 @@ func (a *Agent) openStore(ctx context.Context, apiAddr string) (*store.Store, st
 		return st, cluster.RoleVoter, err
 
 	case id != nil && id.Role == cluster.RoleClient:
-		st, err := store.NewRemote(id.Endpoints, a.log)
+		st, err := store.NewRemote(id.Endpoints, a.storeClientTLS(), a.log)
 		return st, cluster.RoleClient, err
 
 	case len(a.cfg.Join) == 0:
@@ -351,7 +405,7 @@ func (a *Agent) join(ctx context.Context, apiAddr string) (*store.Store, string,
 	j := cluster.Joiner{
 		Name: a.cfg.Name,
 		Admit: func(ctx context.Context) (wire.JoinResponse, error) {
-			resp, err := client.New(a.cfg.Join).Join(ctx, req)
+			resp, err := a.apiClient(a.cfg.Join).Join(ctx, req)
 			if err != nil && ctx.Err() == nil {
 				err = backoff.Permanent(err) // refused: client.Join retries the rest until ctx ends
 			}
@@ -363,8 +417,9 @@ func (a *Agent) join(ctx context.Context, apiAddr string) (*store.Store, string,
 		Save: func(role string, endpoints []string) error {
 			return a.identity(role, endpoints, false).Save(a.cfg.DataDir)
 		},
-		Clear: a.clearJoin,
-		Log:   a.log,
+		Clear:    a.clearJoin,
+		StoreTLS: a.storeClientTLS(),
+		Log:      a.log,
 	}
 	st, role, err := j.Join(jctx)
 	if err != nil {
@@ -424,8 +479,9 @@ func retry(ctx context.Context, f func() error) error {
 	pauses.Reset()
 	for {
 		err := f()
-		if err == nil {
-			return nil
+		var p permanent
+		if err == nil || errors.As(err, &p) {
+			return err
 		}
 		t := time.NewTimer(pauses.NextBackOff())
 		select {

@@ -23,7 +23,7 @@ import (
 // gets a 400 naming the problem, and that nothing was written.
 func TestBadInput(t *testing.T) {
 	c := clustertest.Start(t, 1, clustertest.Options{Voters: 1})
-	base := "http://" + c.Nodes[0].API
+	base := c.Nodes[0].URL("")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	before, err := c.Client().List(ctx, "", true, client.ReadOptions{})
@@ -59,7 +59,7 @@ func TestBadInput(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := c.HTTP().Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}

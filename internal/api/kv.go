@@ -182,6 +182,9 @@ func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
 	p := params{r: r}
 	prefix := p.bool("prefix")
 	key := p.key(false)
+	if prefix {
+		p.allowKey(key, true)
+	}
 	cas, hasCAS := p.rev("cas")
 	idem := p.idempotency()
 	if hasCAS && prefix {

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tandemhq/tandem/internal/auth"
 )
 
 // params reads query parameters and the key of a request, keeping the first
@@ -14,6 +16,8 @@ import (
 type params struct {
 	r   *http.Request
 	err error
+	// denied is a key the caller's token may not touch (answered 403).
+	denied error
 }
 
 func (p *params) fail(format string, args ...any) {
@@ -102,7 +106,16 @@ func (p *params) key(prefix bool) string {
 	case !utf8.ValidString(k):
 		p.err = errors.Join(p.err, errors.New("key is not valid UTF-8"))
 	}
+	p.allowKey(k, prefix)
 	return k
+}
+
+// allowKey checks the key (or prefix) against the caller's token's KV
+// prefix, if it has one.
+func (p *params) allowKey(k string, prefix bool) {
+	if pr, ok := auth.FromContext(p.r.Context()); ok && p.denied == nil {
+		p.denied = pr.AllowKey(k, prefix)
+	}
 }
 
 // idempotency reads the Idempotency-Key header ("" if absent).
@@ -116,6 +129,10 @@ func (p *params) idempotency() string {
 
 // check answers 400 and reports false if any parameter was bad.
 func (p *params) check(w http.ResponseWriter) bool {
+	if p.denied != nil {
+		writeError(w, http.StatusForbidden, p.denied.Error())
+		return false
+	}
 	if p.err != nil {
 		writeError(w, http.StatusBadRequest, p.err.Error())
 		return false

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tandemhq/tandem/internal/auth"
 	"github.com/tandemhq/tandem/internal/catalog"
 	"github.com/tandemhq/tandem/internal/cluster"
 	"github.com/tandemhq/tandem/internal/store"
@@ -38,6 +39,7 @@ type Server struct {
 	quorumWait     time.Duration
 	view           *view.View
 	catalog        *catalog.Catalog
+	sec            *Security
 	// OnLeave is called after this node has left the cluster through the API;
 	// the agent stops itself.
 	OnLeave func()
@@ -64,6 +66,10 @@ type Options struct {
 	// View and Catalog serve the service catalog.
 	View    *view.View
 	Catalog *catalog.Catalog
+	// Security, if set, makes every request prove who sent it (a token or
+	// a node certificate) and checks its role; nil serves an open API
+	// (--insecure).
+	Security *Security
 }
 
 // New returns the API server for a node.
@@ -72,27 +78,28 @@ func New(st *store.Store, cm *cluster.Manager, opts Options, log *slog.Logger) *
 		opts.QuorumWait = 500 * time.Millisecond
 	}
 	s := &Server{st: st, cm: cm, log: log, defaultTimeout: opts.RequestTimeout, attemptTimeout: opts.AttemptTimeout,
-		quorumWait: opts.QuorumWait, view: opts.View, catalog: opts.Catalog, mux: http.NewServeMux()}
-	s.mux.HandleFunc("GET /v1/health", s.health)
-	s.mux.HandleFunc("GET /v1/kv/{key...}", s.kvGet)
-	s.mux.HandleFunc("PUT /v1/kv/{key...}", s.kvPut)
-	s.mux.HandleFunc("DELETE /v1/kv/{key...}", s.kvDelete)
-	s.mux.HandleFunc("GET /v1/watch/{key...}", s.kvWatch)
-	s.mux.HandleFunc("GET /v1/members", s.members)
-	s.mux.HandleFunc("GET /v1/status", s.status)
-	s.mux.HandleFunc("GET /v1/events", s.events)
-	s.mux.HandleFunc("POST /v1/cluster/join", s.join)
-	s.mux.HandleFunc("POST /v1/agent/leave", s.leave)
-	s.mux.HandleFunc("DELETE /v1/nodes/{name}", s.removeNode)
+		quorumWait: opts.QuorumWait, view: opts.View, catalog: opts.Catalog, sec: opts.Security, mux: http.NewServeMux()}
+	s.handle("GET /v1/health", auth.PermRead, s.health)
+	s.handle("GET /v1/kv/{key...}", auth.PermRead, s.kvGet)
+	s.handle("PUT /v1/kv/{key...}", auth.PermWrite, s.kvPut)
+	s.handle("DELETE /v1/kv/{key...}", auth.PermWrite, s.kvDelete)
+	s.handle("GET /v1/watch/{key...}", auth.PermRead, s.kvWatch)
+	s.handle("GET /v1/members", auth.PermRead, s.members)
+	s.handle("GET /v1/status", auth.PermRead, s.status)
+	s.handle("GET /v1/events", auth.PermRead, s.events)
+	s.handle("POST /v1/cluster/join", auth.PermCluster, s.join)
+	s.handle("POST /v1/agent/leave", auth.PermCluster, s.leave)
+	s.handle("DELETE /v1/nodes/{name}", auth.PermCluster, s.removeNode)
 	s.routeServices()
+	s.routeSecurity()
 	// Profiles for operators and benchmarks (pprof's own handlers).
-	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	s.handle("GET /debug/pprof/", auth.PermDebug, pprof.Index)
+	s.handle("GET /debug/pprof/profile", auth.PermDebug, pprof.Profile)
+	s.handle("GET /debug/pprof/trace", auth.PermDebug, pprof.Trace)
 	if opts.Metrics != nil {
-		s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{}))
+		s.handle("GET /metrics", auth.PermRead, promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{}).ServeHTTP)
 	}
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	s.handle("/", auth.PermRead, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s; see docs/API.md", r.Method, r.URL.Path))
 	})
 	return s
@@ -103,7 +110,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 
 // Run serves on ln until ctx ends.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	// Connection-level errors (a TLS handshake cut short by another node's
+	// liveness probe, which only connects) are for debugging only.
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

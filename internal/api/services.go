@@ -11,6 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/tandemhq/tandem/internal/auth"
 	"github.com/tandemhq/tandem/internal/catalog"
 	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/proxy"
@@ -19,18 +20,18 @@ import (
 )
 
 func (s *Server) routeServices() {
-	s.mux.HandleFunc("GET /v1/services", s.listServices)
-	s.mux.HandleFunc("GET /v1/catalog", s.listServices)
-	s.mux.HandleFunc("GET /v1/services/{svc}", s.showService)
-	s.mux.HandleFunc("PUT /v1/services/{svc}", s.putService)
-	s.mux.HandleFunc("DELETE /v1/services/{svc}", s.deleteService)
-	s.mux.HandleFunc("PUT /v1/services/{svc}/instances/{id}", s.putInstance)
-	s.mux.HandleFunc("PUT /v1/services/{svc}/instances/{$}", func(w http.ResponseWriter, r *http.Request) {
+	s.handle("GET /v1/services", auth.PermRead, s.listServices)
+	s.handle("GET /v1/catalog", auth.PermRead, s.listServices)
+	s.handle("GET /v1/services/{svc}", auth.PermRead, s.showService)
+	s.handle("PUT /v1/services/{svc}", auth.PermWrite, s.putService)
+	s.handle("DELETE /v1/services/{svc}", auth.PermWrite, s.deleteService)
+	s.handle("PUT /v1/services/{svc}/instances/{id}", auth.PermWrite, s.putInstance)
+	s.handle("PUT /v1/services/{svc}/instances/{$}", auth.PermWrite, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "instance id is empty: PUT /v1/services/SERVICE/instances/ID")
 	})
-	s.mux.HandleFunc("DELETE /v1/services/{svc}/instances/{id}", s.deleteInstance)
-	s.mux.HandleFunc("PUT /v1/services/{svc}/instances/{id}/ttl", s.renewTTL)
-	s.mux.HandleFunc("GET /v1/services/{svc}/load", s.serviceLoad)
+	s.handle("DELETE /v1/services/{svc}/instances/{id}", auth.PermWrite, s.deleteInstance)
+	s.handle("PUT /v1/services/{svc}/instances/{id}/ttl", auth.PermWrite, s.renewTTL)
+	s.handle("GET /v1/services/{svc}/load", auth.PermRead, s.serviceLoad)
 }
 
 // waitIndex blocks, when ?index= is given, until the view moves past it or

@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,6 +78,12 @@ type Options struct {
 	// caller's listeners as well; nd.DNS (UDP) stays on 127.0.0.1. Not
 	// with Netns.
 	Front func(nd *Node) string
+	// Insecure starts every node with --insecure (plain API with no
+	// tokens, plain store ports). By default a test cluster is secure, as
+	// tandem is: the first node makes the CA and the admin token, the
+	// others join with a join token, and the cluster's clients use the CA
+	// and the admin token.
+	Insecure bool
 }
 
 // Cluster is a test cluster.
@@ -90,6 +97,13 @@ type Cluster struct {
 	// before is the goroutines that ran before the cluster started: the
 	// leak check after shutdown ignores them.
 	before goleak.Option
+
+	// Credentials of a secure cluster, read from the first node's data dir
+	// once it has written them (see creds).
+	credMu     sync.Mutex
+	caPEM      []byte
+	adminToken string
+	joinToken  string // path of the join token file
 }
 
 // Node is one node of a test cluster.
@@ -207,6 +221,9 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 	}
 	if opts.Timeout == 0 {
 		opts.Timeout = 60 * time.Second
+	}
+	if slices.Contains(opts.Flags, "--insecure") {
+		opts.Insecure = true
 	}
 	if opts.Netns && opts.Mode != Processes {
 		t.Fatal("clustertest: Options.Netns needs Mode: Processes")
@@ -373,6 +390,11 @@ func (nd *Node) args() []string {
 	for _, j := range nd.join {
 		args = append(args, "--join", j)
 	}
+	if c.opts.Insecure {
+		args = append(args, "--insecure")
+	} else if len(nd.join) > 0 {
+		args = append(args, "--token-file", c.joinTokenFile())
+	}
 	for _, e := range c.opts.StoreEndpoints {
 		args = append(args, "--store-endpoints", e)
 	}
@@ -455,7 +477,7 @@ func (nd *Node) Netns() string { return nd.netns }
 func (nd *Node) Agent() *agent.Agent { return nd.agent }
 
 // Client returns a client of this node alone.
-func (nd *Node) Client() *client.Client { return client.New([]string{nd.API}) }
+func (nd *Node) Client() *client.Client { return nd.c.ClientFor(nd.API) }
 
 // WaitServing waits until the node answers its health check.
 func (nd *Node) WaitServing() {
@@ -478,7 +500,7 @@ func (c *Cluster) Client() *client.Client {
 	for _, nd := range c.Nodes {
 		addrs = append(addrs, nd.API)
 	}
-	return client.New(addrs)
+	return c.ClientFor(addrs...)
 }
 
 // Eventually polls f every 50 ms until it returns nil or timeout passes.
@@ -520,7 +542,7 @@ func (c *Cluster) RunningClient() *client.Client {
 			addrs = append(addrs, nd.API)
 		}
 	}
-	return client.New(addrs)
+	return c.ClientFor(addrs...)
 }
 
 // WaitHealthy waits until every running node is alive, the voters are at

@@ -66,14 +66,14 @@ func TestNetns(t *testing.T) {
 			c.Eventually(10*time.Second, "a write through the majority", func() error {
 				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 				defer cancel()
-				_, err := client.New([]string{leader.API}).Put(ctx, "netns/a", []byte("1"), client.WriteOptions{Timeout: 2 * time.Second})
+				_, err := c.ClientFor(leader.API).Put(ctx, "netns/a", []byte("1"), client.WriteOptions{Timeout: 2 * time.Second})
 				return err
 			})
 			// The isolated node still answers the test, with an error: it
 			// cannot reach a quorum.
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			_, err := client.New([]string{follower.API}).Get(ctx, "netns/a", client.ReadOptions{Timeout: time.Second})
+			_, err := c.ClientFor(follower.API).Get(ctx, "netns/a", client.ReadOptions{Timeout: time.Second})
 			if !client.IsStatus(err, 503) {
 				t.Errorf("linearizable read on isolated %s: got %v, want a 503", follower.Name, err)
 			}

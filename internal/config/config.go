@@ -78,6 +78,23 @@ type Config struct {
 	// DNSTTL is the TTL of DNS answers in seconds. 0 (the default) makes
 	// resolvers ask again each time, so failover is seen at once.
 	DNSTTL int `json:"dns-ttl"`
+	// Insecure turns security off for a throwaway local cluster: the API
+	// is plain HTTP with no tokens, and the store's ports are plain with no
+	// client certificates. The agent warns on every start, and refuses it
+	// with a bind address other than loopback. Every node of a cluster must
+	// agree: a secure cluster refuses an insecure joiner.
+	Insecure bool `json:"insecure"`
+	// TokenFile holds the join token a new node presents with --join (make
+	// one on any node with `tandem token create --role join`). Only read on
+	// the first start: a node that has joined keeps its certificate.
+	TokenFile string `json:"token-file"`
+	// PublicMetrics lets GET /metrics and GET /v1/health be read without a
+	// token (for Prometheus and load balancer checks). Off by default.
+	PublicMetrics bool `json:"public-metrics"`
+	// CertTTL is the lifetime of the node certificates this node signs for
+	// itself and for joiners; a node renews its own at two thirds of it,
+	// without a restart.
+	CertTTL Duration `json:"cert-ttl"`
 }
 
 // Default returns the configuration a node gets when nothing is set.
@@ -113,6 +130,7 @@ func Default() Config {
 		RequestTimeout:    Duration(3 * time.Second),
 		LogLevel:          "info",
 		DNSDomain:         "tandem.",
+		CertTTL:           Duration(30 * 24 * time.Hour),
 	}
 }
 
@@ -185,6 +203,17 @@ func (c *Config) Validate() error {
 	}
 	if c.DNSTTL < 0 || c.DNSTTL > 86400 {
 		bad("dns-ttl %d: want 0-86400 seconds", c.DNSTTL)
+	}
+	if c.Insecure {
+		if ip := net.ParseIP(c.Bind); ip != nil && !ip.IsLoopback() {
+			bad("insecure with bind %s: --insecure serves the API and the store with no TLS and no tokens, so it is only for a throwaway cluster on loopback; drop --insecure, or bind 127.0.0.1", c.Bind)
+		}
+		if c.TokenFile != "" {
+			bad("insecure with token-file: an insecure cluster has no join tokens; drop one of them")
+		}
+	}
+	if c.CertTTL.D() < time.Minute {
+		bad("cert-ttl %s: must be at least 1m", c.CertTTL)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

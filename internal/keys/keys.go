@@ -28,6 +28,13 @@ const (
 	StatsPrefix     = Prefix + "stats/"     // each node's recent proxy traffic, bound to its lease
 )
 
+// TokensPrefix holds the API tokens, one record each (auth.Record: role,
+// prefix, expiry and the SHA-256 of the secret, never the secret itself).
+const TokensPrefix = Prefix + "tokens/"
+
+// TokenKey is where the token with id is kept.
+func TokenKey(id string) string { return TokensPrefix + id }
+
 // IdempotencyPrefix holds a record of each KV write sent with an
 // Idempotency-Key, on a lease that keeps it for at least ten minutes. It is
 // outside Prefix: no node's view needs these, and the views' watch would

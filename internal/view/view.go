@@ -21,6 +21,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/tandemhq/tandem/internal/auth"
 	"github.com/tandemhq/tandem/internal/cluster"
 	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/registry"
@@ -51,6 +52,7 @@ type View struct {
 	svcRev     map[string]int64                        // mod revision of each spec
 	health     map[string]map[string]registry.Health
 	ttl        map[string]map[string]TTLRenewal
+	tokens     map[string]auth.Record
 	changed    chan struct{} // closed and replaced on every applied change
 	synced     chan struct{} // closed after the first full list
 }
@@ -72,6 +74,7 @@ func (v *View) reset() {
 	v.svcRev = map[string]int64{}
 	v.health = map[string]map[string]registry.Health{}
 	v.ttl = map[string]map[string]TTLRenewal{}
+	v.tokens = map[string]auth.Record{}
 }
 
 // Synced is closed once the view has loaded the store's state.
@@ -107,7 +110,7 @@ func (v *View) Run(ctx context.Context) error {
 }
 
 // prefixes the view holds.
-var prefixes = []string{keys.NodesPrefix, keys.AlivePrefix, keys.ServicesPrefix, keys.InstancesPrefix, keys.HealthPrefix, keys.TTLPrefix}
+var prefixes = []string{keys.NodesPrefix, keys.AlivePrefix, keys.ServicesPrefix, keys.InstancesPrefix, keys.HealthPrefix, keys.TTLPrefix, keys.TokensPrefix}
 
 // load reads every prefix at one revision and replaces the view's state.
 func (v *View) load(ctx context.Context) (int64, error) {
@@ -223,6 +226,16 @@ func (v *View) applyLocked(typ mvccpb.Event_EventType, kv *mvccpb.KeyValue) bool
 		applyNested(v.health, key[len(keys.HealthPrefix):], del, kv.Value)
 	case strings.HasPrefix(key, keys.TTLPrefix):
 		applyNested(v.ttl, key[len(keys.TTLPrefix):], del, kv.Value)
+	case strings.HasPrefix(key, keys.TokensPrefix):
+		// Tokens are not catalog state: a change wakes no reader.
+		id := key[len(keys.TokensPrefix):]
+		var rec auth.Record
+		if del || json.Unmarshal(kv.Value, &rec) != nil || rec.ID != id {
+			delete(v.tokens, id)
+		} else {
+			v.tokens[id] = rec
+		}
+		return false
 	default:
 		return false
 	}
@@ -256,6 +269,28 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// Token returns the token record with id, as the view last saw it. A
+// token revoked anywhere is gone from every view as soon as the deletion's
+// watch event arrives (milliseconds on a LAN).
+func (v *View) Token(id string) (auth.Record, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	rec, ok := v.tokens[id]
+	return rec, ok
+}
+
+// Tokens returns every token record, sorted by creation time.
+func (v *View) Tokens() []auth.Record {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make([]auth.Record, 0, len(v.tokens))
+	for _, rec := range v.tokens {
+		out = append(out, rec)
+	}
+	slices.SortFunc(out, func(a, b auth.Record) int { return a.Created.Compare(b.Created) })
+	return out
 }
 
 // Revision is the store revision the view has applied, and when.

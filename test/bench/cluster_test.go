@@ -79,12 +79,13 @@ func storeURLs(b *testing.B, c *clustertest.Cluster) []string {
 
 // etcdClients returns one clientv3 client per URL, each bound to that
 // endpoint alone, closed when the benchmark ends.
-func etcdClients(b *testing.B, urls []string) []*clientv3.Client {
+func etcdClients(b *testing.B, c *clustertest.Cluster, urls []string) []*clientv3.Client {
 	b.Helper()
 	var cs []*clientv3.Client
 	for _, u := range urls {
 		cli, err := clientv3.New(clientv3.Config{
 			Endpoints:   []string{u},
+			TLS:         c.Nodes[0].StoreTLS(), // a node's certificate: the store ports take nothing else
 			DialTimeout: 2 * time.Second,
 			Logger:      zap.NewNop(),
 		})
@@ -103,12 +104,17 @@ func etcdClients(b *testing.B, urls []string) []*clientv3.Client {
 // status and body and decodes nothing, so client-side cost stays small on a
 // machine the cluster shares.
 type apiClient struct {
-	addrs []string
-	http  *http.Client
+	addrs  []string
+	scheme string
+	token  string
+	http   *http.Client
 }
 
-func newAPIClient(b *testing.B, addrs []string) *apiClient {
+// newAPIClient makes the client for c's nodes at addrs, with the cluster's
+// CA and admin token when it is secure.
+func newAPIClient(b *testing.B, c *clustertest.Cluster, addrs []string) *apiClient {
 	tr := &http.Transport{
+		TLSClientConfig:     c.TLSConfig(),
 		DialContext:         (&net.Dialer{Timeout: time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        1024,
 		MaxIdleConnsPerHost: 256,
@@ -116,13 +122,17 @@ func newAPIClient(b *testing.B, addrs []string) *apiClient {
 		DisableCompression:  true,
 	}
 	b.Cleanup(tr.CloseIdleConnections)
-	return &apiClient{addrs: addrs, http: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
+	scheme := "http://"
+	if c.Secure() {
+		scheme = "https://"
+	}
+	return &apiClient{addrs: addrs, scheme: scheme, token: c.AdminToken(), http: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 }
 
 // do sends one request to node n (spread by the caller) and fails unless
 // the answer is 200 OK.
 func (c *apiClient) do(n int, method, key, query string, body string) error {
-	u := "http://" + c.addrs[n%len(c.addrs)] + "/v1/kv/" + key
+	u := c.scheme + c.addrs[n%len(c.addrs)] + "/v1/kv/" + key
 	if query != "" {
 		u += "?" + query
 	}
@@ -133,6 +143,9 @@ func (c *apiClient) do(n int, method, key, query string, body string) error {
 	req, err := http.NewRequest(method, u, r)
 	if err != nil {
 		return err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

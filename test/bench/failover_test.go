@@ -179,7 +179,7 @@ func failoverSequential(b *testing.B, idempotent bool) {
 				addrs = append(addrs, nd.API)
 			}
 		}
-		cl := client.New(addrs)
+		cl := c.ClientFor(addrs...)
 		start := time.Now()
 		leader.Kill()
 		var answered, acked time.Time

@@ -21,8 +21,8 @@ var concurrency = []int{1, 64}
 // on both paths.
 func BenchmarkKVWrite(b *testing.B) {
 	c := startCluster(b)
-	api := newAPIClient(b, apiAddrs(c))
-	etcd := etcdClients(b, storeURLs(b, c))
+	api := newAPIClient(b, c, apiAddrs(c))
+	etcd := etcdClients(b, c, storeURLs(b, c))
 
 	for _, n := range concurrency {
 		b.Run(fmt.Sprintf("api/c=%d", n), func(b *testing.B) {
@@ -45,8 +45,8 @@ func BenchmarkKVWrite(b *testing.B) {
 // linearizable for comparison. Client w talks to node w%3.
 func BenchmarkKVRead(b *testing.B) {
 	c := startCluster(b)
-	api := newAPIClient(b, apiAddrs(c))
-	etcd := etcdClients(b, storeURLs(b, c))
+	api := newAPIClient(b, c, apiAddrs(c))
+	etcd := etcdClients(b, c, storeURLs(b, c))
 	fill(b, etcd)
 
 	randKey := func() string { return benchKey(0, rand.IntN(readKeys)) }

@@ -111,7 +111,7 @@ func BenchmarkProxyFailover(b *testing.B) {
 		before := failed.Load()
 		prev := map[string]float64{}
 		for _, nd := range c.Nodes {
-			n, err := requestsTo(nd.API, victim.Name)
+			n, err := requestsTo(c, nd, victim.Name)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -123,7 +123,7 @@ func BenchmarkProxyFailover(b *testing.B) {
 		viewGone := time.Duration(0)
 		for time.Since(t0) < 30*time.Second {
 			for _, nd := range c.Nodes {
-				n, err := requestsTo(nd.API, victim.Name)
+				n, err := requestsTo(c, nd, victim.Name)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -179,8 +179,8 @@ func notServed(nodes []*clustertest.Node, port int) bool {
 
 // requestsTo sums a node's tandem_proxy_requests_total for one instance,
 // over every answer code.
-func requestsTo(api, instance string) (float64, error) {
-	resp, err := http.Get("http://" + api + "/metrics")
+func requestsTo(c *clustertest.Cluster, nd *clustertest.Node, instance string) (float64, error) {
+	resp, err := c.HTTP().Get(nd.URL("/metrics"))
 	if err != nil {
 		return 0, err
 	}

@@ -98,7 +98,7 @@ func TestSilentLeaderNoticedBeforeItsLease(t *testing.T) {
 			survivors = append(survivors, nd.API)
 		}
 	}
-	cl := client.New(survivors)
+	cl := c.ClientFor(survivors...)
 	c.Blackhole(victim)
 	silenced := time.Now()
 	c.Eventually(20*time.Second, victim.Name+" shown dead well inside its 30 s lease", func() error {

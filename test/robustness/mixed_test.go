@@ -95,7 +95,7 @@ func (m *mixed) pick() *clustertest.Node {
 			apis = append(apis, nd.API)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		st, err := client.New(apis).Status(ctx)
+		st, err := c.ClientFor(apis...).Status(ctx)
 		cancel()
 		if err == nil {
 			for _, nd := range free {

@@ -385,7 +385,8 @@ func runScenario(t *testing.T, sc scenario, seed uint64) {
 	}
 	// Half the clients send idempotent writes and repeat those whose
 	// outcome is unknown (the API applies a repeat at most once).
-	w := Workload{Addrs: addrs, Clients: 6, Keys: 5, Timeout: time.Second, Seed: seed, IdempotentClients: 3}
+	w := Workload{Addrs: addrs, Clients: 6, Keys: 5, Timeout: time.Second, Seed: seed, IdempotentClients: 3,
+		Client: func(a []string) *client.Client { return c.ClientFor(a...) }}
 	h := NewHistory()
 	ctx, cancel := context.WithTimeout(context.Background(), sc.runFor)
 	defer cancel()
@@ -417,7 +418,7 @@ func runScenario(t *testing.T, sc scenario, seed uint64) {
 			continue // a voter killed for good
 		}
 		addr := nd.API
-		final := client.New([]string{addr})
+		final := c.ClientFor(addr)
 		for _, key := range w.KeyNames() {
 			id := h.NewClient()
 			err := clustertest.Poll(20*time.Second, func() error {

@@ -38,6 +38,9 @@ type Workload struct {
 	IdempotentClients int
 	// RepeatFor bounds the repeats of one idempotent write; default 5s.
 	RepeatFor time.Duration
+	// Client makes the client of a list of nodes (default: client.New,
+	// for an insecure cluster; a secure one passes its credentials).
+	Client func(addrs []string) *client.Client
 }
 
 func (w Workload) withDefaults() Workload {
@@ -55,6 +58,9 @@ func (w Workload) withDefaults() Workload {
 	}
 	if w.RepeatFor == 0 {
 		w.RepeatFor = 5 * time.Second
+	}
+	if w.Client == nil {
+		w.Client = client.New
 	}
 	return w
 }
@@ -80,7 +86,7 @@ func (w Workload) Run(ctx context.Context, h *History) error {
 	var wg sync.WaitGroup
 	for i := range w.Clients {
 		addrs := append(append([]string(nil), w.Addrs[i%len(w.Addrs):]...), w.Addrs[:i%len(w.Addrs)]...)
-		cl := client.New(addrs)
+		cl := w.Client(addrs)
 		rng := rand.New(rand.NewPCG(w.Seed, uint64(i)))
 		wg.Go(func() {
 			id := h.NewClient()

@@ -35,6 +35,16 @@ func tandem(t *testing.T, args ...string) (string, error) {
 	return stdout.String(), nil
 }
 
+// cliEnv points the CLI runs of this test at c's credentials (its CA and
+// admin token, or --insecure).
+func cliEnv(t *testing.T, c *clustertest.Cluster) {
+	t.Helper()
+	for _, kv := range c.CLIEnv() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+}
+
 func mustTandem(t *testing.T, args ...string) string {
 	t.Helper()
 	out, err := tandem(t, args...)
@@ -48,6 +58,7 @@ func mustTandem(t *testing.T, args ...string) string {
 // command moves on to a live node.
 func TestCLIFailsOverBetweenAddresses(t *testing.T) {
 	c := clustertest.Start(t, 3, clustertest.Options{Mode: clustertest.Processes})
+	cliEnv(t, c)
 	dead := c.Nodes[0]
 	dead.Kill()
 	addr := "--addr=" + dead.API + "," + c.Nodes[1].API + "," + c.Nodes[2].API
@@ -107,6 +118,7 @@ func TestCLIFailsOverBetweenAddresses(t *testing.T) {
 // client node; a killed node is removed by the operator.
 func TestLeaveAndRemove(t *testing.T) {
 	c := clustertest.Start(t, 4, clustertest.Options{Mode: clustertest.Processes})
+	cliEnv(t, c)
 	leaver := c.Leader()
 	mustTandem(t, "leave", "--addr="+leaver.API)
 	c.Eventually(30*time.Second, leaver.Name+" exits after leaving", func() error {
@@ -379,6 +391,7 @@ func nodeLogs(dir string) string {
 // nothing.
 func TestServiceCLI(t *testing.T) {
 	c := clustertest.Start(t, 1, clustertest.Options{Voters: 1, Mode: clustertest.Processes})
+	cliEnv(t, c)
 	addr := "--addr=" + c.Nodes[0].API
 	dir := t.TempDir()
 	good := filepath.Join(dir, "web.yaml")

@@ -116,7 +116,7 @@ func TestKillLeaderUnderWriteLoad(t *testing.T) {
 				addrs = append(addrs, o.API)
 			}
 		}
-		cl := client.New(addrs)
+		cl := c.ClientFor(addrs...)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -227,7 +227,7 @@ func TestDeadNodeNoticedBeforeItsLease(t *testing.T) {
 		if nd == victim {
 			continue
 		}
-		resp, err := http.Get("http://" + nd.API + "/metrics")
+		resp, err := c.HTTP().Get(nd.URL("/metrics"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -267,7 +267,7 @@ func TestFrozenLeaderOthersStayAlive(t *testing.T) {
 			others = append(others, nd)
 		}
 	}
-	cl := client.New([]string{others[0].API, others[1].API})
+	cl := c.ClientFor(others[0].API, others[1].API)
 	leader.Stop()
 	defer leader.Cont()
 	frozen := time.Now()

@@ -244,8 +244,8 @@ func TestRegistrationRules(t *testing.T) {
 		t.Fatalf("the same registration through n2: want success owned by n1, got %+v, %v", same, err)
 	}
 	// An empty instance id.
-	req, _ := http.NewRequest(http.MethodPut, "http://"+n1.API+"/v1/services/api/instances/", strings.NewReader(`{"address":"127.0.0.1","port":1}`))
-	resp, err := http.DefaultClient.Do(req)
+	req, _ := http.NewRequest(http.MethodPut, n1.URL("/v1/services/api/instances/"), strings.NewReader(`{"address":"127.0.0.1","port":1}`))
+	resp, err := c.HTTP().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

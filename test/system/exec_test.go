@@ -48,10 +48,12 @@ func TestExecChecksRunOnlyWhereEnabled(t *testing.T) {
 			Interval: config.Duration(interval),
 		}}
 	}
-	// An etcd client of n3's store port: what any process that reaches the
-	// port can do, without going through any node's API.
+	// An etcd client of n3's store port, with n3's own certificate: what
+	// any process that reaches the port can do with a node's credentials
+	// (or with none, on an insecure cluster), without any node's API.
 	etcd, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{"http://" + net.JoinHostPort(c.Nodes[2].Advertise, strconv.Itoa(c.Nodes[2].Ports().Store))},
+		Endpoints:   []string{c.Nodes[2].StoreURL()},
+		TLS:         c.Nodes[2].StoreTLS(),
 		DialTimeout: 5 * time.Second,
 	})
 	if err != nil {

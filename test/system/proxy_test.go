@@ -433,7 +433,7 @@ func TestProxyFeatures(t *testing.T) {
 		// The cart subtest sent traffic; within a stats window (5 s) the
 		// cluster-wide load shows it.
 		c.Eventually(15*time.Second, "cart's load is reported", func() error {
-			resp, err := http.Get("http://" + nd.API + "/v1/services/cart/load")
+			resp, err := c.HTTP().Get(nd.URL("/v1/services/cart/load"))
 			if err != nil {
 				return err
 			}
@@ -454,7 +454,7 @@ func TestProxyFeatures(t *testing.T) {
 	})
 
 	t.Run("metrics", func(t *testing.T) {
-		resp, err := http.Get("http://" + nd.API + "/metrics")
+		resp, err := c.HTTP().Get(nd.URL("/metrics"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -28,11 +28,13 @@ func TestCutOffNodeAnswersStatusStale(t *testing.T) {
 	t.Run("partition", func(t *testing.T) {
 		clustertest.NeedNetns(t)
 		c := clustertest.Start(t, 3, clustertest.Options{Mode: clustertest.Processes, Netns: true})
+		cliEnv(t, c)
 		lone := c.Node("n1")
 		checkStaleStatus(t, c, lone, func() { c.Isolate(lone) }, c.Heal)
 	})
 	t.Run("sigstop", func(t *testing.T) {
 		c := clustertest.Start(t, 3, clustertest.Options{Mode: clustertest.Processes})
+		cliEnv(t, c)
 		lone := c.Node("n1")
 		others := c.Nodes[1:]
 		cont := func() {

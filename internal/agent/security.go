@@ -1,0 +1,276 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tandemhq/tandem/internal/auth"
+	"github.com/tandemhq/tandem/internal/client"
+	"github.com/tandemhq/tandem/internal/cluster"
+	"github.com/tandemhq/tandem/internal/keys"
+	"github.com/tandemhq/tandem/internal/pki"
+	"github.com/tandemhq/tandem/internal/store"
+	"github.com/tandemhq/tandem/internal/wire"
+)
+
+// caTTL is the cluster CA's lifetime. `tandem ca rotate` replaces it long
+// before.
+const caTTL = 10 * 365 * 24 * time.Hour
+
+// AdminTokenFile is where a node that makes the cluster's first admin token
+// writes it, in its data dir (mode 0600).
+const AdminTokenFile = "admin.token"
+
+func (a *Agent) tlsDir() pki.Dir { return pki.Dir(filepath.Join(a.cfg.DataDir, "tls")) }
+
+// storeTLS is the node's certificate files for its store member.
+func (a *Agent) storeTLS() *store.TLSFiles {
+	if a.tls == nil {
+		return nil
+	}
+	d := a.tlsDir()
+	return &store.TLSFiles{CertFile: d.Path(pki.CertFile), KeyFile: d.Path(pki.KeyFile), CAFile: d.Path(pki.CAFile)}
+}
+
+// certNames are the addresses a node certificate is valid for: the ones
+// other nodes and clients reach this node at, and loopback.
+func (a *Agent) certNames() ([]net.IP, []string) {
+	var ips []net.IP
+	seen := map[string]bool{}
+	for _, s := range []string{a.cfg.Advertise, a.cfg.Bind, "127.0.0.1"} {
+		ip := net.ParseIP(s)
+		if ip == nil || ip.IsUnspecified() || seen[ip.String()] {
+			continue
+		}
+		seen[ip.String()] = true
+		ips = append(ips, ip)
+	}
+	return ips, []string{a.cfg.Name, "localhost"}
+}
+
+// prepareTLS returns the node's certificate material, or nil on an
+// insecure node. It loads it from the data dir, or makes it on a first
+// start: a new cluster CA and certificate on a bootstrap node, a
+// certificate signed by the cluster (through a join token) on a joiner.
+func (a *Agent) prepareTLS(ctx context.Context, id *cluster.Identity) (*pki.Keeper, error) {
+	dir := a.tlsDir()
+	if a.cfg.Insecure {
+		if dir.Exists() {
+			return nil, fmt.Errorf("data dir %s holds a secure node (it has %s): start it without --insecure", a.cfg.DataDir, dir)
+		}
+		a.log.Warn("INSECURE: --insecure is set: the API takes requests from anyone, with no token, and the store's ports are plain; use it only for a throwaway cluster on loopback")
+		return nil, nil
+	}
+	if dir.Exists() {
+		m, err := dir.Load()
+		if err != nil {
+			return nil, fmt.Errorf("load the node's certificate: %w", err)
+		}
+		return pki.NewKeeper(m), nil
+	}
+	if id != nil {
+		return nil, fmt.Errorf("data dir %s holds a node that runs with --insecure (it has no %s): start it with --insecure again; a cluster cannot mix secure and insecure nodes", a.cfg.DataDir, dir)
+	}
+	ips, names := a.certNames()
+	var m *pki.Material
+	if len(a.cfg.Join) == 0 {
+		var err error
+		m, err = pki.Bootstrap(a.cfg.Name, a.cfg.Name, ips, names, time.Now(), caTTL, a.cfg.CertTTL.D())
+		if err != nil {
+			return nil, fmt.Errorf("create the cluster CA: %w", err)
+		}
+		a.log.Info("created the cluster CA and this node's certificate", "dir", string(dir), "ca_pin", pki.Pin(m.CAs[0]))
+	} else {
+		var err error
+		if m, err = a.requestCertificate(ctx, ips, names); err != nil {
+			return nil, err
+		}
+		a.log.Info("the cluster signed this node's certificate", "dir", string(dir))
+	}
+	if err := dir.Save(m); err != nil {
+		return nil, fmt.Errorf("save the node's certificate: %w", err)
+	}
+	return pki.NewKeeper(m), nil
+}
+
+// requestCertificate asks the --join nodes, with the join token of
+// --token-file, to sign a certificate for a key made here (the key never
+// leaves the node). The token's CA pin authenticates the cluster, so the
+// token is never sent to an impostor.
+func (a *Agent) requestCertificate(ctx context.Context, ips []net.IP, names []string) (*pki.Material, error) {
+	if a.cfg.TokenFile == "" {
+		return nil, errors.New("joining a secure cluster needs a join token: make one on any node with `tandem token create --role join > join.token` and give --token-file join.token (or start every node with --insecure for a throwaway cluster)")
+	}
+	raw, err := os.ReadFile(a.cfg.TokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("read the join token: %w", err)
+	}
+	token, pin, err := auth.ParseJoin(strings.TrimSpace(string(raw)))
+	if err != nil {
+		return nil, fmt.Errorf("join token in %s: %w", a.cfg.TokenFile, err)
+	}
+	tlsCfg, err := pki.JoinClientConfig("sha256:" + pin)
+	if err != nil {
+		return nil, fmt.Errorf("join token in %s: %w", a.cfg.TokenFile, err)
+	}
+	key, keyPEM, err := pki.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	csr, err := pki.NewCSR(key, a.cfg.Name, ips, names)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, joinTimeout)
+	defer cancel()
+	var resp wire.CertificateResponse
+	err = retry(cctx, func() error {
+		var err error
+		resp, err = client.NewWithOptions(a.cfg.Join, client.Options{TLS: tlsCfg}).Certificate(cctx, token, wire.CertificateRequest{Name: a.cfg.Name, CSR: string(csr)})
+		var ce *client.Error
+		if errors.As(err, &ce) && ce.Status < 500 {
+			return permanent{err} // refused: an expired or unknown token stays so
+		}
+		return err
+	})
+	var p permanent
+	if errors.As(err, &p) {
+		return nil, fmt.Errorf("the cluster refused this node's certificate request: %w", p.err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ask %v to sign this node's certificate: %w", a.cfg.Join, err)
+	}
+	m, err := pki.Assemble([]byte(resp.CA), []byte(resp.Certificate), keyPEM, []byte(resp.CAKey))
+	if err != nil {
+		return nil, fmt.Errorf("the certificate the cluster sent: %w", err)
+	}
+	return m, nil
+}
+
+// permanent stops retry at once.
+type permanent struct{ err error }
+
+func (p permanent) Error() string { return p.err.Error() }
+
+// ensureAdminToken makes an admin token and writes it to the data dir
+// when the cluster has no token at all: on the bootstrap node's first
+// start, or to recover a cluster whose every token was revoked or lost
+// (restart a voter without --join). It never replaces a token.
+func (a *Agent) ensureAdminToken(ctx context.Context, st *store.Store) error {
+	path := filepath.Join(a.cfg.DataDir, AdminTokenFile)
+	resp, err := st.Client().Get(ctx, keys.TokensPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return err
+	}
+	if resp.Count > 0 {
+		return nil
+	}
+	token, rec, err := auth.New(auth.Admin, "bootstrap", "", 0, time.Now().UTC())
+	if err != nil {
+		return err
+	}
+	rec.CreatedBy = "node " + a.cfg.Name
+	val, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	// Written first, so a token in the store always has its file.
+	if err := writeFileAtomic(path, []byte(token+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write the admin token: %w", err)
+	}
+	k := keys.TokenKey(rec.ID)
+	if _, err := st.Client().Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).Then(clientv3.OpPut(k, string(val))).Commit(); err != nil {
+		return err
+	}
+	a.log.Info("wrote the cluster's first admin token; keep it safe, and make tokens with fewer rights for daily use (tandem token create)", "file", path)
+	return nil
+}
+
+// writeFileAtomic writes data to path through a temporary file and a
+// rename, so a reader never sees half of it.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// renewCertificate renews the node's certificate at two thirds of its
+// lifetime, with a new key, signed by the CA this node holds. The store
+// member and the API pick the new one up at their next handshake: no
+// restart.
+func (a *Agent) renewCertificate(ctx context.Context) error {
+	check := min(time.Minute, a.cfg.CertTTL.D()/20)
+	t := time.NewTicker(check)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		m := a.tls.Load()
+		if time.Now().Before(pki.RenewAt(m.Cert.Leaf)) {
+			continue
+		}
+		if err := a.renewOnce(m); err != nil {
+			a.log.Warn("renew the node certificate", "err", err, "expires", m.Cert.Leaf.NotAfter)
+			continue
+		}
+		a.log.Info("renewed the node certificate", "expires", a.tls.Load().Cert.Leaf.NotAfter)
+	}
+}
+
+func (a *Agent) renewOnce(m *pki.Material) error {
+	if m.CA == nil {
+		return errors.New("this node holds no CA key to sign with")
+	}
+	ips, names := a.certNames()
+	key, keyPEM, err := pki.NewKey()
+	if err != nil {
+		return err
+	}
+	csr, err := pki.NewCSR(key, a.cfg.Name, ips, names)
+	if err != nil {
+		return err
+	}
+	cert, err := m.CA.Sign(csr, a.cfg.Name, time.Now(), a.cfg.CertTTL.D())
+	if err != nil {
+		return err
+	}
+	next, err := pki.Assemble(m.CAPEM, cert, keyPEM, m.CAKeyPEM)
+	if err != nil {
+		return err
+	}
+	if err := a.tlsDir().Save(next); err != nil {
+		return err
+	}
+	a.tls.Store(next)
+	return nil
+}

@@ -7,6 +7,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,21 +27,64 @@ import (
 
 // Client talks to any of a cluster's nodes.
 type Client struct {
-	addrs []string
-	http  *http.Client
+	addrs  []string
+	http   *http.Client
+	scheme string // http, or https with Options.TLS
+	token  string // bearer token sent with every request, "" for none
 
 	mu   sync.Mutex
 	next int // index of the address that last answered
 }
 
-// New returns a client for the nodes at addrs (host:port of their APIs).
+// Options secure a client.
+type Options struct {
+	// TLS, if set, makes the client speak HTTPS with this configuration
+	// (RootCAs: the cluster CA). Nil: plain HTTP, for a cluster started
+	// with --insecure.
+	TLS *tls.Config
+	// Token is sent as "Authorization: Bearer TOKEN" with every request
+	// (watch streams too); "" sends none.
+	Token string
+}
+
+// New returns a client for the nodes at addrs (host:port of their APIs),
+// speaking plain HTTP without a token: for clusters started with
+// --insecure.
 func New(addrs []string) *Client {
+	return NewWithOptions(addrs, Options{})
+}
+
+// NewWithOptions returns a client for the nodes at addrs that speaks HTTPS
+// when o.TLS is set and sends o.Token with every request. Its connections
+// are kept alive and TLS sessions resumed, so most requests cost no
+// handshake.
+func NewWithOptions(addrs []string, o Options) *Client {
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 5 * time.Second,
 	}
-	return &Client{addrs: addrs, http: &http.Client{Transport: tr}}
+	scheme := "http"
+	if o.TLS != nil {
+		cfg := o.TLS.Clone()
+		if cfg.ClientSessionCache == nil {
+			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(len(addrs) + 8)
+		}
+		tr.TLSClientConfig = cfg
+		scheme = "https"
+	}
+	return &Client{addrs: addrs, http: &http.Client{Transport: tr}, scheme: scheme, token: o.Token}
+}
+
+// TLSConfig returns a client TLS configuration that trusts the CA
+// certificates in caPEM (the cluster CA bundle, <data-dir>/tls/ca.crt).
+func TLSConfig(caPEM []byte) (*tls.Config, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("no PEM certificate in it (want the cluster CA, <data-dir>/tls/ca.crt on any node)")
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // Error is an error answered by a node.
@@ -59,14 +104,30 @@ func IsStatus(err error, code int) bool {
 	return errors.As(err, &e) && e.Status == code
 }
 
+// request is one API call.
+type request struct {
+	method, path string
+	query        url.Values
+	body         []byte
+	// idem is the Idempotency-Key, "" for none.
+	idem string
+	// token replaces the client's bearer token when set.
+	token string
+}
+
 // do sends one request, moving to the next address when a node cannot be
 // reached. A request that may change state moves on only when the
 // connection was never made, so it is never applied twice, unless it
 // carries an idempotency key (idem): the cluster applies such a request
-// once however often it is sent.
-func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte, idem string) (*http.Response, error) {
+// once however often it is sent. A node that answers, even with 401 or
+// 403, ends the request: every node would answer the same.
+func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 	if len(c.addrs) == 0 {
 		return nil, errors.New("no node address: give --addr host:port or set TANDEM_ADDR")
+	}
+	token := c.token
+	if r.token != "" {
+		token = r.token
 	}
 	c.mu.Lock()
 	start := c.next
@@ -75,13 +136,16 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	for i := range c.addrs {
 		idx := (start + i) % len(c.addrs)
 		addr := c.addrs[idx]
-		u := url.URL{Scheme: "http", Host: addr, Path: path, RawQuery: q.Encode()}
-		req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
+		u := url.URL{Scheme: c.scheme, Host: addr, Path: r.path, RawQuery: r.query.Encode()}
+		req, err := http.NewRequestWithContext(ctx, r.method, u.String(), bytes.NewReader(r.body))
 		if err != nil {
 			return nil, err
 		}
-		if idem != "" {
-			req.Header.Set(wire.IdempotencyHeader, idem)
+		if r.idem != "" {
+			req.Header.Set(wire.IdempotencyHeader, r.idem)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
 		}
 		resp, err := c.http.Do(req)
 		if err == nil {
@@ -91,26 +155,64 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 			return resp, nil
 		}
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%s %s: %w", method, path, ctx.Err())
+			return nil, fmt.Errorf("%s %s: %w", r.method, r.path, ctx.Err())
+		}
+		if terr := tlsError(addr, err); terr != nil {
+			return nil, terr // another node would present the same certificates
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 		var op *net.OpError
 		dialFailed := errors.As(err, &op) && op.Op == "dial"
-		if method != http.MethodGet && idem == "" && !dialFailed {
+		if r.method != http.MethodGet && r.idem == "" && !dialFailed {
 			break // the request may have reached the node: do not send it twice
 		}
 	}
 	return nil, fmt.Errorf("no node answered: %w", errors.Join(errs...))
 }
 
+// TLSError is a node whose TLS the client refused (its certificate is not
+// signed by the given CA, or does not name the address), or a node that
+// speaks plain HTTP to a client configured for TLS.
+type TLSError struct {
+	Addr string
+	Err  error
+	Hint string
+}
+
+func (e *TLSError) Error() string { return fmt.Sprintf("%s: %v (%s)", e.Addr, e.Err, e.Hint) }
+func (e *TLSError) Unwrap() error { return e.Err }
+
+// tlsError recognises TLS failures in err, which retrying another node
+// would not fix, and says what to do about them; nil for other errors.
+func tlsError(addr string, err error) error {
+	var unknownCA x509.UnknownAuthorityError
+	var verify *tls.CertificateVerificationError
+	var host x509.HostnameError
+	var plain tls.RecordHeaderError
+	switch {
+	case errors.As(err, &host):
+		return &TLSError{addr, err, "the node's certificate does not name this address: use the address the node advertises"}
+	case errors.As(err, &unknownCA), errors.As(err, &verify):
+		return &TLSError{addr, err, "the node's certificate is not signed by the CA given with --ca/TANDEM_CA: give the cluster's CA, <data-dir>/tls/ca.crt on any of its nodes"}
+	case errors.As(err, &plain), strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return &TLSError{addr, err, "the node serves plain HTTP: it was started with --insecure; give --insecure or set TANDEM_INSECURE=1"}
+	}
+	return nil
+}
+
 // call sends a request and decodes a JSON answer into out.
 func (c *Client) call(ctx context.Context, method, path string, q url.Values, body []byte, out any) error {
-	return c.send(ctx, method, path, q, body, "", out)
+	return c.exchange(ctx, request{method: method, path: path, query: q, body: body}, out)
 }
 
 // send is call with an idempotency key ("" for none).
 func (c *Client) send(ctx context.Context, method, path string, q url.Values, body []byte, idem string, out any) error {
-	resp, err := c.do(ctx, method, path, q, body, idem)
+	return c.exchange(ctx, request{method: method, path: path, query: q, body: body, idem: idem}, out)
+}
+
+// exchange sends r and decodes a JSON answer into out (nil: ignore it).
+func (c *Client) exchange(ctx context.Context, r request, out any) error {
+	resp, err := c.do(ctx, r)
 	if err != nil {
 		return err
 	}
@@ -120,11 +222,7 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, bo
 		return fmt.Errorf("read answer: %w", err)
 	}
 	if resp.StatusCode >= 300 {
-		e := &Error{Status: resp.StatusCode}
-		if json.Unmarshal(data, &e.Body) != nil || e.Body.Error == "" {
-			e.Body.Error = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
-		}
-		return e
+		return answerError(resp.StatusCode, data)
 	}
 	if out == nil {
 		return nil
@@ -133,6 +231,18 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, bo
 		return fmt.Errorf("decode answer: %w", err)
 	}
 	return nil
+}
+
+// answerError is the error of a node's answer with status >= 300.
+func answerError(status int, data []byte) *Error {
+	e := &Error{Status: status}
+	if json.Unmarshal(data, &e.Body) != nil || e.Body.Error == "" {
+		e.Body.Error = fmt.Sprintf("HTTP %d: %s", status, strings.TrimSpace(string(data)))
+		if status == http.StatusBadRequest && bytes.Contains(data, []byte("HTTP request to an HTTPS server")) {
+			e.Body.Error += " (the node serves its API over TLS: drop --insecure and give --ca and a token)"
+		}
+	}
+	return e
 }
 
 // kvPath joins the API path and the key; url.URL escapes it on the wire.
@@ -265,8 +375,12 @@ func (c *Client) stream(ctx context.Context, path string, prefix bool, rev int64
 		if rev > 0 {
 			q.Set("rev", fmt.Sprint(rev))
 		}
-		resp, err := c.do(ctx, http.MethodGet, path, q, nil, "")
+		resp, err := c.do(ctx, request{method: http.MethodGet, path: path, query: q})
 		if err != nil {
+			var terr *TLSError
+			if errors.As(err, &terr) {
+				return err
+			}
 			if !pause(ctx, pauses.NextBackOff()) {
 				return nil
 			}
@@ -275,9 +389,7 @@ func (c *Client) stream(ctx context.Context, path string, prefix bool, rev int64
 		if resp.StatusCode >= 300 {
 			data, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			e := &Error{Status: resp.StatusCode}
-			_ = json.Unmarshal(data, &e.Body)
-			return e
+			return answerError(resp.StatusCode, data)
 		}
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(make([]byte, 64<<10), 4<<20)

@@ -1,7 +1,9 @@
 package pki
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -293,5 +295,35 @@ func TestHTTPServer(t *testing.T) {
 	}
 	if got := get(cfg); got != "HTTP/2.0 -" {
 		t.Errorf("CLI client got %q", got)
+	}
+}
+
+func TestVerifiedServersWindow(t *testing.T) {
+	ca := testCA(t)
+	m := nodeMaterial(t, ca, "server", nil)
+	k := NewKeeper(m)
+	peer := [][]byte{m.Cert.Certificate[0]}
+	leaf := m.Cert.Leaf
+	if err := k.verifyServer(m, []*x509.Certificate{leaf}, "127.0.0.1", t0); err != nil {
+		t.Fatal(err)
+	}
+	v := k.verified.Load()
+	sum := sha256.Sum256(peer[0])
+	if v == nil || v.m != m || !v.has(sum, t0) {
+		t.Fatal("a verified server certificate is not remembered")
+	}
+	if v.has(sum, leaf.NotAfter.Add(time.Second)) || v.has(sum, leaf.NotBefore.Add(-time.Second)) {
+		t.Error("remembered outside the certificate's validity")
+	}
+	// Past its expiry the certificate is verified again, and refused.
+	wantErr(t, k.verifyServer(m, []*x509.Certificate{leaf}, "", leaf.NotAfter.Add(time.Second)), "expired")
+	// A cached chain still gets its hostname checked.
+	wantErr(t, k.verifyServer(m, []*x509.Certificate{leaf}, "10.1.1.1", t0), "10.1.1.1")
+	// New material starts a new cache.
+	m2 := nodeMaterial(t, testCA(t), "server", nil)
+	k.Store(m2)
+	wantErr(t, k.verifyServer(m2, []*x509.Certificate{leaf}, "", t0), "unknown authority")
+	if k.verified.Load().m != m2 {
+		t.Error("the cache is not for the current material")
 	}
 }

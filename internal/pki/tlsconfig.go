@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -16,7 +17,8 @@ import (
 // follow certificate renewal and CA rotation without a restart: the configs
 // it makes read the material per handshake.
 type Keeper struct {
-	cur atomic.Pointer[Material]
+	cur      atomic.Pointer[Material]
+	verified atomic.Pointer[verifiedServers] // for the current material
 }
 
 // NewKeeper is a Keeper holding m (not nil).
@@ -171,34 +173,106 @@ func (k *Keeper) ClientConfig(serverName string) *tls.Config {
 			if name == "" {
 				name = cs.ServerName
 			}
-			return verifyServer(cs.PeerCertificates, m.Roots, name, time.Now())
+			return k.verifyServer(m, cs.PeerCertificates, name, time.Now())
 		},
 		ClientSessionCache: tls.NewLRUClientSessionCache(256),
 	}
 }
 
-// verifyServer verifies a server's chain against roots, for server auth,
-// and, when name is not "", that the leaf is for name (a DNS name or an IP
-// address).
-func verifyServer(peer []*x509.Certificate, roots *x509.CertPool, name string, now time.Time) error {
+// verifyServer is verifyChain and a check that the leaf is for name (a DNS
+// name or an IP address) unless name is "". A leaf that verified against
+// the same material before is not verified again while its chain is valid:
+// that signature check would be most of a resumed handshake's cost.
+func (k *Keeper) verifyServer(m *Material, peer []*x509.Certificate, name string, now time.Time) error {
 	if len(peer) == 0 {
 		return errors.New("pki: the server sent no certificate")
+	}
+	leaf := peer[0]
+	v := k.verified.Load()
+	if v == nil || v.m != m {
+		fresh := &verifiedServers{m: m, valid: make(map[[32]byte]validity)}
+		k.verified.CompareAndSwap(v, fresh)
+		v = fresh
+	}
+	sum := sha256.Sum256(leaf.Raw)
+	if !v.has(sum, now) {
+		chain, err := verifyChain(peer, m.Roots, now)
+		if err != nil {
+			return err
+		}
+		v.add(sum, chain)
+	}
+	if name == "" {
+		return nil
+	}
+	if err := leaf.VerifyHostname(name); err != nil {
+		return fmt.Errorf("pki: server certificate %q: %w", leaf.Subject.CommonName, err)
+	}
+	return nil
+}
+
+// verifyChain verifies a server's chain against roots, for server auth, and
+// returns the chain found.
+func verifyChain(peer []*x509.Certificate, roots *x509.CertPool, now time.Time) ([]*x509.Certificate, error) {
+	if len(peer) == 0 {
+		return nil, errors.New("pki: the server sent no certificate")
 	}
 	inter := x509.NewCertPool()
 	for _, c := range peer[1:] {
 		inter.AddCert(c)
 	}
-	_, err := peer[0].Verify(x509.VerifyOptions{
+	chains, err := peer[0].Verify(x509.VerifyOptions{
 		Roots:         roots,
 		Intermediates: inter,
-		DNSName:       name,
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	})
 	if err != nil {
-		return fmt.Errorf("pki: server certificate %q: %w", peer[0].Subject.CommonName, err)
+		return nil, fmt.Errorf("pki: server certificate %q: %w", peer[0].Subject.CommonName, err)
 	}
-	return nil
+	return chains[0], nil
+}
+
+// maxVerified bounds a verifiedServers; past it, it starts over.
+const maxVerified = 1024
+
+// verifiedServers remembers the server certificates (by the SHA-256 of
+// their DER) whose chains verified against one Material, and until when
+// those chains are valid.
+type verifiedServers struct {
+	m     *Material
+	mu    sync.Mutex
+	valid map[[32]byte]validity
+}
+
+// validity is when every certificate of a chain is valid.
+type validity struct{ from, until time.Time }
+
+// has reports whether the certificate's chain verified and is valid at now.
+func (v *verifiedServers) has(sum [32]byte, now time.Time) bool {
+	v.mu.Lock()
+	w, ok := v.valid[sum]
+	v.mu.Unlock()
+	return ok && !now.Before(w.from) && !now.After(w.until)
+}
+
+// add remembers a verified chain, its leaf first.
+func (v *verifiedServers) add(sum [32]byte, chain []*x509.Certificate) {
+	w := validity{from: chain[0].NotBefore, until: chain[0].NotAfter}
+	for _, c := range chain[1:] {
+		if c.NotBefore.After(w.from) {
+			w.from = c.NotBefore
+		}
+		if c.NotAfter.Before(w.until) {
+			w.until = c.NotAfter
+		}
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.valid) >= maxVerified {
+		clear(v.valid)
+	}
+	v.valid[sum] = w
 }
 
 // NodeName is the node name of a verified peer: the CN of the verified
@@ -245,7 +319,8 @@ func JoinClientConfig(pin string) (*tls.Config, error) {
 				}
 				roots := x509.NewCertPool()
 				roots.AddCert(c)
-				return verifyServer(cs.PeerCertificates[:1], roots, "", time.Now())
+				_, err := verifyChain(cs.PeerCertificates[:1], roots, time.Now())
+				return err
 			}
 			return fmt.Errorf("pki: the server's chain has no CA with the pinned key %s: wrong cluster, or the join token is stale", pin)
 		},

@@ -302,7 +302,7 @@ func (a *Agent) openStore(ctx context.Context, apiAddr string) (*store.Store, st
 		if len(eps) == 0 {
 			eps = id.Endpoints
 		}
-		st, err := store.NewRemote(eps, a.log)
+		st, err := store.NewRemote(eps, nil, a.log)
 		if err != nil {
 			return nil, "", err
 		}
@@ -318,7 +318,7 @@ func (a *Agent) openStore(ctx context.Context, apiAddr string) (*store.Store, st
 		return st, cluster.RoleVoter, err
 
 	case id != nil && id.Role == cluster.RoleClient:
-		st, err := store.NewRemote(id.Endpoints, a.log)
+		st, err := store.NewRemote(id.Endpoints, nil, a.log)
 		return st, cluster.RoleClient, err
 
 	case len(a.cfg.Join) == 0:

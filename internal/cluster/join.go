@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -199,7 +200,10 @@ type Joiner struct {
 	// Clear removes what Save and Start left (the identity and the store
 	// dir), for a join that gives up after its member started.
 	Clear func() error
-	Log   *slog.Logger
+	// StoreTLS is the TLS configuration to reach the store's members with
+	// (https:// endpoints); nil for a store without TLS.
+	StoreTLS *tls.Config
+	Log      *slog.Logger
 }
 
 // Join asks to be admitted and, when added as a learner, starts the store
@@ -219,7 +223,7 @@ func (j Joiner) Join(ctx context.Context) (*store.Store, string, error) {
 		if err != nil {
 			return joined{}, err
 		}
-		remote, err := store.NewRemote(resp.Endpoints, j.Log)
+		remote, err := store.NewRemote(resp.Endpoints, j.StoreTLS, j.Log)
 		if err != nil {
 			return joined{}, err
 		}

@@ -26,8 +26,10 @@ func (m *Manager) Admit(ctx context.Context, req wire.JoinRequest) (wire.JoinRes
 	if !config.ValidName(req.Name) {
 		return wire.JoinResponse{}, fmt.Errorf("%w: node name %q is not valid: use 1-63 lowercase letters, digits or dashes", ErrConflict, req.Name)
 	}
-	if !strings.HasPrefix(req.PeerURL, "http://") || !strings.HasPrefix(req.StoreURL, "http://") {
-		return wire.JoinResponse{}, fmt.Errorf("%w: peer_url and store_url must be http:// URLs", ErrConflict)
+	for _, u := range []string{req.PeerURL, req.StoreURL} {
+		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			return wire.JoinResponse{}, fmt.Errorf("%w: peer_url and store_url must be http:// or https:// URLs, got %q", ErrConflict, u)
+		}
 	}
 	var out wire.JoinResponse
 	err := m.withMembershipLock(ctx, func(c *clientv3.Client) error {
@@ -41,6 +43,9 @@ func (m *Manager) Admit(ctx context.Context, req wire.JoinRequest) (wire.JoinRes
 		}
 		recs, alive, err := readNodes(ctx, c)
 		if err != nil {
+			return err
+		}
+		if err := checkScheme(ml.Members, req.PeerURL, req.StoreURL); err != nil {
 			return err
 		}
 		if rec, ok := recs[req.Name]; ok && alive[req.Name] && rec.API != req.API {
@@ -74,6 +79,28 @@ func (m *Manager) Admit(ctx context.Context, req wire.JoinRequest) (wire.JoinRes
 		return nil
 	})
 	return out, err
+}
+
+// checkScheme refuses a joiner whose peer or store URL does not use the
+// scheme of the store members' peer URLs: a node without TLS cannot take
+// part in a store that uses it, nor the other way round.
+func checkScheme(members []*etcdserverpb.Member, peerURL, storeURL string) error {
+	want := ""
+	for _, mem := range members {
+		if len(mem.PeerURLs) > 0 {
+			want, _, _ = strings.Cut(mem.PeerURLs[0], "://")
+			break
+		}
+	}
+	if want == "" {
+		return nil
+	}
+	for _, u := range []string{peerURL, storeURL} {
+		if got, _, _ := strings.Cut(u, "://"); got != want {
+			return fmt.Errorf("%w: this cluster's store uses %s:// and the joining node gave %s; a node joins a cluster with TLS only with TLS, and one without TLS only without", ErrConflict, want, u)
+		}
+	}
+	return nil
 }
 
 // admitKind says how a joining node takes part.
@@ -343,7 +370,11 @@ func (m *Manager) leaveVoter(ctx context.Context, self NodeRecord, mem *store.Me
 	if len(others) == 0 {
 		return fmt.Errorf("%w: this is the last store voter; removing it would destroy the cluster's data", ErrConflict)
 	}
-	remote, err := clientv3.New(clientv3.Config{Endpoints: others, DialTimeout: 2 * time.Second, Logger: store.ZapLogger(m.log, zapcore.ErrorLevel)})
+	tlsCfg, err := mem.ClientTLS()
+	if err != nil {
+		return err
+	}
+	remote, err := clientv3.New(clientv3.Config{Endpoints: others, TLS: tlsCfg, DialTimeout: 2 * time.Second, Logger: store.ZapLogger(m.log, zapcore.ErrorLevel)})
 	if err != nil {
 		return err
 	}

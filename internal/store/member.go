@@ -2,12 +2,15 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -21,8 +24,8 @@ type MemberConfig struct {
 	Name      string
 	Dir       string // etcd's data dir
 	BindIP    string
-	PeerURL   string // advertised, http://ip:port
-	ClientURL string // advertised, http://ip:port
+	PeerURL   string // advertised, http://ip:port, or https:// with TLS
+	ClientURL string // advertised, http://ip:port, or https:// with TLS
 	PeerPort  int
 	StorePort int
 	Heartbeat time.Duration
@@ -31,6 +34,47 @@ type MemberConfig struct {
 	// cluster; empty to bootstrap a new one-member cluster (or when Dir
 	// already holds data, in which case it is ignored).
 	InitialCluster string
+	// TLS, when set, makes both ports speak mutual TLS: PeerURL and
+	// ClientURL must then be https:// URLs. Nil keeps them plain http://.
+	TLS *TLSFiles
+}
+
+// TLSFiles names the PEM files of a member's mutual TLS: the node's
+// certificate and key (served on both ports, and shown to the other
+// members when dialing them) and the CA bundle that a peer's or client's
+// certificate must chain to.
+//
+// etcd (v3.7, client/pkg/transport) reads CertFile and KeyFile again on
+// every TLS handshake, as server and as client, so a renewed certificate
+// written over them (an atomic rename of each file) is used from the next
+// connection on, without a restart. The two files are read one after the
+// other: a handshake that falls between the two renames reads a mismatched
+// pair and fails (etcd logs a warning), and the peer's or client's retry
+// succeeds. Connections already open keep the certificate they started
+// with. CAFile, on the contrary, is read once, when the member starts
+// (etcd builds the listeners' and the peer transport's CA pools then): a
+// new CA bundle takes effect only when the member restarts, so a CA
+// rotation must put the new CA in the bundle, restart, and only then hand
+// out certificates it signed.
+type TLSFiles struct {
+	CertFile string
+	KeyFile  string
+	CAFile   string
+}
+
+// setTLS configures both ports of cfg for mutual TLS: a peer or client
+// must show a certificate from the CA, or it is refused.
+//
+// On the peer port etcd also checks the dialing member's certificate
+// against the address it connects from: one of its IP SANs must be that
+// address (or a DNS SAN must be a reverse-lookup name of it). tandem's
+// node certificates carry the node's advertise and bind IPs, so a member
+// that dials from either passes; a host whose route to its peers leaves
+// from another address must advertise that address.
+func (f *TLSFiles) setTLS(cfg *embed.Config) {
+	p, c := &cfg.PeerTLSInfo, &cfg.ClientTLSInfo
+	p.CertFile, p.KeyFile, p.TrustedCAFile, p.ClientCertAuth = f.CertFile, f.KeyFile, f.CAFile, true
+	c.CertFile, c.KeyFile, c.TrustedCAFile, c.ClientCertAuth = f.CertFile, f.KeyFile, f.CAFile, true
 }
 
 // HasData reports whether dir holds an etcd member's data.
@@ -69,14 +113,24 @@ func StartMember(ctx context.Context, mc MemberConfig, log *slog.Logger) (*Membe
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(ZapLogger(log.With("component", "etcd"), zapcore.WarnLevel))
 	cfg.Metrics = "basic"
 
-	mustURL := func(s string) url.URL {
-		u, _ := url.Parse(s)
-		return *u
+	peerURL, err := memberURL("peer", mc.PeerURL, mc.TLS != nil)
+	if err != nil {
+		return nil, err
 	}
-	cfg.ListenPeerUrls = []url.URL{mustURL(fmt.Sprintf("http://%s:%d", mc.BindIP, mc.PeerPort))}
-	cfg.ListenClientUrls = []url.URL{mustURL(fmt.Sprintf("http://%s:%d", mc.BindIP, mc.StorePort))}
-	cfg.AdvertisePeerUrls = []url.URL{mustURL(mc.PeerURL)}
-	cfg.AdvertiseClientUrls = []url.URL{mustURL(mc.ClientURL)}
+	clientURL, err := memberURL("store", mc.ClientURL, mc.TLS != nil)
+	if err != nil {
+		return nil, err
+	}
+	listen := func(scheme string, port int) url.URL {
+		return url.URL{Scheme: scheme, Host: net.JoinHostPort(mc.BindIP, strconv.Itoa(port))}
+	}
+	cfg.ListenPeerUrls = []url.URL{listen(peerURL.Scheme, mc.PeerPort)}
+	cfg.ListenClientUrls = []url.URL{listen(clientURL.Scheme, mc.StorePort)}
+	cfg.AdvertisePeerUrls = []url.URL{*peerURL}
+	cfg.AdvertiseClientUrls = []url.URL{*clientURL}
+	if mc.TLS != nil {
+		mc.TLS.setTLS(cfg)
+	}
 	joining := mc.InitialCluster != "" && !HasData(mc.Dir)
 	if joining {
 		cfg.InitialCluster = mc.InitialCluster
@@ -98,6 +152,22 @@ func StartMember(ctx context.Context, mc MemberConfig, log *slog.Logger) (*Membe
 		}
 	}
 	return m, err
+}
+
+// memberURL parses a member's advertised URL: https:// with TLS, http://
+// without.
+func memberURL(what, s string, secure bool) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("%s URL %q is not a URL like http://10.0.0.1:7401", what, s)
+	}
+	switch {
+	case secure && u.Scheme != "https":
+		return nil, fmt.Errorf("%s URL %s must be https:// when the store uses TLS", what, s)
+	case !secure && u.Scheme != "http":
+		return nil, fmt.Errorf("%s URL %s must be http:// when the store does not use TLS (give TLS files for https://)", what, s)
+	}
+	return u, nil
 }
 
 func startEtcd(ctx context.Context, cfg *embed.Config) (*Member, error) {
@@ -174,6 +244,22 @@ func (m *Member) Close() {
 		}
 		m.Etcd.Close()
 	})
+}
+
+// ClientTLS returns the TLS configuration with which this member's node
+// dials the other members' client ports: its own certificate and CA. It
+// is nil for a member without TLS. The certificate and key are read on
+// each handshake, as the member's listeners do, so renewals apply.
+func (m *Member) ClientTLS() (*tls.Config, error) {
+	info := m.Etcd.Config().ClientTLSInfo
+	if info.Empty() {
+		return nil, nil
+	}
+	c, err := info.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("store TLS files: %w", err)
+	}
+	return c, nil
 }
 
 // Discard stops a member that was never promoted to voter and removes its

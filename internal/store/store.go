@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,12 +55,18 @@ func (h Health) Quorum() int { return h.Voters/2 + 1 }
 // NewRemote returns a Store that reaches the store through endpoints (client
 // URLs of voters or of an external etcd cluster) and keeps the list current
 // as membership changes.
-func NewRemote(endpoints []string, log *slog.Logger) (*Store, error) {
-	c, err := newGRPCClient(endpoints, log, 5*time.Second)
+//
+// tlsCfg, when not nil, is used for every connection (https:// endpoints):
+// it must hold this node's client certificate (for a store that requires
+// one) and the CA to verify the members with. Leave its ServerName empty:
+// each member's certificate is then checked against its endpoint's host.
+// Nil dials plain http:// endpoints.
+func NewRemote(endpoints []string, tlsCfg *tls.Config, log *slog.Logger) (*Store, error) {
+	c, err := newGRPCClient(endpoints, tlsCfg, log, 5*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	s, err := newStore(endpoints, log)
+	s, err := newStore(endpoints, tlsCfg, log)
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -68,13 +75,19 @@ func NewRemote(endpoints []string, log *slog.Logger) (*Store, error) {
 	return s, nil
 }
 
-// NewLocal returns a Store backed by the embedded member m.
+// NewLocal returns a Store backed by the embedded member m. Its own
+// requests go to m in-process; the status probes of the other voters use
+// m's TLS files, if it has any, as a client.
 func NewLocal(m *Member, log *slog.Logger) (*Store, error) {
 	var eps []string
 	for _, u := range m.Etcd.Config().AdvertiseClientUrls {
 		eps = append(eps, u.String())
 	}
-	s, err := newStore(eps, log)
+	tlsCfg, err := m.ClientTLS()
+	if err != nil {
+		return nil, err
+	}
+	s, err := newStore(eps, tlsCfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -84,17 +97,18 @@ func NewLocal(m *Member, log *slog.Logger) (*Store, error) {
 
 // newStore makes the Store with its probe client; endpoints are only the
 // probe's initial connection, each probe dials the member it asks.
-func newStore(endpoints []string, log *slog.Logger) (*Store, error) {
-	probe, err := newGRPCClient(endpoints, log, 0)
+func newStore(endpoints []string, tlsCfg *tls.Config, log *slog.Logger) (*Store, error) {
+	probe, err := newGRPCClient(endpoints, tlsCfg, log, 0)
 	if err != nil {
 		return nil, err
 	}
 	return &Store{log: log, probe: probe}, nil
 }
 
-func newGRPCClient(endpoints []string, log *slog.Logger, autoSync time.Duration) (*clientv3.Client, error) {
+func newGRPCClient(endpoints []string, tlsCfg *tls.Config, log *slog.Logger, autoSync time.Duration) (*clientv3.Client, error) {
 	c, err := clientv3.New(clientv3.Config{
 		Endpoints:            endpoints,
+		TLS:                  tlsCfg,
 		AutoSyncInterval:     autoSync,
 		DialTimeout:          2 * time.Second,
 		DialKeepAliveTime:    2 * time.Second,

@@ -1,0 +1,237 @@
+package pki
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Material is what a node needs for TLS: the trust bundle, its own
+// certificate, and the CA (nil if this node has no CA key).
+type Material struct {
+	CAs   []*x509.Certificate // trust bundle
+	Roots *x509.CertPool      // CAs as a pool
+	// Cert is the node certificate and key; Cert.Leaf is set and the chain
+	// is the leaf followed by its issuer from CAs.
+	Cert tls.Certificate
+	CA   *CA // nil when ca.key is absent
+	// The file contents; CAKeyPEM is nil without a CA.
+	CAPEM, CertPEM, KeyPEM, CAKeyPEM []byte
+}
+
+// Assemble checks and assembles a node's material from the contents of its
+// files: every certificate in the bundle is a CA, the node certificate is
+// one leaf signed by a CA of the bundle, the node key matches it, and the
+// CA key (optional: nil on a node without the CA) matches a CA of the
+// bundle. Errors name the file at fault. An expired node certificate is not
+// refused here: see RenewAt.
+func Assemble(caPEM, certPEM, keyPEM, caKeyPEM []byte) (*Material, error) {
+	cas, err := ParseCerts(caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", CAFile, err)
+	}
+	roots := x509.NewCertPool()
+	for _, c := range cas {
+		if err := checkCA(c); err != nil {
+			return nil, fmt.Errorf("%s: %w", CAFile, err)
+		}
+		roots.AddCert(c)
+	}
+	certs, err := ParseCerts(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", CertFile, err)
+	}
+	if len(certs) != 1 {
+		return nil, fmt.Errorf("%s: holds %d certificates, want the node's certificate alone", CertFile, len(certs))
+	}
+	leaf := certs[0]
+	key, err := parseKey(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", KeyFile, err)
+	}
+	if !samePublicKey(key.Public(), leaf.PublicKey) {
+		return nil, fmt.Errorf("%s does not match %s: the key and the certificate belong to different requests", KeyFile, CertFile)
+	}
+	var issuer *x509.Certificate
+	for _, c := range cas {
+		if leaf.CheckSignatureFrom(c) == nil {
+			issuer = c
+			break
+		}
+	}
+	if issuer == nil {
+		return nil, fmt.Errorf("%s (%q, issued by %q) is not signed by any of the %d CA(s) in %s", CertFile, leaf.Subject.CommonName, leaf.Issuer.CommonName, len(cas), CAFile)
+	}
+	m := &Material{
+		CAs:   cas,
+		Roots: roots,
+		Cert: tls.Certificate{
+			Certificate: [][]byte{leaf.Raw, issuer.Raw},
+			PrivateKey:  key,
+			Leaf:        leaf,
+		},
+		CAPEM:   caPEM,
+		CertPEM: certPEM,
+		KeyPEM:  keyPEM,
+	}
+	if caKeyPEM != nil {
+		ca, err := ParseCA(caPEM, caKeyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", CAKeyFile, err)
+		}
+		m.CA, m.CAKeyPEM = ca, caKeyPEM
+	}
+	return m, nil
+}
+
+// Bootstrap is the material of a cluster's first node: a new CA, and a new
+// key and certificate for the node signed by it.
+func Bootstrap(cluster, name string, ips []net.IP, dnsNames []string, now time.Time, caTTL, certTTL time.Duration) (*Material, error) {
+	ca, err := NewCA(cluster, now, caTTL)
+	if err != nil {
+		return nil, err
+	}
+	key, keyPEM, err := NewKey()
+	if err != nil {
+		return nil, err
+	}
+	csr, err := NewCSR(key, name, ips, dnsNames)
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := ca.Sign(csr, name, now, certTTL)
+	if err != nil {
+		return nil, err
+	}
+	caKeyPEM, err := ca.KeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	return Assemble(ca.CertPEM, certPEM, keyPEM, caKeyPEM)
+}
+
+// Dir is a node's tls directory, <data-dir>/tls.
+type Dir string
+
+// Path is the path of the named file in the directory.
+func (d Dir) Path(name string) string { return filepath.Join(string(d), name) }
+
+// Exists reports whether the directory holds a node's material: node.crt,
+// node.key and ca.crt (ca.key is optional).
+func (d Dir) Exists() bool {
+	for _, f := range []string{CertFile, KeyFile, CAFile} {
+		if _, err := os.Stat(d.Path(f)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// Load reads and checks the material (see Assemble). ca.key may be absent;
+// a missing or bad file is named in the error.
+func (d Dir) Load() (*Material, error) {
+	var data [3][]byte
+	for i, f := range []string{CAFile, CertFile, KeyFile} {
+		b, err := os.ReadFile(d.Path(f))
+		if err != nil {
+			return nil, fmt.Errorf("load TLS material: %w", err)
+		}
+		data[i] = b
+	}
+	caKey, err := os.ReadFile(d.Path(CAKeyFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		caKey = nil
+	} else if err != nil {
+		return nil, fmt.Errorf("load TLS material: %w", err)
+	}
+	m, err := Assemble(data[0], data[1], data[2], caKey)
+	if err != nil {
+		return nil, fmt.Errorf("load TLS material from %s: %w", d, err)
+	}
+	return m, nil
+}
+
+// Save writes each of m's PEM contents that is not nil to its file,
+// atomically (a temporary file in the directory, synced, then renamed):
+// the directory 0700, the keys 0600, the certificates 0644. ca.key is
+// written only when m.CAKeyPEM is set; an existing one is left alone
+// otherwise. The files are renamed in the order ca.crt, ca.key, node.key,
+// node.crt, so a rotation's wider trust bundle is in place before the
+// certificate that needs it.
+func (d Dir) Save(m *Material) error {
+	if err := os.MkdirAll(string(d), 0o700); err != nil {
+		return fmt.Errorf("save TLS material: %w", err)
+	}
+	if err := os.Chmod(string(d), 0o700); err != nil {
+		return fmt.Errorf("save TLS material: %w", err)
+	}
+	files := []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{
+		{CAFile, m.CAPEM, 0o644},
+		{CAKeyFile, m.CAKeyPEM, 0o600},
+		{KeyFile, m.KeyPEM, 0o600},
+		{CertFile, m.CertPEM, 0o644},
+	}
+	for _, f := range files {
+		if f.data == nil {
+			continue
+		}
+		if err := writeAtomic(d.Path(f.name), f.data, f.mode); err != nil {
+			return fmt.Errorf("save TLS material: %w", err)
+		}
+	}
+	return syncDir(string(d))
+}
+
+// writeAtomic replaces path with data: the reader of path sees the old
+// content or the new, never a part.
+func writeAtomic(path string, data []byte, mode os.FileMode) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			_ = os.Remove(tmp)
+		}
+	}()
+	if err = f.Chmod(mode); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if _, err = f.Write(data); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// syncDir makes the renames in dir durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("save TLS material: %w", err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("save TLS material: sync %s: %w", dir, err)
+	}
+	return nil
+}

@@ -97,7 +97,7 @@ func (r Record) Principal() Principal {
 // (only operator and read tokens may have one) has no path tricks, the name
 // is at most 64 printable characters, and an expiry comes after creation.
 func (r Record) Validate() error {
-	if !isHex(r.ID, idLen) {
+	if !ValidID(r.ID) {
 		return fmt.Errorf("token id %q: want %d lowercase hex digits", r.ID, idLen)
 	}
 	if !r.Role.Creatable() {
@@ -299,6 +299,10 @@ func Verify(token string, lookup func(id string) (Record, bool), now time.Time) 
 	}
 	return rec.Principal(), nil
 }
+
+// ValidID reports whether id is a well-formed token id (16 lowercase hex
+// digits), as `tandem token revoke ID` must be before it names a store key.
+func ValidID(id string) bool { return isHex(id, idLen) }
 
 // isHex reports whether s is n lowercase hex digits.
 func isHex(s string, n int) bool {

@@ -194,6 +194,18 @@ func TestVerify(t *testing.T) {
 	}
 }
 
+func TestValidID(t *testing.T) {
+	_, rec := newToken(t, Read, "", 0)
+	if !ValidID(rec.ID) {
+		t.Errorf("ValidID(%q) = false", rec.ID)
+	}
+	for _, id := range []string{"", "1a2b3c4d5e6f7a8", "1a2b3c4d5e6f7a8b0", "1A2B3C4D5E6F7A8B", "../../../cluster", "1a2b3c4d5e6f7a8/"} {
+		if ValidID(id) {
+			t.Errorf("ValidID(%q) = true", id)
+		}
+	}
+}
+
 func TestRecordMatchesAndExpired(t *testing.T) {
 	_, rec := newToken(t, Read, "", time.Minute)
 	if rec.Matches(nil) || rec.Matches(make([]byte, 32)) {

@@ -43,7 +43,11 @@ const (
 // must be zero, so each secret has exactly one spelling.
 var b64 = base64.RawURLEncoding.Strict()
 
-const formatHint = "a tandem token looks like tdm1.<16 hex digits>.<43 base64url characters>; create one with `tandem token create`"
+// The hints that end Parse's and ParseJoin's errors.
+const (
+	formatHint = "a tandem token looks like tdm1.<16 hex digits>.<43 base64url characters>; create one with `tandem token create`"
+	joinHint   = "a join token has 4 dot-separated parts, tdm1.<16 hex digits>.<43 base64url characters>.<64 hex digits of the CA pin>; create one with `tandem token create --role join`"
+)
 
 // Record is a token as stored (JSON at /tandem/tokens/<id>). It holds the
 // hash of the secret, never the secret.
@@ -93,7 +97,7 @@ func (r Record) Principal() Principal {
 // (only operator and read tokens may have one) has no path tricks, the name
 // is at most 64 printable characters, and an expiry comes after creation.
 func (r Record) Validate() error {
-	if !isHex(r.ID, idLen) {
+	if !ValidID(r.ID) {
 		return fmt.Errorf("token id %q: want %d lowercase hex digits", r.ID, idLen)
 	}
 	if !r.Role.Creatable() {
@@ -181,33 +185,38 @@ func New(role Role, name, prefix string, ttl time.Duration, now time.Time) (toke
 // about the format but accepts surrounding whitespace (token files end in a
 // newline). Its errors say what is wrong without repeating the token.
 func Parse(token string) (id string, secret []byte, err error) {
+	return parse(token, formatHint)
+}
+
+// parse is Parse with the hint its errors end with.
+func parse(token, hint string) (id string, secret []byte, err error) {
 	token = strings.TrimSpace(token)
 	if token == "" {
-		return "", nil, errors.New("empty token: " + formatHint)
+		return "", nil, errors.New("empty token: " + hint)
 	}
 	parts := strings.Split(token, ".")
 	if parts[0] != version {
 		if len(parts) > 1 && strings.HasPrefix(parts[0], "tdm") {
-			return "", nil, errors.New("token is of an unknown version (this tandem understands tdm1 tokens): " + formatHint)
+			return "", nil, errors.New("token is of an unknown version (this tandem understands tdm1 tokens): " + hint)
 		}
-		return "", nil, errors.New("not a tandem token (it does not start with tdm1.): " + formatHint)
+		return "", nil, errors.New("not a tandem token (it does not start with tdm1.): " + hint)
 	}
 	switch {
 	case len(parts) == 4 && isHex(strings.ToLower(parts[3]), pinLen):
 		return "", nil, errors.New("this is a join token (it ends with the CA pin): give it to `tandem agent --join ADDR --token-file FILE`, or drop its last part to use it as a token")
 	case len(parts) != 3:
-		return "", nil, fmt.Errorf("token has %d dot-separated parts, want 3: %s", len(parts), formatHint)
+		return "", nil, fmt.Errorf("token has %d dot-separated parts, want 3: %s", len(parts), hint)
 	}
 	id, sec := parts[1], parts[2]
 	if !isHex(id, idLen) {
-		return "", nil, fmt.Errorf("token id (the part after tdm1.) is not %d lowercase hex digits: %s", idLen, formatHint)
+		return "", nil, fmt.Errorf("token id (the part after tdm1.) is not %d lowercase hex digits: %s", idLen, hint)
 	}
 	if len(sec) != secLen {
-		return "", nil, fmt.Errorf("token %s: the secret (the last part) is %d characters, want %d: was the token cut short?", id, len(sec), secLen)
+		return "", nil, fmt.Errorf("token %s: the secret (the last part) is %d characters, want %d (was the token cut short?): %s", id, len(sec), secLen, hint)
 	}
 	secret, err = b64.DecodeString(sec)
 	if err != nil || len(secret) != secBytes {
-		return "", nil, fmt.Errorf("token %s: the secret (the last part) is not base64url (letters, digits, - and _): %s", id, formatHint)
+		return "", nil, fmt.Errorf("token %s: the secret (the last part) is not base64url (letters, digits, - and _): %s", id, hint)
 	}
 	return id, secret, nil
 }
@@ -222,23 +231,22 @@ func JoinToken(token, pinHex string) string {
 // (64 lowercase hex digits). It accepts surrounding whitespace.
 func ParseJoin(s string) (token, pinHex string, err error) {
 	s = strings.TrimSpace(s)
-	const create = "create one with `tandem token create --role join`"
 	if s == "" {
-		return "", "", errors.New("empty join token: " + create)
+		return "", "", errors.New("empty join token: " + joinHint)
+	}
+	switch n := strings.Count(s, ".") + 1; {
+	case n == 3:
+		return "", "", errors.New("this token has no CA pin: " + joinHint + ", which prints it with the pin")
+	case n != 4:
+		return "", "", fmt.Errorf("join token has %d dot-separated parts: %s", n, joinHint)
 	}
 	i := strings.LastIndexByte(s, '.')
-	if n := strings.Count(s, ".") + 1; n != 4 {
-		if n == 3 {
-			return "", "", errors.New("this token has no CA pin: a join token has 4 dot-separated parts (tdm1.<id>.<secret>.<CA pin>); " + create + ", which prints it with the pin")
-		}
-		return "", "", fmt.Errorf("join token has %d dot-separated parts: a join token has 4 (tdm1.<id>.<secret>.<CA pin>); %s", n, create)
-	}
 	token, pinHex = s[:i], strings.ToLower(s[i+1:])
-	if _, _, err := Parse(token); err != nil {
+	if _, _, err := parse(token, joinHint); err != nil {
 		return "", "", fmt.Errorf("join token: %w", err)
 	}
 	if !isHex(pinHex, pinLen) {
-		return "", "", fmt.Errorf("join token: the CA pin (the last part) is not %d hex digits: was the token cut short? A join token has 4 dot-separated parts; %s", pinLen, create)
+		return "", "", fmt.Errorf("join token: the CA pin (the last part) is not %d hex digits (was the token cut short?): %s", pinLen, joinHint)
 	}
 	return token, pinHex, nil
 }
@@ -291,6 +299,10 @@ func Verify(token string, lookup func(id string) (Record, bool), now time.Time) 
 	}
 	return rec.Principal(), nil
 }
+
+// ValidID reports whether id is a well-formed token id (16 lowercase hex
+// digits), as `tandem token revoke ID` must be before it names a store key.
+func ValidID(id string) bool { return isHex(id, idLen) }
 
 // isHex reports whether s is n lowercase hex digits.
 func isHex(s string, n int) bool {

@@ -194,6 +194,18 @@ func TestVerify(t *testing.T) {
 	}
 }
 
+func TestValidID(t *testing.T) {
+	_, rec := newToken(t, Read, "", 0)
+	if !ValidID(rec.ID) {
+		t.Errorf("ValidID(%q) = false", rec.ID)
+	}
+	for _, id := range []string{"", "1a2b3c4d5e6f7a8", "1a2b3c4d5e6f7a8b0", "1A2B3C4D5E6F7A8B", "../../../cluster", "1a2b3c4d5e6f7a8/"} {
+		if ValidID(id) {
+			t.Errorf("ValidID(%q) = true", id)
+		}
+	}
+}
+
 func TestRecordMatchesAndExpired(t *testing.T) {
 	_, rec := newToken(t, Read, "", time.Minute)
 	if rec.Matches(nil) || rec.Matches(make([]byte, 32)) {
@@ -273,8 +285,8 @@ func TestJoinToken(t *testing.T) {
 	}{
 		{"empty", "", "tandem token create --role join"},
 		{"api token", tok, "has no CA pin: a join token has 4 dot-separated parts"},
-		{"two parts", "tdm1.abc", "has 2 dot-separated parts: a join token has 4"},
-		{"five parts", jt + ".x", "has 5 dot-separated parts: a join token has 4"},
+		{"two parts", "tdm1.abc", "has 2 dot-separated parts: a join token has 4 dot-separated parts"},
+		{"five parts", jt + ".x", "has 5 dot-separated parts: a join token has 4 dot-separated parts"},
 		{"short pin", tok + "." + pin[:63], "CA pin (the last part) is not 64 hex digits"},
 		{"non-hex pin", tok + "." + strings.Repeat("x", 64), "CA pin (the last part) is not 64 hex digits"},
 		{"bad token part", "tdm1.zz." + strings.Split(tok, ".")[2] + "." + pin, "join token: token id"},
@@ -286,6 +298,23 @@ func TestJoinToken(t *testing.T) {
 		}
 		if err != nil && !strings.Contains(err.Error(), "tandem token create") {
 			t.Errorf("%s: ParseJoin's error %q does not say how to create a join token", c.name, err)
+		}
+	}
+}
+
+// BenchmarkVerify is the cost a token adds to each API request (the lookup
+// here is a map; in tandem it is the node's in-memory view).
+func BenchmarkVerify(b *testing.B) {
+	tok, rec, err := New(Operator, "", "app/", 0, t0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	store := map[string]Record{rec.ID: rec}
+	lookup := func(id string) (Record, bool) { r, ok := store[id]; return r, ok }
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Verify(tok, lookup, t0); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -137,8 +137,8 @@ func (a *Agent) requestCertificate(ctx context.Context, ips []net.IP, names []st
 		var err error
 		resp, err = client.NewWithOptions(a.cfg.Join, client.Options{TLS: tlsCfg}).Certificate(cctx, token, wire.CertificateRequest{Name: a.cfg.Name, CSR: string(csr)})
 		var ce *client.Error
-		if errors.As(err, &ce) && ce.Status < 500 {
-			return permanent{err} // refused: an expired or unknown token stays so
+		if (errors.As(err, &ce) && ce.Status < 500) || errors.Is(err, pki.ErrPinMismatch) {
+			return permanent{err} // refused, or not our cluster: that stays so
 		}
 		return err
 	})

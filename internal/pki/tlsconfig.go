@@ -297,6 +297,10 @@ func RenewAt(cert *x509.Certificate) time.Time {
 	return cert.NotBefore.Add(life / 3 * 2)
 }
 
+// ErrPinMismatch is a server whose chain holds no CA with the pinned key:
+// retrying cannot help.
+var ErrPinMismatch = errors.New("pki: the server's chain has no CA with the pinned key")
+
 // JoinClientConfig is for a node that holds only a join token, which pins
 // the cluster CA's key (see Pin): with no trust bundle yet, it accepts a
 // server whose chain holds a CA certificate with that key and whose leaf
@@ -322,7 +326,7 @@ func JoinClientConfig(pin string) (*tls.Config, error) {
 				_, err := verifyChain(cs.PeerCertificates[:1], roots, time.Now())
 				return err
 			}
-			return fmt.Errorf("pki: the server's chain has no CA with the pinned key %s: wrong cluster, or the join token is stale", pin)
+			return fmt.Errorf("%w %s: wrong cluster, or the join token is stale", ErrPinMismatch, pin)
 		},
 	}, nil
 }

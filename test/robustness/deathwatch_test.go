@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandemhq/tandem/internal/client"
 	"github.com/tandemhq/tandem/internal/clustertest"
 	"github.com/tandemhq/tandem/internal/wire"
 )

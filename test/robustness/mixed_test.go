@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandemhq/tandem/internal/client"
 	"github.com/tandemhq/tandem/internal/clustertest"
 )
 
@@ -95,7 +94,7 @@ func (m *mixed) pick() *clustertest.Node {
 			apis = append(apis, nd.API)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		st, err := c.ClientFor(apis...).Status(ctx)
+		st, err := m.c.ClientFor(apis...).Status(ctx)
 		cancel()
 		if err == nil {
 			for _, nd := range free {

@@ -109,7 +109,8 @@ func TestAPIRefusesWhatTokensDoNotAllow(t *testing.T) {
 		{"operator makes a token", operator, "POST", "/v1/tokens", `{"role":"admin"}`, 403, "operator"},
 		{"operator revokes a token", operator, "DELETE", "/v1/tokens/" + revoked.Info.ID, "", 403, "operator"},
 		{"operator pprof", operator, "GET", "/debug/pprof/", "", 403, "operator"},
-		{"join token reads", join, "GET", "/v1/kv/app/config", "", 403, "join"},
+		{"join token reads", join, "GET", "/v1/kv/app/config", "", 401, "join token"},
+		{"join token without its pin reads", strings.Join(strings.Split(join, ".")[:3], "."), "GET", "/v1/kv/app/config", "", 403, "join"},
 		{"prefix token outside", prefixed, "PUT", "/v1/kv/secret/key", "x", 403, "app/"},
 		{"prefix token reads outside", prefixed, "GET", "/v1/kv/secret/key", "", 403, "app/"},
 		// Paths the router cleans are redirected (301), never written.
@@ -165,7 +166,7 @@ func TestAPIRefusesWhatTokensDoNotAllow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(toks.Tokens) != 5 { // bootstrap admin, read, operator, prefixed, join
+	if len(toks.Tokens) != 6 { // bootstrap admin, the harness's join token, read, operator, prefixed, join
 		t.Fatalf("tokens after the refused requests: %+v", toks.Tokens)
 	}
 	for _, ti := range toks.Tokens {

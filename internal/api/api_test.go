@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -243,7 +242,7 @@ func TestIdempotentWrites(t *testing.T) {
 	}
 
 	// The records' lease revoked by hand: the next write takes a new one.
-	sc, err := clientv3.New(clientv3.Config{Endpoints: []string{c.Nodes[0].Bind + ":" + strconv.Itoa(c.Nodes[0].Ports().Store)}, DialTimeout: 5 * time.Second})
+	sc, err := clientv3.New(clientv3.Config{Endpoints: []string{c.Nodes[0].StoreURL()}, TLS: c.Nodes[0].StoreTLS(), DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,7 +90,7 @@ func permanentStart(err error) bool {
 // an attempt that fails for a passing reason (a peer not ready, a
 // membership change racing it) is retried with backoff. It returns
 // ErrLearnerGone when the learner has been removed meanwhile.
-func StartLearner(ctx context.Context, c *clientv3.Client, id uint64, name string, start StartFunc, log *slog.Logger) (*store.Member, error) {
+func StartLearner(ctx context.Context, c *clientv3.Client, tlsCfg *tls.Config, id uint64, name string, start StartFunc, log *slog.Logger) (*store.Member, error) {
 	return retryJoin(ctx, log, "start store learner", func() (*store.Member, error) {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		ml, err := c.MemberList(rctx) // linearizable: includes every change committed before
@@ -102,7 +102,7 @@ func StartLearner(ctx context.Context, c *clientv3.Client, id uint64, name strin
 			return nil, backoff.Permanent(fmt.Errorf("%w (member %x)", ErrLearnerGone, id))
 		}
 		jr := memberResponse(ml.Members, id, name)
-		if err := waitApplied(ctx, ml.Members, id, log); err != nil {
+		if err := waitApplied(ctx, ml.Members, tlsCfg, id, log); err != nil {
 			return nil, err
 		}
 		log.Info("starting store member as a learner", "initial_cluster", jr.InitialCluster)
@@ -121,7 +121,7 @@ func StartLearner(ctx context.Context, c *clientv3.Client, id uint64, name strin
 // from one of them and refuses to start if it differs from its initial
 // cluster. A member that does not answer is not waited for (the joiner
 // cannot fetch from it either); one that answers without id is.
-func waitApplied(ctx context.Context, members []*etcdserverpb.Member, id uint64, log *slog.Logger) error {
+func waitApplied(ctx context.Context, members []*etcdserverpb.Member, tlsCfg *tls.Config, id uint64, log *slog.Logger) error {
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	var lagging []string
@@ -129,7 +129,7 @@ func waitApplied(ctx context.Context, members []*etcdserverpb.Member, id uint64,
 		if mem.ID == id || len(mem.ClientURLs) == 0 {
 			continue
 		}
-		if !hasApplied(wctx, mem.ClientURLs, id, log) {
+		if !hasApplied(wctx, mem.ClientURLs, tlsCfg, id, log) {
 			lagging = append(lagging, mem.Name)
 		}
 	}
@@ -142,8 +142,8 @@ func waitApplied(ctx context.Context, members []*etcdserverpb.Member, id uint64,
 // hasApplied polls the member at eps (its own view, serializable) until it
 // lists id, it cannot be reached, or ctx ends; it reports false only when
 // the member answered without id to the end.
-func hasApplied(ctx context.Context, eps []string, id uint64, log *slog.Logger) bool {
-	c, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: time.Second, Logger: store.ZapLogger(log, zapcore.ErrorLevel)})
+func hasApplied(ctx context.Context, eps []string, tlsCfg *tls.Config, id uint64, log *slog.Logger) bool {
+	c, err := clientv3.New(clientv3.Config{Endpoints: eps, TLS: tlsCfg, DialTimeout: time.Second, Logger: store.ZapLogger(log, zapcore.ErrorLevel)})
 	if err != nil {
 		return true
 	}
@@ -236,7 +236,7 @@ func (j Joiner) Join(ctx context.Context) (*store.Store, string, error) {
 			return joined{remote, RoleClient}, nil
 		}
 		j.Log.Info("admitted as a store learner", "member", fmt.Sprintf("%x", resp.MemberID))
-		mem, err := StartLearner(ctx, remote.Client(), resp.MemberID, j.Name, j.Start, j.Log)
+		mem, err := StartLearner(ctx, remote.Client(), j.StoreTLS, resp.MemberID, j.Name, j.Start, j.Log)
 		if errors.Is(err, ErrLearnerGone) {
 			remote.Close()
 			return joined{}, err // ask to be admitted again

@@ -286,7 +286,7 @@ func (m *Manager) becomeVoter(ctx context.Context, jr wire.JoinResponse) error {
 	defer m.promoting.Store(false)
 	name := m.Self().Name
 	m.log.Info("autopilot picked this node as a voter; starting store member", "member", fmt.Sprintf("%x", jr.MemberID))
-	mem, err := StartLearner(ctx, m.st.Client(), jr.MemberID, name, m.opts.StartMember, m.log)
+	mem, err := StartLearner(ctx, m.st.Client(), m.st.TLS(), jr.MemberID, name, m.opts.StartMember, m.log)
 	if errors.Is(err, ErrLearnerGone) {
 		return err
 	}

@@ -31,6 +31,8 @@ type Store struct {
 
 	// probe is a gRPC client used only to ask members for their status.
 	probe *clientv3.Client
+	// tls is what clients of other members dial with.
+	tls *tls.Config
 
 	closeOnce sync.Once
 
@@ -102,8 +104,12 @@ func newStore(endpoints []string, tlsCfg *tls.Config, log *slog.Logger) (*Store,
 	if err != nil {
 		return nil, err
 	}
-	return &Store{log: log, probe: probe}, nil
+	return &Store{log: log, probe: probe, tls: tlsCfg}, nil
 }
+
+// TLS is the configuration this node dials store members with (nil on an
+// insecure cluster or an external store).
+func (s *Store) TLS() *tls.Config { return s.tls }
 
 func newGRPCClient(endpoints []string, tlsCfg *tls.Config, log *slog.Logger, autoSync time.Duration) (*clientv3.Client, error) {
 	c, err := clientv3.New(clientv3.Config{

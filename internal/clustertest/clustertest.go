@@ -393,7 +393,7 @@ func (nd *Node) args() []string {
 	if c.opts.Insecure {
 		args = append(args, "--insecure")
 	} else if len(nd.join) > 0 {
-		args = append(args, "--token-file", c.joinTokenFile())
+		args = append(args, "--token-file", c.JoinTokenFile())
 	}
 	for _, e := range c.opts.StoreEndpoints {
 		args = append(args, "--store-endpoints", e)

@@ -126,9 +126,9 @@ func (c *Cluster) CLIEnv() []string {
 	}
 }
 
-// joinTokenFile returns the path of a join token file, made through the
+// JoinTokenFile returns the path of a join token file, made through the
 // first node's API the first time it is needed.
-func (c *Cluster) joinTokenFile() string {
+func (c *Cluster) JoinTokenFile() string {
 	c.credMu.Lock()
 	path := c.joinToken
 	c.credMu.Unlock()

@@ -61,7 +61,8 @@ func TestFailedJoinRemovesItsLearner(t *testing.T) {
 	cmd := exec.Command(clustertest.Binary(t), "agent", "--name", "n2", "--data-dir", dataDir,
 		"--bind", "127.0.0.1", "--advertise", "127.0.0.1",
 		"--api-port", fmt.Sprint(ports[0]), "--peer-port", fmt.Sprint(ports[1]), "--store-port", fmt.Sprint(ports[2]),
-		"--dns-port", fmt.Sprint(ports[3]), "--proxy-port", fmt.Sprint(ports[4]), "--join", c.Nodes[0].API)
+		"--dns-port", fmt.Sprint(ports[3]), "--proxy-port", fmt.Sprint(ports[4]), "--join", c.Nodes[0].API,
+		"--token-file", c.JoinTokenFile())
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

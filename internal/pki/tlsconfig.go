@@ -291,10 +291,15 @@ func NodeName(cs *tls.ConnectionState) (string, bool) {
 }
 
 // RenewAt is when a certificate should be renewed: two thirds into its
-// lifetime.
+// lifetime, counted from when it was signed (its NotBefore less the
+// clockSkew it was back-dated by), so that a short-lived certificate is not
+// renewed as soon as it is made.
 func RenewAt(cert *x509.Certificate) time.Time {
-	life := cert.NotAfter.Sub(cert.NotBefore)
-	return cert.NotBefore.Add(life / 3 * 2)
+	start := cert.NotBefore.Add(clockSkew)
+	if !start.Before(cert.NotAfter) {
+		start = cert.NotBefore
+	}
+	return start.Add(cert.NotAfter.Sub(start) / 3 * 2)
 }
 
 // ErrPinMismatch is a server whose chain holds no CA with the pinned key:

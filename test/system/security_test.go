@@ -394,3 +394,58 @@ func TestPublicMetricsFlag(t *testing.T) {
 		t.Fatalf("GET /metrics with a bad token: %d, want 401", code)
 	}
 }
+
+// TestNodeCertificatesRenewWithoutRestart runs a cluster whose node
+// certificates live one minute: each node renews its own at two thirds of
+// that, and once every first certificate has expired the cluster still
+// serves writes through every node, the API shows the new certificate, and
+// a new node joins.
+func TestNodeCertificatesRenewWithoutRestart(t *testing.T) {
+	c := clustertest.Start(t, 3, clustertest.Options{Flags: []string{"--cert-ttl", "1m"}})
+	ctx := ctxT(t, 3*time.Minute)
+	load := func(nd *clustertest.Node) *pki.Material {
+		m, err := pki.Dir(filepath.Join(nd.DataDir, "tls")).Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	first := map[string]*pki.Material{}
+	var expires time.Time
+	for _, nd := range c.Nodes {
+		first[nd.Name] = load(nd)
+		if na := first[nd.Name].Cert.Leaf.NotAfter; na.After(expires) {
+			expires = na
+		}
+	}
+	for _, nd := range c.Nodes {
+		c.Eventually(2*time.Minute, nd.Name+" renews its certificate", func() error {
+			if load(nd).Cert.Leaf.SerialNumber.Cmp(first[nd.Name].Cert.Leaf.SerialNumber) == 0 {
+				return errors.New("still the first certificate")
+			}
+			return nil
+		})
+	}
+	c.Eventually(2*time.Minute, "every first certificate expired", func() error {
+		if time.Now().Before(expires.Add(time.Second)) {
+			return fmt.Errorf("the last one expires at %s", expires)
+		}
+		return nil
+	})
+	for i, nd := range c.Nodes {
+		if _, err := c.ClientFor(nd.API).Put(ctx, "renewed/"+nd.Name, []byte(strconv.Itoa(i)), client.WriteOptions{}); err != nil {
+			t.Fatalf("write through %s after the first certificates expired: %v", nd.Name, err)
+		}
+		conn, err := tls.Dial("tcp", nd.API, c.TLSConfig())
+		if err != nil {
+			t.Fatalf("TLS to %s's API: %v", nd.Name, err)
+		}
+		served := conn.ConnectionState().PeerCertificates[0]
+		conn.Close()
+		if served.SerialNumber.Cmp(first[nd.Name].Cert.Leaf.SerialNumber) == 0 || time.Now().After(served.NotAfter) {
+			t.Fatalf("%s's API serves its first certificate (or an expired one): not after %s", nd.Name, served.NotAfter)
+		}
+	}
+	c.AddNode()
+	c.WaitHealthy()
+}

@@ -31,6 +31,10 @@ func TestValidateNamesEachProblem(t *testing.T) {
 		{"short lease", func(c *Config) { c.LeaseTTL = Duration(100 * time.Millisecond) }, "lease-ttl"},
 		{"election too short", func(c *Config) { c.ElectionTimeout = Duration(100 * time.Millisecond) }, "election-timeout"},
 		{"bad log level", func(c *Config) { c.LogLevel = "loud" }, "log-level"},
+		{"insecure off loopback", func(c *Config) { c.Insecure, c.Bind = true, "0.0.0.0" }, "only for a throwaway cluster on loopback"},
+		{"insecure on a LAN address", func(c *Config) { c.Insecure, c.Bind, c.Advertise = true, "10.1.2.3", "10.1.2.3" }, "bind 10.1.2.3"},
+		{"insecure with a join token", func(c *Config) { c.Insecure, c.TokenFile = true, "join.token" }, "no join tokens"},
+		{"short cert ttl", func(c *Config) { c.CertTTL = Duration(time.Second) }, "cert-ttl"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -166,26 +166,33 @@ func TestSessionResumption(t *testing.T) {
 	srv := NewKeeper(nodeMaterial(t, ca, "server", nil))
 	cli := NewKeeper(nodeMaterial(t, ca, "client", nil))
 	addr, hs := serve(t, srv.ServerConfig())
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		ccfg := cli.ClientConfig("127.0.0.1")
+		ccfg.MaxVersion = v
+		cs, err := dial(addr, ccfg)
+		if err != nil || cs.DidResume || cs.Version != v {
+			t.Fatalf("TLS %x first connection: version %x resumed %v, %v", v, cs.Version, cs.DidResume, err)
+		}
+		next(t, hs)
+		cs, err = dial(addr, ccfg)
+		if err != nil || !cs.DidResume {
+			t.Fatalf("TLS %x second connection: resumed %v, %v", v, cs.DidResume, err)
+		}
+		h := next(t, hs)
+		if h.err != nil || !h.resumed || !h.named || h.name != "client" {
+			t.Fatalf("TLS %x: server saw %+v on the resumed connection, want the client named", v, h)
+		}
+	}
 	ccfg := cli.ClientConfig("127.0.0.1")
-
-	cs, err := dial(addr, ccfg)
-	if err != nil || cs.DidResume {
-		t.Fatalf("first connection: resumed %v, %v", cs.DidResume, err)
+	if _, err := dial(addr, ccfg); err != nil {
+		t.Fatal(err)
 	}
 	next(t, hs)
-	cs, err = dial(addr, ccfg)
-	if err != nil || !cs.DidResume {
-		t.Fatalf("second connection: resumed %v, %v", cs.DidResume, err)
-	}
-	h := next(t, hs)
-	if h.err != nil || !h.resumed || !h.named || h.name != "client" {
-		t.Fatalf("server saw %+v on the resumed connection, want the client named", h)
-	}
 
 	// Retiring the client's CA on the server ends its resumed sessions too.
 	ca2 := testCA(t)
 	srv.Store(nodeMaterial(t, ca, "server", append(append([]byte{}, ca.CertPEM...), ca2.CertPEM...)))
-	if cs, err = dial(addr, ccfg); err != nil || !cs.DidResume {
+	if cs, err := dial(addr, ccfg); err != nil || !cs.DidResume {
 		t.Fatalf("resumed %v, %v", cs.DidResume, err)
 	}
 	next(t, hs)

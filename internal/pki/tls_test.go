@@ -334,3 +334,36 @@ func TestVerifiedServersWindow(t *testing.T) {
 		t.Error("the cache is not for the current material")
 	}
 }
+
+func TestServerConfigSettingsCarryOver(t *testing.T) {
+	ca := testCA(t)
+	scfg := NewKeeper(nodeMaterial(t, ca, "server", nil)).ServerConfig()
+	scfg.ClientAuth = tls.RequireAndVerifyClientCert
+	scfg.NextProtos = []string{"x-tandem"}
+	addr, hs := serve(t, scfg)
+
+	plain, err := CertsClientConfig(ca.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.ServerName = "127.0.0.1"
+	if _, err := dial(addr, plain); !isRefused(err) {
+		t.Fatalf("client without a certificate: %v, want refused", err)
+	}
+	if h := next(t, hs); h.err == nil {
+		t.Fatal("server accepted a client without a certificate under RequireAndVerifyClientCert")
+	}
+
+	ccfg := NewKeeper(nodeMaterial(t, ca, "client", nil)).ClientConfig("127.0.0.1")
+	ccfg.NextProtos = []string{"x-tandem"}
+	cs, err := dial(addr, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs.NegotiatedProtocol != "x-tandem" {
+		t.Errorf("negotiated %q, want the server config's NextProtos", cs.NegotiatedProtocol)
+	}
+	if h := next(t, hs); h.err != nil || h.name != "client" {
+		t.Fatalf("server saw %+v", h)
+	}
+}

@@ -367,3 +367,31 @@ func TestServerConfigSettingsCarryOver(t *testing.T) {
 		t.Fatalf("server saw %+v", h)
 	}
 }
+
+func TestKeeperWithoutMaterial(t *testing.T) {
+	ca := testCA(t)
+	k := NewKeeper(nil)
+	if k.Load() != nil {
+		t.Fatal("Load of an empty Keeper")
+	}
+	addr, hs := serve(t, k.ServerConfig())
+	cli := NewKeeper(nodeMaterial(t, ca, "client", nil))
+	if _, err := dial(addr, cli.ClientConfig("127.0.0.1")); !isRefused(err) {
+		t.Fatalf("server without material: %v", err)
+	}
+	wantErr(t, next(t, hs).err, "no TLS material")
+
+	m := nodeMaterial(t, ca, "server", nil)
+	k.Store(m)
+	if k.Load() != m {
+		t.Fatal("Load is not what was stored")
+	}
+	if _, err := dial(addr, cli.ClientConfig("127.0.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	next(t, hs)
+	if _, err := dial(addr, NewKeeper(nil).ClientConfig("127.0.0.1")); !isRefused(err) {
+		t.Fatalf("client without material: %v", err)
+	}
+	next(t, hs)
+}

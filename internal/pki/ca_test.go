@@ -10,6 +10,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"fmt"
 	"net"
@@ -216,6 +217,27 @@ func TestSignCertificate(t *testing.T) {
 	// back-dating.
 	if want := t0.Add(16 * time.Hour); !RenewAt(c).Equal(want) {
 		t.Errorf("RenewAt %v, want %v", RenewAt(c), want)
+	}
+
+	// What a CSR asks for beyond its names is not granted.
+	bc, err := asn1.Marshal(struct {
+		IsCA       bool
+		MaxPathLen int
+	}{true, 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	greedy := csrWith(t, key, &x509.CertificateRequest{
+		Subject:         pkix.Name{CommonName: "node-1", Organization: []string{"admins"}},
+		ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Critical: true, Value: bc}},
+	})
+	out, err = ca.Sign(greedy, "node-1", t0, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, _ = ParseCerts(out)
+	if c := certs[0]; c.IsCA || len(c.Subject.Organization) != 0 {
+		t.Errorf("a CSR asking for CA:true got IsCA %v, O %v", c.IsCA, c.Subject.Organization)
 	}
 
 	// A certificate never outlives its CA.

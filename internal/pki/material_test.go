@@ -2,6 +2,10 @@ package pki
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +24,9 @@ func TestBootstrapSaveLoad(t *testing.T) {
 	if len(m.Cert.Certificate) != 2 || !bytes.Equal(m.Cert.Certificate[1], m.CA.Cert.Raw) {
 		t.Error("the chain is not the leaf and its CA")
 	}
+
+	_, err = Bootstrap("prod", "Node 1", loopback, nil, t0, time.Hour, time.Hour)
+	wantErr(t, err, "not valid")
 
 	d := Dir(filepath.Join(t.TempDir(), "tls"))
 	if d.Exists() {
@@ -79,6 +86,10 @@ func TestLoadNamesTheBadFile(t *testing.T) {
 	other := testCA(t)
 	otherCert, otherKey := issue(t, other, "n1", loopback, time.Hour)
 	otherCAKey, _ := other.KeyPEM()
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	p384PEM, _ := encodeKey(p384)
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	rsaPEM, _ := encodeKey(rsaKey)
 
 	for _, tt := range []struct {
 		name string
@@ -94,6 +105,8 @@ func TestLoadNamesTheBadFile(t *testing.T) {
 		{"leaf in the bundle", CAFile, m.CertPEM, CAFile + `: certificate "n1" is not a CA`},
 		{"two certs in node.crt", CertFile, append(append([]byte{}, m.CertPEM...), m.CertPEM...), CertFile + ": holds 2 certificates"},
 		{"key of another cert", KeyFile, otherKey, KeyFile + " does not match " + CertFile},
+		{"P-384 key", KeyFile, p384PEM, KeyFile + ": ECDSA key on curve P-384, want P-256"},
+		{"RSA key", KeyFile, rsaPEM, KeyFile + ": RSA key, want ECDSA P-256 or Ed25519"},
 		{"cert from another CA", CertFile, otherCert, CertFile + ` ("n1", issued by "tandem CA test`},
 		{"CA key of another CA", CAKeyFile, otherCAKey, CAKeyFile + ": the CA key matches none"},
 	} {

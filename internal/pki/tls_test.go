@@ -166,26 +166,33 @@ func TestSessionResumption(t *testing.T) {
 	srv := NewKeeper(nodeMaterial(t, ca, "server", nil))
 	cli := NewKeeper(nodeMaterial(t, ca, "client", nil))
 	addr, hs := serve(t, srv.ServerConfig())
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		ccfg := cli.ClientConfig("127.0.0.1")
+		ccfg.MaxVersion = v
+		cs, err := dial(addr, ccfg)
+		if err != nil || cs.DidResume || cs.Version != v {
+			t.Fatalf("TLS %x first connection: version %x resumed %v, %v", v, cs.Version, cs.DidResume, err)
+		}
+		next(t, hs)
+		cs, err = dial(addr, ccfg)
+		if err != nil || !cs.DidResume {
+			t.Fatalf("TLS %x second connection: resumed %v, %v", v, cs.DidResume, err)
+		}
+		h := next(t, hs)
+		if h.err != nil || !h.resumed || !h.named || h.name != "client" {
+			t.Fatalf("TLS %x: server saw %+v on the resumed connection, want the client named", v, h)
+		}
+	}
 	ccfg := cli.ClientConfig("127.0.0.1")
-
-	cs, err := dial(addr, ccfg)
-	if err != nil || cs.DidResume {
-		t.Fatalf("first connection: resumed %v, %v", cs.DidResume, err)
+	if _, err := dial(addr, ccfg); err != nil {
+		t.Fatal(err)
 	}
 	next(t, hs)
-	cs, err = dial(addr, ccfg)
-	if err != nil || !cs.DidResume {
-		t.Fatalf("second connection: resumed %v, %v", cs.DidResume, err)
-	}
-	h := next(t, hs)
-	if h.err != nil || !h.resumed || !h.named || h.name != "client" {
-		t.Fatalf("server saw %+v on the resumed connection, want the client named", h)
-	}
 
 	// Retiring the client's CA on the server ends its resumed sessions too.
 	ca2 := testCA(t)
 	srv.Store(nodeMaterial(t, ca, "server", append(append([]byte{}, ca.CertPEM...), ca2.CertPEM...)))
-	if cs, err = dial(addr, ccfg); err != nil || !cs.DidResume {
+	if cs, err := dial(addr, ccfg); err != nil || !cs.DidResume {
 		t.Fatalf("resumed %v, %v", cs.DidResume, err)
 	}
 	next(t, hs)
@@ -326,4 +333,65 @@ func TestVerifiedServersWindow(t *testing.T) {
 	if k.verified.Load().m != m2 {
 		t.Error("the cache is not for the current material")
 	}
+}
+
+func TestServerConfigSettingsCarryOver(t *testing.T) {
+	ca := testCA(t)
+	scfg := NewKeeper(nodeMaterial(t, ca, "server", nil)).ServerConfig()
+	scfg.ClientAuth = tls.RequireAndVerifyClientCert
+	scfg.NextProtos = []string{"x-tandem"}
+	addr, hs := serve(t, scfg)
+
+	plain, err := CertsClientConfig(ca.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.ServerName = "127.0.0.1"
+	if _, err := dial(addr, plain); !isRefused(err) {
+		t.Fatalf("client without a certificate: %v, want refused", err)
+	}
+	if h := next(t, hs); h.err == nil {
+		t.Fatal("server accepted a client without a certificate under RequireAndVerifyClientCert")
+	}
+
+	ccfg := NewKeeper(nodeMaterial(t, ca, "client", nil)).ClientConfig("127.0.0.1")
+	ccfg.NextProtos = []string{"x-tandem"}
+	cs, err := dial(addr, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs.NegotiatedProtocol != "x-tandem" {
+		t.Errorf("negotiated %q, want the server config's NextProtos", cs.NegotiatedProtocol)
+	}
+	if h := next(t, hs); h.err != nil || h.name != "client" {
+		t.Fatalf("server saw %+v", h)
+	}
+}
+
+func TestKeeperWithoutMaterial(t *testing.T) {
+	ca := testCA(t)
+	k := NewKeeper(nil)
+	if k.Load() != nil {
+		t.Fatal("Load of an empty Keeper")
+	}
+	addr, hs := serve(t, k.ServerConfig())
+	cli := NewKeeper(nodeMaterial(t, ca, "client", nil))
+	if _, err := dial(addr, cli.ClientConfig("127.0.0.1")); !isRefused(err) {
+		t.Fatalf("server without material: %v", err)
+	}
+	wantErr(t, next(t, hs).err, "no TLS material")
+
+	m := nodeMaterial(t, ca, "server", nil)
+	k.Store(m)
+	if k.Load() != m {
+		t.Fatal("Load is not what was stored")
+	}
+	if _, err := dial(addr, cli.ClientConfig("127.0.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	next(t, hs)
+	if _, err := dial(addr, NewKeeper(nil).ClientConfig("127.0.0.1")); !isRefused(err) {
+		t.Fatalf("client without material: %v", err)
+	}
+	next(t, hs)
 }

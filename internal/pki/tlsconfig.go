@@ -140,8 +140,10 @@ func (m *Material) hasCA(c *x509.Certificate) bool {
 // and rotation), including on resumed sessions. serverName is the host the
 // server is reached at, a DNS name or an IP address (a "host:port" is cut
 // to its host); the server's certificate must name it. With serverName ""
-// the name the caller sets as the SNI is checked when there is one, and
-// otherwise only the chain: any node of the cluster is accepted. Sessions
+// the DNS name a caller's clone sends as SNI (http.Transport and gRPC set
+// it from the address) is checked when there is one; an IP address is never
+// sent as SNI, so then only the chain is: any node of the cluster is
+// accepted. Sessions
 // are resumed through an LRU cache of 256 sessions, keyed by the server
 // name (or the address when there is none).
 //

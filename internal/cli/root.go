@@ -24,7 +24,7 @@ import (
 // Exit codes of every command (docs/API.md, "Exit codes").
 const (
 	ExitOK          = 0 // done
-	ExitError       = 1 // the node answered with an error (refused, conflict, no quorum...)
+	ExitError       = 1 // the node answered with an error (refused, conflict, no quorum, 401/403, a TLS mismatch...)
 	ExitUsage       = 2 // bad command, flag or argument: nothing was sent
 	ExitNotFound    = 3 // the key, service, instance or node does not exist (HTTP 404)
 	ExitUnreachable = 4 // no node answered (connection refused, timeout)
@@ -36,6 +36,9 @@ type globals struct {
 	json    bool
 	timeout time.Duration
 	out     io.Writer
+	creds   credentials
+	// cl is the client built from the flags before a client command runs.
+	cl *client.Client
 }
 
 // Main runs the command line and returns the exit code.
@@ -93,6 +96,10 @@ func exitCode(err error) int {
 		}
 		return ExitError
 	}
+	var te *client.TLSError
+	if errors.As(err, &te) {
+		return ExitError // a node answered, with a certificate or protocol we refuse
+	}
 	var ne net.Error
 	var ue2 *url.Error
 	if errors.As(err, &ue2) || errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
@@ -123,14 +130,16 @@ func newRoot(out io.Writer) (*cobra.Command, *globals) {
 		clientCmd(g, newLeaveCmd(g)),
 		clientCmd(g, newNodeCmd(g)),
 		clientCmd(g, newServiceCmd(g)),
+		clientCmd(g, newTokenCmd(g)),
 	)
 	markUsageErrors(root)
 	return root, g
 }
 
 // clientCmd gives a command that talks to a cluster (and its subcommands)
-// the client flags: --addr, --json, --timeout. Agents and `up` do not take
-// them.
+// the client flags: --addr, --json, --timeout and the credentials (--ca,
+// --token, --token-file, --insecure), which are checked before the command
+// runs. Agents and `up` do not take them.
 func clientCmd(g *globals, cmd *cobra.Command) *cobra.Command {
 	def := os.Getenv("TANDEM_ADDR")
 	if def == "" {
@@ -140,6 +149,19 @@ func clientCmd(g *globals, cmd *cobra.Command) *cobra.Command {
 	pf.StringSliceVar(&g.addrs, "addr", strings.Split(def, ","), "API addresses of nodes to talk to, tried in turn (env TANDEM_ADDR)")
 	pf.BoolVar(&g.json, "json", false, "print JSON instead of a table (errors too)")
 	pf.DurationVar(&g.timeout, "timeout", 0, "bound each request (default: the node's request timeout, 3s)")
+	g.creds.addFlags(cmd)
+	cmd.PersistentPreRunE = func(c *cobra.Command, _ []string) error {
+		o, err := g.creds.options(c.Flags().Changed, os.Getenv)
+		if err != nil {
+			return err
+		}
+		if o == nil {
+			g.cl = client.New(g.addrs)
+		} else {
+			g.cl = client.NewWithOptions(g.addrs, *o)
+		}
+		return nil
+	}
 	return cmd
 }
 
@@ -162,7 +184,9 @@ func markUsageErrors(cmd *cobra.Command) {
 	}
 }
 
-func (g *globals) client() *client.Client { return client.New(g.addrs) }
+// client is the client built from the flags (clientCmd); commands call it
+// only after the flags were checked.
+func (g *globals) client() *client.Client { return g.cl }
 
 // ctx bounds a request by --timeout plus a margin for the node to answer.
 func (g *globals) ctx(parent context.Context) (context.Context, context.CancelFunc) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -47,8 +48,11 @@ type LocalCluster struct {
 	Voters   int `json:"voters"`
 	// UpPID is the process id of the `tandem up` that runs the cluster, 0
 	// when none does.
-	UpPID int         `json:"up_pid"`
-	Nodes []LocalNode `json:"nodes"`
+	UpPID int `json:"up_pid"`
+	// Insecure is set for a cluster started with --insecure: plain HTTP
+	// API, no tokens, no TLS between nodes.
+	Insecure bool        `json:"insecure,omitempty"`
+	Nodes    []LocalNode `json:"nodes"`
 }
 
 // stopTimeout is how long `up` waits for its agents to stop after SIGTERM
@@ -59,6 +63,7 @@ func newUpCmd(g *globals) *cobra.Command {
 	var n, basePort, voters int
 	var dir string
 	var extra []string
+	var insecure bool
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run a local cluster of N agents on 127.0.0.1 until Ctrl-C",
@@ -67,6 +72,13 @@ for its API, peer, store, DNS and proxy ports), wait until the cluster is
 healthy, print its nodes, write DIR/cluster.json, then print cluster events
 until Ctrl-C, when every agent stops cleanly. Run again on the same DIR to
 restart the same cluster with its data.
+
+The cluster is secure: its API is served over TLS and wants a token. 'up'
+copies the cluster CA and the first admin token to DIR/ca.crt and
+DIR/admin.token and writes DIR/env: 'source DIR/env' sets TANDEM_ADDR,
+TANDEM_CA and TANDEM_TOKEN_FILE for every tandem command. New nodes join
+with a join token 'up' creates (DIR/join.token, valid for an hour).
+--insecure runs a throwaway cluster with a plain, open API instead.
 
 The agents live and die with 'up': if 'up' ends for any reason (Ctrl-C,
 SIGTERM, SIGHUP when its terminal closes, SIGKILL, its output pipe closed),
@@ -86,7 +98,7 @@ restarts one node of the running cluster.`,
 					voters = 1
 				}
 			}
-			return runUp(cmd.Context(), g.out, dir, n, basePort, voters, cmd.Flags().Changed("base-port"), extra)
+			return runUp(cmd.Context(), g.out, dir, n, basePort, voters, cmd.Flags().Changed("base-port"), insecure, extra)
 		},
 	}
 	cmd.Flags().IntVar(&n, "nodes", 3, "number of nodes")
@@ -94,6 +106,7 @@ restarts one node of the running cluster.`,
 	cmd.Flags().IntVar(&basePort, "base-port", 7400, "first node's API port; node i uses base-port + 10*i")
 	cmd.Flags().IntVar(&voters, "voters", 0, "target store voters (default 3, or 1 below 3 nodes)")
 	cmd.Flags().StringSliceVar(&extra, "agent-flag", nil, "extra flag passed to every agent, like --agent-flag=--dead-voter-timeout=5s")
+	cmd.Flags().BoolVar(&insecure, "insecure", false, "run the agents with --insecure: plain HTTP API without tokens, for a throwaway cluster")
 	cmd.AddCommand(newUpRestartCmd(g))
 	return cmd
 }
@@ -112,6 +125,10 @@ type upCluster struct {
 	running    bool            // the cluster came up: report agents that exit
 	stopping   bool            // stopAll runs
 	restarting map[string]bool // nodes being restarted by request: their exit is expected
+	// creds secure the API clients of `up` once the bootstrap node has
+	// written the CA and the admin token; nil until then, and for
+	// --insecure.
+	creds *upCredentials
 }
 
 // agentProc is one agent process; done closes when it has exited.
@@ -120,7 +137,7 @@ type agentProc struct {
 	done chan struct{}
 }
 
-func runUp(ctx context.Context, stdout io.Writer, dir string, n, basePort, voters int, basePortGiven bool, extra []string) error {
+func runUp(ctx context.Context, stdout io.Writer, dir string, n, basePort, voters int, basePortGiven, insecure bool, extra []string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	exe, err := os.Executable()
@@ -140,17 +157,25 @@ func runUp(ctx context.Context, stdout io.Writer, dir string, n, basePort, voter
 	watchStdout(ctx, cancel)
 	c := &upCluster{out: out, dir: dir, exe: exe, extra: extra, spawn: startSpawner(), procs: map[string]*agentProc{}, restarting: map[string]bool{}}
 
-	c.lc = LocalCluster{BasePort: basePort, Voters: voters}
+	c.lc = LocalCluster{BasePort: basePort, Voters: voters, Insecure: insecure}
 	restart := false
 	if b, err := os.ReadFile(filepath.Join(dir, "cluster.json")); err == nil {
-		if err := json.Unmarshal(b, &c.lc); err != nil {
+		var saved LocalCluster
+		if err := json.Unmarshal(b, &saved); err != nil {
 			return fmt.Errorf("%s/cluster.json is damaged (%v); remove the directory to start a new cluster", dir, err)
 		}
+		c.lc = saved
 		restart = true
 		if basePortGiven && basePort != c.lc.BasePort {
 			return usageError{fmt.Errorf("the cluster in %s uses --base-port %d; it cannot move to %d (start a new cluster elsewhere: tandem up --dir OTHER --base-port %d)", dir, c.lc.BasePort, basePort, basePort)}
 		}
 		basePort = c.lc.BasePort
+		if insecure != c.lc.Insecure {
+			if c.lc.Insecure {
+				return usageError{fmt.Errorf("the cluster in %s was started with --insecure: give --insecure to restart it (or start a secure cluster elsewhere: tandem up --dir OTHER)", dir)}
+			}
+			return usageError{fmt.Errorf("the cluster in %s is secure: it cannot restart with --insecure (start a throwaway cluster elsewhere: tandem up --insecure --dir OTHER)", dir)}
+		}
 	}
 	ctl, err := listenControl(dir)
 	if err != nil {
@@ -164,13 +189,17 @@ func runUp(ctx context.Context, stdout io.Writer, dir string, n, basePort, voter
 	if restart {
 		fmt.Fprintf(out, "restarting the cluster in %s\n", dir)
 	}
+	scheme := "https" // the store's ports use mutual TLS
+	if insecure {
+		scheme = "http"
+	}
 	for i := len(c.lc.Nodes); i < n; i++ {
 		p := basePort + 10*i
 		name := fmt.Sprintf("n%d", i+1)
 		c.lc.Nodes = append(c.lc.Nodes, LocalNode{
 			Name: name, DataDir: filepath.Join(dir, name), Log: filepath.Join(dir, name+".log"),
 			API:     net.JoinHostPort("127.0.0.1", strconv.Itoa(p)),
-			PeerURL: fmt.Sprintf("http://127.0.0.1:%d", p+1), StoreURL: fmt.Sprintf("http://127.0.0.1:%d", p+2),
+			PeerURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, p+1), StoreURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, p+2),
 			DNS: net.JoinHostPort("127.0.0.1", strconv.Itoa(p+3)), Proxy: net.JoinHostPort("127.0.0.1", strconv.Itoa(p+4)),
 		})
 	}
@@ -185,7 +214,6 @@ func runUp(ctx context.Context, stdout io.Writer, dir string, n, basePort, voter
 	for _, nd := range c.lc.Nodes {
 		addrs = append(addrs, nd.API)
 	}
-	cl := client.New(addrs)
 	defer c.stopAll()
 
 	// Nodes that have data restart together (they need each other for a
@@ -200,6 +228,15 @@ func runUp(ctx context.Context, stdout io.Writer, dir string, n, basePort, voter
 			fresh = append(fresh, i)
 		}
 	}
+	if len(fresh) > 0 && fresh[0] == 0 {
+		// A new cluster: copies of an earlier one's CA and tokens in dir
+		// would not fit it.
+		for _, f := range []string{"ca.crt", "admin.token", "join.token", "env"} {
+			if err := os.Remove(filepath.Join(dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+	}
 	for i := range c.lc.Nodes {
 		if c.proc(c.lc.Nodes[i].Name) != nil {
 			if err := c.waitNode(ctx, i); err != nil {
@@ -207,11 +244,17 @@ func runUp(ctx context.Context, stdout io.Writer, dir string, n, basePort, voter
 			}
 		}
 	}
+	joinToken := ""
 	for _, i := range fresh {
 		var join []string
 		for j := range c.lc.Nodes {
 			if c.proc(c.lc.Nodes[j].Name) != nil {
 				join = append(join, c.lc.Nodes[j].API)
+			}
+		}
+		if len(join) > 0 && !insecure && joinToken == "" {
+			if joinToken, err = c.createJoinToken(ctx, join); err != nil {
+				return err
 			}
 		}
 		if err := c.start(i, join); err != nil {
@@ -224,6 +267,11 @@ func runUp(ctx context.Context, stdout io.Writer, dir string, n, basePort, voter
 	if err := c.save(); err != nil {
 		return err
 	}
+	envFile, err := c.writeEnv(addrs)
+	if err != nil {
+		return err
+	}
+	cl := c.client(addrs)
 	if err := c.waitHealthy(ctx, cl); err != nil {
 		return err
 	}
@@ -239,7 +287,7 @@ func runUp(ctx context.Context, stdout io.Writer, dir string, n, basePort, voter
 		verb = "restarted"
 	}
 	fmt.Fprintf(out, "\ncluster %s: %d nodes; state in %s/cluster.json\n", verb, len(c.lc.Nodes), dir)
-	fmt.Fprintf(out, "try: TANDEM_ADDR=%s tandem status\n\nevents (Ctrl-C stops the cluster):\n", strings.Join(addrs, ","))
+	fmt.Fprintf(out, "to use it from another shell: source %s    (then: tandem status)\n\nevents (Ctrl-C stops the cluster):\n", shellQuote(relToWD(envFile)))
 	c.mu.Lock()
 	c.running = true
 	c.mu.Unlock()
@@ -285,6 +333,7 @@ func (c *upCluster) start(i int, join []string) error {
 	nd := c.lc.Nodes[i]
 	basePort := c.lc.BasePort
 	voters := c.lc.Voters
+	insecure := c.lc.Insecure
 	c.mu.Unlock()
 	p := basePort + 10*i
 	args := []string{"agent", "--name", nd.Name, "--data-dir", nd.DataDir,
@@ -292,6 +341,12 @@ func (c *upCluster) start(i int, join []string) error {
 		"--dns-port", strconv.Itoa(p + 3), "--proxy-port", strconv.Itoa(p + 4), "--voters", strconv.Itoa(voters)}
 	for _, j := range join {
 		args = append(args, "--join", j)
+	}
+	switch {
+	case insecure:
+		args = append(args, "--insecure")
+	case len(join) > 0:
+		args = append(args, "--token-file", filepath.Join(c.dir, "join.token"))
 	}
 	args = append(args, c.extra...)
 
@@ -384,14 +439,29 @@ func (c *upCluster) waitNode(ctx context.Context, i int) error {
 	if p == nil {
 		return fmt.Errorf("node %s is not running; see %s", nd.Name, nd.Log)
 	}
-	one := client.New([]string{nd.API})
+	var one *client.Client
+	var last error
 	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
-		hctx, cancel := context.WithTimeout(ctx, time.Second)
-		_, err := one.Health(hctx)
-		cancel()
-		if err == nil {
-			return nil
+		// A new cluster's CA and admin token appear once its first node
+		// has bootstrapped.
+		if err := c.loadCredentials(); err != nil {
+			last = err
+		} else {
+			if one == nil {
+				one = c.client([]string{nd.API})
+			}
+			hctx, cancel := context.WithTimeout(ctx, time.Second)
+			_, last = one.Health(hctx)
+			cancel()
+			if last == nil {
+				return nil
+			}
+			var terr *client.TLSError
+			if errors.As(last, &terr) || client.IsStatus(last, http.StatusUnauthorized) {
+				c.forgetCredentials() // read them again: they may have been half written
+				one = nil
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -401,7 +471,7 @@ func (c *upCluster) waitNode(ctx context.Context, i int) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("node %s did not become ready in 90s; see %s", nd.Name, nd.Log)
+	return fmt.Errorf("node %s did not become ready in 90s (%v); see %s", nd.Name, last, nd.Log)
 }
 
 // waitHealthy polls until every node is alive and the voters are at target.

@@ -45,6 +45,18 @@ func cliEnv(t *testing.T, c *clustertest.Cluster) {
 	}
 }
 
+// upEnv points the CLI runs of this test at the credentials `tandem up
+// --dir dir` wrote (the files its DIR/env names).
+func upEnv(t *testing.T, dir string) {
+	t.Helper()
+	t.Setenv("TANDEM_CA", filepath.Join(dir, "ca.crt"))
+	t.Setenv("TANDEM_TOKEN_FILE", filepath.Join(dir, "admin.token"))
+	env, err := os.ReadFile(filepath.Join(dir, "env"))
+	if err != nil || !strings.Contains(string(env), "TANDEM_CA=") {
+		t.Fatalf("up's env file: %v %s", err, env)
+	}
+}
+
 func mustTandem(t *testing.T, args ...string) string {
 	t.Helper()
 	out, err := tandem(t, args...)
@@ -274,6 +286,7 @@ func TestUp(t *testing.T) {
 	}
 
 	cmd, out := run("cluster started")
+	upEnv(t, dir)
 	for _, want := range []string{"NAME", "n1", "n2", "n3", "n5", fmt.Sprintf("127.0.0.1:%d", base+40)} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("up output lacks %q:\n%s", want, out)

@@ -30,7 +30,8 @@ func (c *Client) RevokeToken(ctx context.Context, id string) error {
 }
 
 // Certificate asks the cluster to sign a joining node's certificate,
-// authenticated by the join token given (not the client's own token).
+// authenticated by the join token given instead of the client's own ("":
+// the client's).
 func (c *Client) Certificate(ctx context.Context, token string, req wire.CertificateRequest) (wire.CertificateResponse, error) {
 	body, _ := json.Marshal(req)
 	var out wire.CertificateResponse

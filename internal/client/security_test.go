@@ -179,3 +179,24 @@ func TestTLSMismatches(t *testing.T) {
 		t.Fatal("TLSConfig took a file with no certificate")
 	}
 }
+
+// TestTLSSessionsResume: a new connection to a node resumes the TLS session
+// of the last one instead of a full handshake (reconnects after a leader
+// change or an idle timeout stay cheap).
+func TestTLSSessionsResume(t *testing.T) {
+	var resumed []bool
+	srv, o := tlsServer(t, func(w http.ResponseWriter, r *http.Request) {
+		resumed = append(resumed, r.TLS.DidResume)
+		_ = json.NewEncoder(w).Encode(map[string]bool{"ok": true})
+	})
+	cl := NewWithOptions([]string{srv.Listener.Addr().String()}, o)
+	for range 3 {
+		if _, err := cl.Health(ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+		cl.http.CloseIdleConnections() // the next request dials again
+	}
+	if fmt.Sprint(resumed) != "[false true true]" {
+		t.Fatalf("resumed per connection: %v, want [false true true]", resumed)
+	}
+}

@@ -87,8 +87,8 @@ func TestAPIRefusesWhatTokensDoNotAllow(t *testing.T) {
 
 	tests := []struct {
 		name, token, method, path, body string
-		code                             int
-		want                             string
+		code                            int
+		want                            string
 	}{
 		{"no token", "", "PUT", "/v1/kv/app/config", "x", 401, "needs a token"},
 		{"no token read", "", "GET", "/v1/kv/app/config", "", 401, "needs a token"},
@@ -182,7 +182,7 @@ func TestAPIRefusesWhatTokensDoNotAllow(t *testing.T) {
 	// What the tokens do allow works.
 	for _, tt := range []struct {
 		name, token, method, path, body string
-		code                             int
+		code                            int
 	}{
 		{"read token reads", read, "GET", "/v1/kv/app/config", "", 200},
 		{"read token status", read, "GET", "/v1/status", "", 200},

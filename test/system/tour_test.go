@@ -105,11 +105,14 @@ func TestReadmeTour(t *testing.T) {
 	b, _ := os.ReadFile(outf.Name())
 	got := string(b)
 	for _, want := range []string{
-		"still here\n",                          // the write after the leader kill landed
-		"restarted (pid",                        // up restart brought the node back
-		fmt.Sprintf("%d n1.node.tandem.", base), // dig: web's SRV record
-		`"ok":true`,                             // the proxy reached n1's API
-		`"value":"v1"`,                          // the HTTP KV examples
+		"still here\n",   // the write after the leader kill landed
+		"restarted (pid", // up restart brought the node back
+		fmt.Sprintf("%d n1.node.tandem.", base+5), // dig: web's SRV record (its web server on n1's port 7405)
+		`{"ok":true}`,   // the proxy reached the web server
+		`"value":"v1"`,  // the HTTP KV examples
+		"needs a token", // curl without a token: 401
+		"has role read", // a read token writing: 403
+		"revoked ",      // token revoke
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the tour's output lacks %q", want)

@@ -184,7 +184,7 @@ func (a *Agent) ensureAdminToken(ctx context.Context, st *store.Store) error {
 		return err
 	}
 	// Written first, so a token in the store always has its file.
-	if err := writeFileAtomic(path, []byte(token+"\n"), 0o600); err != nil {
+	if err := pki.WriteFileAtomic(path, []byte(token+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write the admin token: %w", err)
 	}
 	k := keys.TokenKey(rec.ID)
@@ -193,32 +193,6 @@ func (a *Agent) ensureAdminToken(ctx context.Context, st *store.Store) error {
 	}
 	a.log.Info("wrote the cluster's first admin token; keep it safe, and make tokens with fewer rights for daily use (tandem token create)", "file", path)
 	return nil
-}
-
-// writeFileAtomic writes data to path through a temporary file and a
-// rename, so a reader never sees half of it.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // renewCertificate renews the node's certificate at two thirds of its

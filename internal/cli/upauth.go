@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/internal/client"
+	"github.com/tandemhq/tandem/internal/pki"
 	"github.com/tandemhq/tandem/internal/wire"
 )
 
@@ -149,23 +150,8 @@ func (c *upCluster) writeEnv(addrs []string) (string, error) {
 	return path, writePrivate(path, []byte(env.String()))
 }
 
-// writePrivate writes a file only its owner can read, atomically: a new
-// file is made 0600 and renamed over the old one, whatever its mode was.
-func writePrivate(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
+// writePrivate writes a file only its owner can read, atomically.
+func writePrivate(path string, data []byte) error { return pki.WriteFileAtomic(path, data, 0o600) }
 
 // shellQuote quotes s for a POSIX shell unless it needs no quotes.
 func shellQuote(s string) string {

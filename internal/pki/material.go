@@ -185,16 +185,17 @@ func (d Dir) Save(m *Material) error {
 		if f.data == nil {
 			continue
 		}
-		if err := writeAtomic(d.Path(f.name), f.data, f.mode); err != nil {
+		if err := WriteFileAtomic(d.Path(f.name), f.data, f.mode); err != nil {
 			return fmt.Errorf("save TLS material: %w", err)
 		}
 	}
 	return syncDir(string(d))
 }
 
-// writeAtomic replaces path with data: the reader of path sees the old
-// content or the new, never a part.
-func writeAtomic(path string, data []byte, mode os.FileMode) (err error) {
+// WriteFileAtomic replaces path with data, made with mode: a reader of
+// path sees the old content or the new, never a part, and the new is
+// synced to disk. Secrets (keys, tokens) use it with mode 0600.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return err

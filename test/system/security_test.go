@@ -449,3 +449,67 @@ func TestNodeCertificatesRenewWithoutRestart(t *testing.T) {
 	c.AddNode()
 	c.WaitHealthy()
 }
+
+// TestInsecureAndSecureDataDirsDoNotMix: a node first started with
+// --insecure refuses to start without it, and one first started secure
+// refuses --insecure, each with an error that says what to do; --insecure
+// with a non-loopback --bind is refused before anything starts.
+func TestInsecureAndSecureDataDirsDoNotMix(t *testing.T) {
+	// agent runs tandem agent on dataDir with extra flags. With ready, it
+	// waits for the node to be ready, stops it with SIGTERM and returns its
+	// output; otherwise it expects the agent to exit with an error.
+	agent := func(dataDir string, ready bool, flags ...string) string {
+		t.Helper()
+		ports := clustertest.FreePorts(t, 5)
+		args := append([]string{"agent", "--name", "n1", "--data-dir", dataDir, "--voters", "1",
+			"--api-port", strconv.Itoa(ports[0]), "--peer-port", strconv.Itoa(ports[1]), "--store-port", strconv.Itoa(ports[2]),
+			"--dns-port", strconv.Itoa(ports[3]), "--proxy-port", strconv.Itoa(ports[4])}, flags...)
+		cmd := exec.Command(clustertest.Binary(t), args...)
+		out := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		if ready {
+			if err := clustertest.Poll(60*time.Second, func() error {
+				if !strings.Contains(out.String(), "node ready") {
+					return errors.New("not ready")
+				}
+				return nil
+			}); err != nil {
+				_ = cmd.Process.Kill()
+				<-done
+				t.Fatalf("agent %v not ready:\n%s", flags, out)
+			}
+			_ = cmd.Process.Signal(os.Interrupt)
+		}
+		select {
+		case err := <-done:
+			if ready != (err == nil) {
+				t.Fatalf("agent %v: exit %v, want success %v:\n%s", flags, err, ready, out)
+			}
+		case <-time.After(60 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+			t.Fatalf("agent %v did not exit within 60 s:\n%s", flags, out)
+		}
+		return out.String()
+	}
+	dir := t.TempDir()
+	insecure, secure := filepath.Join(dir, "insecure"), filepath.Join(dir, "secure")
+	if out := agent(insecure, true, "--insecure"); !strings.Contains(out, "INSECURE") {
+		t.Fatalf("an insecure start does not warn:\n%s", out)
+	}
+	if out := agent(insecure, false); !strings.Contains(out, "start it with --insecure again") {
+		t.Fatalf("a secure start on an insecure data dir:\n%s", out)
+	}
+	agent(secure, true)
+	if out := agent(secure, false, "--insecure"); !strings.Contains(out, "start it without --insecure") {
+		t.Fatalf("an insecure start on a secure data dir:\n%s", out)
+	}
+	if out := agent(filepath.Join(dir, "lan"), false, "--insecure", "--bind", "0.0.0.0"); !strings.Contains(out, "only for a throwaway cluster on loopback") {
+		t.Fatalf("--insecure with --bind 0.0.0.0:\n%s", out)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -118,8 +119,9 @@ const (
 
 // NewFaultProxy listens on listen (host:port) and forwards to target.
 // identify, if not nil, names the client of each connection it accepts
-// (called once, before the connection is forwarded), for HoldFrom and
-// HoldTo; "" names no one.
+// (called once, while the connection is forwarded; until it has answered,
+// the connection's bytes are held whenever any client is held), for
+// HoldFrom and HoldTo; "" names no one.
 func NewFaultProxy(listen, target string, identify func(conn net.Conn) string) (*FaultProxy, error) {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -143,10 +145,9 @@ func (p *FaultProxy) Addr() string { return p.ln.Addr().String() }
 // given; a stall cleared lets them go at once.
 func (p *FaultProxy) Set(f Faults) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.faults = f
-	close(p.wake)
-	p.wake = make(chan struct{})
+	p.mu.Unlock()
+	p.nudge()
 }
 
 // Faults returns the faults in force.
@@ -228,9 +229,28 @@ func (p *FaultProxy) accept() {
 // serve carries one connection until either side ends it.
 func (p *FaultProxy) serve(in net.Conn) {
 	defer p.untrack(in)
-	client := ""
-	if p.identify != nil {
-		client = p.identify(in)
+	// The client is named off the connection's path: identify reads
+	// /proc, which on a loaded machine with many sockets takes long enough
+	// to time out a TLS handshake held behind it (and the redials that
+	// follow make it slower still). Until it is named, its bytes are held
+	// only while some client is held.
+	var client atomic.Pointer[string]
+	if p.identify == nil {
+		client.Store(new(string))
+	} else {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() {
+			name := p.identify(in)
+			client.Store(&name)
+			p.nudge()
+		})
+	}
+	holds := func(m map[string]bool) bool {
+		if c := client.Load(); c != nil {
+			return m[*c]
+		}
+		return len(m) > 0
 	}
 	out, err := net.DialTimeout("tcp", p.target, 2*time.Second)
 	if err != nil {
@@ -241,9 +261,17 @@ func (p *FaultProxy) serve(in net.Conn) {
 	}
 	defer p.untrack(out)
 	var wg sync.WaitGroup
-	wg.Go(func() { p.pump(in, out, func(f *Faults) bool { return f.Stall || f.HoldFrom[client] }) })
-	wg.Go(func() { p.pump(out, in, func(f *Faults) bool { return f.Stall || f.HoldTo[client] }) })
+	wg.Go(func() { p.pump(in, out, func(f *Faults) bool { return f.Stall || holds(f.HoldFrom) }) })
+	wg.Go(func() { p.pump(out, in, func(f *Faults) bool { return f.Stall || holds(f.HoldTo) }) })
 	wg.Wait()
+}
+
+// nudge wakes the chunks waiting on a hold, to check it again.
+func (p *FaultProxy) nudge() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	close(p.wake)
+	p.wake = make(chan struct{})
 }
 
 type chunk struct {

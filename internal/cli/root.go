@@ -123,6 +123,7 @@ func newRoot(out io.Writer) (*cobra.Command, *globals) {
 		clientCmd(g, newLeaveCmd(g)),
 		clientCmd(g, newNodeCmd(g)),
 		clientCmd(g, newServiceCmd(g)),
+		clientCmd(g, newCertCmd(g)),
 	)
 	markUsageErrors(root)
 	return root, g

@@ -21,7 +21,7 @@ import (
 
 // testCert makes a self-signed certificate for names, valid from
 // notBefore for a day, and returns it parsed and as PEM.
-func testCert(t *testing.T, notBefore time.Time, names ...string) (c *tls.Certificate, certPEM, keyPEM []byte) {
+func testCert(t testing.TB, notBefore time.Time, names ...string) (c *tls.Certificate, certPEM, keyPEM []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -250,4 +250,25 @@ func linesWith(s, sub string) int {
 		}
 	}
 	return n
+}
+
+// FuzzParseCert: no input makes ParseCert panic, and what it takes has a
+// leaf with a DNS name the set can index.
+func FuzzParseCert(f *testing.F) {
+	_, certPEM, keyPEM := testCert(f, time.Now(), "a.example", "*.example.org")
+	f.Add(certPEM, keyPEM)
+	f.Add(certPEM, certPEM)
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), keyPEM)
+	f.Fuzz(func(t *testing.T, certPEM, keyPEM []byte) {
+		c, err := ParseCert(certPEM, keyPEM)
+		if err != nil {
+			return
+		}
+		if c.Leaf == nil || len(c.Leaf.DNSNames) == 0 {
+			t.Fatalf("ParseCert took a certificate without a leaf or DNS names: %+v", c.Leaf)
+		}
+		s := NewCertSet(nil)
+		s.Set("fuzz", []*tls.Certificate{c})
+		s.Pick(c.Leaf.DNSNames[0], time.Now())
+	})
 }

@@ -122,8 +122,8 @@ func newRoot(out io.Writer) (*cobra.Command, *globals) {
 		clientCmd(g, newEventsCmd(g)),
 		clientCmd(g, newLeaveCmd(g)),
 		clientCmd(g, newNodeCmd(g)),
-		clientCmd(g, newServiceCmd(g)),
 		clientCmd(g, newCertCmd(g)),
+		clientCmd(g, newServiceCmd(g)),
 	)
 	markUsageErrors(root)
 	return root, g

@@ -115,7 +115,7 @@ func normName(n string) string { return strings.TrimSuffix(strings.ToLower(n), "
 func ParseCert(certPEM, keyPEM []byte) (*tls.Certificate, error) {
 	c, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("certificate and key: %w", err)
+		return nil, fmt.Errorf("certificate and key do not load as a pair (%w): give the PEM chain, the server's certificate first, and that certificate's own private key", err)
 	}
 	if c.Leaf == nil {
 		return nil, errors.New("certificate: no certificate in the PEM")

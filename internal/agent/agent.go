@@ -256,6 +256,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		Node:    a.cfg.Name,
 		TLSCert: a.cfg.ProxyTLSCert,
 		TLSKey:  a.cfg.ProxyTLSKey,
+		TLSDir:  a.cfg.ProxyTLSDir, TLSStore: a.cfg.ProxyTLS, Store: st.Client,
 	}, v, pxMetrics, a.log.With("component", "proxy"))
 	srv := api.New(st, cm, api.Options{
 		Metrics:        prometheus.Gatherers{pxMetrics.Registry, liveMetrics.Registry, prometheus.DefaultGatherer},

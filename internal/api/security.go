@@ -115,6 +115,7 @@ func (s *Server) routeSecurity() {
 	s.handle("GET /v1/tokens", auth.PermTokens, s.listTokens)
 	s.handle("DELETE /v1/tokens/{id}", auth.PermTokens, s.revokeToken)
 	s.handle("POST /v1/cluster/certificate", auth.PermJoin, s.signCertificate)
+	s.routeCerts()
 }
 
 // defaultJoinTTL is the lifetime of a join token made without --ttl.

@@ -129,6 +129,7 @@ func newRoot(out io.Writer) (*cobra.Command, *globals) {
 		clientCmd(g, newEventsCmd(g)),
 		clientCmd(g, newLeaveCmd(g)),
 		clientCmd(g, newNodeCmd(g)),
+		clientCmd(g, newCertCmd(g)),
 		clientCmd(g, newServiceCmd(g)),
 		clientCmd(g, newTokenCmd(g)),
 	)

@@ -75,6 +75,14 @@ type Config struct {
 	// plain HTTP/1.1 and h2c.
 	ProxyTLSCert string `json:"proxy-tls-cert"`
 	ProxyTLSKey  string `json:"proxy-tls-key"`
+	// ProxyTLSDir is a directory of NAME.crt + NAME.key pairs (PEM) the
+	// HTTP proxy serves by SNI, reloaded within 2 s of a change; setting it
+	// turns TLS on. A pair that does not load is logged and skipped.
+	ProxyTLSDir string `json:"proxy-tls-dir"`
+	// ProxyTLS turns TLS on for the HTTP proxy with only the certificates
+	// kept in the store (tandem cert put). Whenever TLS is on, by any of
+	// these settings, the store's certificates are served too.
+	ProxyTLS bool `json:"proxy-tls"`
 	// DNSTTL is the TTL of DNS answers in seconds. 0 (the default) makes
 	// resolvers ask again each time, so failover is seen at once.
 	DNSTTL int `json:"dns-ttl"`

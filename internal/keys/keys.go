@@ -83,3 +83,10 @@ func IdempotencyKey(k string) string { return IdempotencyPrefix + k }
 
 // StatsKey is where node publishes its recent proxy traffic.
 func StatsKey(node string) string { return StatsPrefix + node }
+
+// CertsPrefix holds the service certificates the proxies serve by SNI,
+// one record each (proxy.StoredCert: certificate and private key PEM).
+const CertsPrefix = Prefix + "certs/"
+
+// CertKey is where the service certificate called name is kept.
+func CertKey(name string) string { return CertsPrefix + name }

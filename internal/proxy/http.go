@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Config tunes a node's proxy.
@@ -22,9 +23,18 @@ type Config struct {
 	Bind   string // IP the TCP proxies listen on
 	Domain string // DNS domain, like "tandem."
 	Node   string // this node's name (for locality)
-	// TLSCert and TLSKey (PEM files), when set, make the HTTP proxy serve
-	// TLS with HTTP/2 and HTTP/1.1 by ALPN.
+	// TLSCert and TLSKey (PEM files), TLSDir or TLSStore, when set, make
+	// the HTTP proxy serve TLS with HTTP/2 and HTTP/1.1 by ALPN, with a
+	// certificate chosen per connection by SNI (CertSet). TLSCert is the
+	// one served for a name no other certificate names.
 	TLSCert, TLSKey string
+	// TLSDir holds NAME.crt and NAME.key pairs, reloaded as they change.
+	TLSDir string
+	// TLSStore turns TLS on with only the store's certificates.
+	TLSStore bool
+	// Store, if set, is read for the service certificates kept in the
+	// store (PUT /v1/certs/NAME) whenever TLS is on.
+	Store func() *clientv3.Client
 }
 
 // Proxy is a node's HTTP and TCP load balancer.
@@ -83,14 +93,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("proxy: listen on %s: %w", p.cfg.Addr, err)
 	}
-	var tlsConfig *tls.Config
-	if p.cfg.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(p.cfg.TLSCert, p.cfg.TLSKey)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("proxy: load TLS certificate: %w", err)
-		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
+	tlsConfig, certs, err := p.serverTLS()
+	if err != nil {
+		ln.Close()
+		return err
 	}
 	p.mu.Lock()
 	p.addr = ln.Addr().String()
@@ -102,6 +108,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	defer stop()
 	wg.Go(func() { p.table.run(rctx) })
 	wg.Go(func() { p.tcp.run(rctx, shutdownGrace) })
+	if certs != nil {
+		wg.Go(func() { certs.run(rctx) })
+		certs.waitLoaded(rctx, 5*time.Second)
+	}
 	// HTTP/1.1 is served by the path in h1conn.go; HTTP/2 connections
 	// (h2c, or "h2" by ALPN) go on to net/http's server and the
 	// ReverseProxy.

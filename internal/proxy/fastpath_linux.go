@@ -372,6 +372,9 @@ func (fc *fastConn) wait(br *bufio.Reader, until time.Time, closing *atomic.Bool
 	if br.Buffered() > 0 {
 		return nil
 	}
+	if closing.Load() {
+		return errServerClosing
+	}
 	if fc.key == 0 && !fc.off {
 		if fc.f.closed.Load() || fc.register() != nil {
 			fc.off = true

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"sync"
@@ -66,15 +67,16 @@ type fastPath struct {
 	closed atomic.Bool   // no connection may park any more
 	done   chan struct{} // run returned
 
+	log *slog.Logger
+
 	mu    sync.Mutex
 	conns map[uint64]*fastConn // registered connections, by key
 	next  uint64
-	err   error // why run stopped early, if it did
 }
 
 // newFastPath makes an epoll instance; sweep is how often the idle
 // deadlines of parked connections are checked (their slack).
-func newFastPath(sweep time.Duration) (*fastPath, error) {
+func newFastPath(sweep time.Duration, log *slog.Logger) (*fastPath, error) {
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll fast path: epoll_create1: %w", err)
@@ -83,7 +85,7 @@ func newFastPath(sweep time.Duration) (*fastPath, error) {
 		unix.Close(ep)
 		return nil, fmt.Errorf("epoll fast path: set non-blocking: %w", err)
 	}
-	f := &fastPath{file: os.NewFile(uintptr(ep), "epoll"), sweep: sweep, done: make(chan struct{}), conns: map[uint64]*fastConn{}}
+	f := &fastPath{file: os.NewFile(uintptr(ep), "epoll"), sweep: sweep, log: log, done: make(chan struct{}), conns: map[uint64]*fastConn{}}
 	// A descriptor Go's poller could not take has no deadlines.
 	if err := f.file.SetReadDeadline(time.Time{}); err != nil {
 		f.file.Close()
@@ -139,9 +141,7 @@ func (f *fastPath) run() {
 // stop ends the fast path after a failure: every connection goes back
 // to the plain path.
 func (f *fastPath) stop(err error) {
-	f.mu.Lock()
-	f.err = err
-	f.mu.Unlock()
+	f.log.Warn("proxy: the epoll fast path stopped; connections take the plain path", "error", err)
 	f.closed.Store(true)
 	f.wakeAll()
 }

@@ -331,7 +331,7 @@ func TestFastPathManyConns(t *testing.T) {
 // The fast path's reader: one non-blocking attempt finds nothing, then
 // the plain read waits.
 func TestFastConnWouldBlock(t *testing.T) {
-	f, err := newFastPath(time.Second)
+	f, err := newFastPath(time.Second, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"sync/atomic"
 	"time"
@@ -18,7 +19,7 @@ type fastPath struct{}
 
 type fastConn struct{}
 
-func newFastPath(time.Duration) (*fastPath, error) {
+func newFastPath(time.Duration, *slog.Logger) (*fastPath, error) {
 	return nil, errors.New("the epoll fast path exists on Linux only")
 }
 

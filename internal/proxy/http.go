@@ -135,7 +135,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if tlsConfig == nil && fastPathOn(p.cfg) {
 		// The loop checks parked connections' idle deadlines this often:
 		// they may close that much later than the limit.
-		fast, err := newFastPath(min(max(idleSlack(p.limits.idle), 10*time.Millisecond), time.Second))
+		fast, err := newFastPath(min(max(idleSlack(p.limits.idle), 10*time.Millisecond), time.Second), p.log)
 		if err != nil {
 			p.log.Warn("proxy: the epoll fast path is off", "error", err)
 		} else {

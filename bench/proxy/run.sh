@@ -22,10 +22,13 @@
 #   THREADS=2          wrk threads
 #   WARMUP=1s          short wrk run before each measured run (0 = none)
 #   PAUSE=2            seconds to pause between runs
-#   BASE_PORT=19100    first port to try; the script uses BASE..BASE+14
+#   BASE_PORT=19100    first port to try; the script uses BASE..BASE+19
 #   WORKERS=$(nproc)   proxy worker processes/threads (nginx, HAProxy, Go's GOMAXPROCS)
 #   READY_TIMEOUT=30   seconds to wait for any server to become ready
 #   TANDEM_BIN=        path to the tandem binary: also benchmark tandem's proxy
+#   TANDEM_FASTPATH=   tandem's epoll fast path: on, off, both (two tandem agents,
+#                      "tandem" with it on and "tandem (plain path)" with it off,
+#                      in the same run), or empty for the binary's default
 #   RESULTS_DIR=       where raw wrk outputs go (default bench/proxy/results/<time>)
 #   KEEP_TMP=0         1 = keep the temp dir (configs, logs, pid files)
 #   FORWARD_HEADERS=1  1 = HAProxy, nginx and Caddy add the headers tandem adds
@@ -54,6 +57,7 @@ BASE_PORT=${BASE_PORT:-19100}
 WORKERS=${WORKERS:-$(nproc)}
 READY_TIMEOUT=${READY_TIMEOUT:-30}
 TANDEM_BIN=${TANDEM_BIN:-}
+TANDEM_FASTPATH=${TANDEM_FASTPATH:-}
 RESULTS_DIR=${RESULTS_DIR:-$SCRIPT_DIR/results/$(date +%Y%m%d-%H%M%S)}
 KEEP_TMP=${KEEP_TMP:-0}
 FORWARD_HEADERS=${FORWARD_HEADERS:-1}
@@ -212,8 +216,9 @@ port_free() {
 }
 
 # Port layout relative to the base: 0 backend, 1 HAProxy, 2 nginx, 3 Caddy,
-# 10..14 tandem (api, peer, store, dns, proxy).
-OFFSETS=(0 1 2 3 10 11 12 13 14)
+# 10..14 tandem (api, peer, store, dns, proxy), 15..19 the second tandem
+# (TANDEM_FASTPATH=both).
+OFFSETS=(0 1 2 3 10 11 12 13 14 15 16 17 18 19)
 pick_base() {
 	local base=$BASE_PORT off ok
 	for _ in $(seq 20); do
@@ -463,14 +468,19 @@ fi
 
 # 5. tandem (optional): a one-node cluster whose proxy routes Host "bench"
 # to the backend, registered as a passing instance of service "bench".
+# With TANDEM_FASTPATH=both a second agent (slug tandem-plain, ports
+# BASE+15..19) runs with the fast path off, the first with it on.
 TANDEM_FAILED=0
+# setup_tandem SLUG PORT FASTPATH: start an agent, its proxy on PORT+4.
 setup_tandem() {
-	local p=$((BASE + 10)) pid code
+	local slug=$1 p=$2 fastpath=$3 pid code
 	local api="http://127.0.0.1:$p" proxy_url="http://127.0.0.1:$((p + 4))/"
 	TANDEM_URL=$proxy_url
 	[[ -x $TANDEM_BIN ]] || { TANDEM_WHY="TANDEM_BIN=$TANDEM_BIN is not an executable file"; return 1; }
-	mkdir -p "$TMP/tandem"
-	GOMAXPROCS=$WORKERS start tandem "$TANDEM_BIN" agent --name b1 --data-dir "$TMP/tandem" --voters 1 \
+	mkdir -p "$TMP/$slug"
+	local env=(GOMAXPROCS="$WORKERS")
+	[[ -n $fastpath ]] && env+=(TANDEM_PROXY_FASTPATH="$fastpath")
+	start "$slug" env "${env[@]}" "$TANDEM_BIN" agent --name b1 --data-dir "$TMP/$slug" --voters 1 \
 		--bind 127.0.0.1 --advertise 127.0.0.1 \
 		--api-port "$p" --peer-port $((p + 1)) --store-port $((p + 2)) \
 		--dns-port $((p + 3)) --proxy-port $((p + 4))
@@ -478,11 +488,11 @@ setup_tandem() {
 	TANDEM_PID=$pid
 	wait_http tandem "$pid" "$api/v1/health" ||
 		{ TANDEM_WHY="agent not healthy at $api/v1/health within ${READY_TIMEOUT}s"; return 1; }
-	code=$(curl -s -o "$TMP/tandem-register.out" -w '%{http_code}' --max-time 5 -X PUT \
+	code=$(curl -s -o "$TMP/$slug-register.out" -w '%{http_code}' --max-time 5 -X PUT \
 		"$api/v1/services/bench/instances/b-1" \
 		-d "{\"address\":\"127.0.0.1\",\"port\":$BACKEND_PORT,\"initial_state\":\"passing\"}" || true)
 	if [[ $code != 2?? ]]; then
-		TANDEM_WHY="registering the backend failed: HTTP $code: $(head -c 300 "$TMP/tandem-register.out" 2>/dev/null)"
+		TANDEM_WHY="registering the backend failed: HTTP $code: $(head -c 300 "$TMP/$slug-register.out" 2>/dev/null)"
 		return 1
 	fi
 	log "tandem: backend registered as bench/b-1; waiting for its proxy on port $((p + 4))"
@@ -490,16 +500,26 @@ setup_tandem() {
 		{ TANDEM_WHY="proxy at $proxy_url (Host: $HOST_HEADER) did not answer 200 within ${READY_TIMEOUT}s"; return 1; }
 	check_body tandem "$proxy_url" || { TANDEM_WHY="proxy answered with the wrong body"; return 1; }
 }
-if [[ -n $TANDEM_BIN ]]; then
+# add_tandem NAME SLUG PORT FASTPATH
+add_tandem() {
 	TANDEM_PID="" TANDEM_URL="" TANDEM_WHY=""
-	if setup_tandem; then
-		add_target tandem tandem "$TANDEM_URL" "$TANDEM_PID" ok
+	if setup_tandem "$2" "$3" "$4"; then
+		add_target "$1" "$2" "$TANDEM_URL" "$TANDEM_PID" ok
 	else
 		TANDEM_FAILED=1
-		log "ERROR: tandem: $TANDEM_WHY"
-		[[ -f $TMP/tandem.log ]] && cp "$TMP/tandem.log" "$RESULTS_DIR/tandem-agent.log"
-		add_target tandem tandem "$TANDEM_URL" "$TANDEM_PID" "FAILED: $TANDEM_WHY"
+		log "ERROR: $1: $TANDEM_WHY"
+		[[ -f $TMP/$2.log ]] && cp "$TMP/$2.log" "$RESULTS_DIR/$2-agent.log"
+		add_target "$1" "$2" "$TANDEM_URL" "$TANDEM_PID" "FAILED: $TANDEM_WHY"
 	fi
+}
+if [[ -n $TANDEM_BIN ]]; then
+	case $TANDEM_FASTPATH in
+		both)
+			add_tandem tandem tandem $((BASE + 10)) on
+			add_tandem "tandem (plain path)" tandem-plain $((BASE + 15)) off ;;
+		on | off | "") add_tandem tandem tandem $((BASE + 10)) "$TANDEM_FASTPATH" ;;
+		*) die "TANDEM_FASTPATH=$TANDEM_FASTPATH: use on, off, both or nothing" ;;
+	esac
 fi
 
 # ---------------------------------------------------------------------------
@@ -514,7 +534,7 @@ fi
 	command -v haproxy >/dev/null && echo "haproxy: $(haproxy -v | head -n 1)"
 	command -v nginx >/dev/null && echo "nginx: $(nginx -v 2>&1)"
 	command -v caddy >/dev/null && echo "caddy: $(caddy version 2>&1 | head -n 1)"
-	[[ -n $TANDEM_BIN ]] && echo "tandem: $TANDEM_BIN"
+	[[ -n $TANDEM_BIN ]] && echo "tandem: $TANDEM_BIN${TANDEM_FASTPATH:+ TANDEM_FASTPATH=$TANDEM_FASTPATH}"
 	[[ $SYSCALLS == 1 ]] && echo "perf: $(perf --version 2>&1)"
 	[[ $CR_RATE != 0 ]] && echo "vegeta: $VEGETA $(go version -m "$VEGETA" 2>/dev/null | awk '$1 == "mod" { print $3 }'); CR_RATE=$CR_RATE CR_DURATION=$CR_DURATION CR_ROUNDS=$CR_ROUNDS CR_WARMUP=$CR_WARMUP CR_CONNECTIONS=$CR_CONNECTIONS"
 	echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -700,14 +720,15 @@ added() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "n/a" 
 			printf '| %s | %s | | | | | | |\n' "${T_NAME[i]}" "${T_STATUS[i]}"
 		fi
 	done
-	if ((t >= 0)) && [[ ${T_STATUS[t]} == ok ]]; then
+	for t in $(idx_of tandem) $(idx_of tandem-plain); do
+		((t >= 0)) && [[ ${T_STATUS[t]} == ok ]] || continue
 		echo
 		for other in haproxy nginx caddy; do
 			o=$(idx_of "$other")
 			if ((o < 0)) || [[ ${T_STATUS[o]} != ok ]]; then continue; fi
-			echo "- tandem/${T_NAME[o]}: throughput $(ratio "${R_RPS[t]}" "${R_RPS[o]}"), CPU per request $(ratio "${R_CPU[t]}" "${R_CPU[o]}")"
+			echo "- ${T_NAME[t]}/${T_NAME[o]}: throughput $(ratio "${R_RPS[t]}" "${R_RPS[o]}"), CPU per request $(ratio "${R_CPU[t]}" "${R_CPU[o]}")"
 		done
-	fi
+	done
 	if [[ $CR_RATE != 0 ]]; then
 		d=$(idx_of direct)
 		echo
@@ -727,13 +748,22 @@ added() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "n/a" 
 				"$(fmt_ms "${CR_P50[i]}")" "$(fmt_ms "${CR_P99[i]}")" "$(fmt_ms "${CR_MAX[i]}")" "$pa" "$qa" \
 				"${CR_CPU[i]}" "${CR_SYS[i]:-n/a}" "$(awk -v s="${CR_OK[i]}" 'BEGIN { print s * 100 }')"
 		done
-		if ((t >= 0)) && [[ -n ${CR_P99[t]:-} ]]; then
+		for t in $(idx_of tandem) $(idx_of tandem-plain); do
+			((t >= 0)) && [[ -n ${CR_P99[t]:-} ]] || continue
 			echo
 			for other in haproxy nginx caddy; do
 				o=$(idx_of "$other")
 				if ((o < 0)) || [[ -z ${CR_P99[o]:-} ]]; then continue; fi
-				echo "- tandem/${T_NAME[o]} at $CR_RATE req/s: p99 $(ratio "${CR_P99[t]}" "${CR_P99[o]}"), p50 added $(ratio "$(awk -v a="${CR_P50[t]}" -v b="${CR_P50[d]}" 'BEGIN { print a - b }')" "$(awk -v a="${CR_P50[o]}" -v b="${CR_P50[d]}" 'BEGIN { print a - b }')"), CPU per request $(ratio "${CR_CPU[t]}" "${CR_CPU[o]}")"
+				echo "- ${T_NAME[t]}/${T_NAME[o]} at $CR_RATE req/s: p99 $(ratio "${CR_P99[t]}" "${CR_P99[o]}"), p50 added $(ratio "$(awk -v a="${CR_P50[t]}" -v b="${CR_P50[d]}" 'BEGIN { print a - b }')" "$(awk -v a="${CR_P50[o]}" -v b="${CR_P50[d]}" 'BEGIN { print a - b }')"), CPU per request $(ratio "${CR_CPU[t]}" "${CR_CPU[o]}")"
 			done
+		done
+	fi
+	t=$(idx_of tandem) u=$(idx_of tandem-plain)
+	if ((t >= 0 && u >= 0)) && [[ ${T_STATUS[t]} == ok && ${T_STATUS[u]} == ok ]]; then
+		echo
+		echo "- fast path/plain path (wrk run): syscalls per request ${R_SYS[t]} vs ${R_SYS[u]}, throughput $(ratio "${R_RPS[t]}" "${R_RPS[u]}"), CPU per request $(ratio "${R_CPU[t]}" "${R_CPU[u]}")"
+		if [[ $CR_RATE != 0 && -n ${CR_P99[t]:-} && -n ${CR_P99[u]:-} ]]; then
+			echo "- fast path/plain path at $CR_RATE req/s: p50 $(ratio "${CR_P50[t]}" "${CR_P50[u]}"), p99 $(ratio "${CR_P99[t]}" "${CR_P99[u]}"), CPU per request $(ratio "${CR_CPU[t]}" "${CR_CPU[u]}"), syscalls per request ${CR_SYS[t]} vs ${CR_SYS[u]}"
 		fi
 	fi
 	if [[ -n $GATE_LINE ]]; then
@@ -746,7 +776,9 @@ echo
 echo "results (raw wrk outputs, rendered configs, summary.md): $RESULTS_DIR"
 if ((TANDEM_FAILED)); then
 	agent_log=""
-	[[ -f $RESULTS_DIR/tandem-agent.log ]] && agent_log=" (agent log: $RESULTS_DIR/tandem-agent.log)"
+	for f in "$RESULTS_DIR"/tandem*-agent.log; do
+		[[ -f $f ]] && agent_log+=" (agent log: $f)"
+	done
 	die "tandem benchmark failed: $TANDEM_WHY$agent_log"
 fi
 if ((GATE_FAILED)) && [[ $GATE == 1 ]]; then

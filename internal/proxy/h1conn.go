@@ -47,7 +47,8 @@ type h1Server struct {
 	p       *Proxy
 	limits  clientLimits
 	tls     *tls.Config
-	h2      *handoff // connections for net/http's server (HTTP/2)
+	h2      *handoff  // connections for net/http's server (HTTP/2)
+	fast    *fastPath // nil: every connection on the plain path
 	closing atomic.Bool
 	mu      sync.Mutex
 	conns   map[*clientConn]struct{}
@@ -91,7 +92,13 @@ func (s *h1Server) handle(c net.Conn) {
 		c, proto = tc, "https"
 	}
 	cc := &clientConn{s: s, p: s.p, c: c, proto: proto}
-	cc.br = bufio.NewReaderSize(c, 4096)
+	var rd io.Reader = c
+	if s.fast != nil && proto == "http" {
+		if cc.fc = s.fast.conn(c); cc.fc != nil {
+			rd = cc.fc
+		}
+	}
+	cc.br = bufio.NewReaderSize(rd, 4096)
 	cc.bw = bufio.NewWriterSize(c, 4096)
 	if host, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
 		cc.clientIP = host
@@ -101,6 +108,9 @@ func (s *h1Server) handle(c net.Conn) {
 		return
 	}
 	handedOff := cc.serve()
+	if cc.fc != nil {
+		cc.fc.forget()
+	}
 	s.untrack(cc)
 	if !handedOff {
 		c.Close()
@@ -136,6 +146,9 @@ func (s *h1Server) shutdown(timeout time.Duration) {
 		}
 	}
 	s.mu.Unlock()
+	if s.fast != nil {
+		s.fast.close() // wakes the parked connections, which see closing
+	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	timer := time.NewTimer(timeout)
@@ -164,6 +177,7 @@ type clientConn struct {
 	clientIP string
 	proto    string // "http" or "https"
 	idle     atomic.Bool
+	fc       *fastConn // nil on the plain path
 	// deadline is the read deadline serve last set on c, zero for none.
 	deadline time.Time
 
@@ -196,7 +210,13 @@ func (cc *clientConn) serve() (handedOff bool) {
 		}
 		if cc.br.Buffered() == 0 {
 			cc.idleDeadline()
-			if _, err := cc.br.Peek(1); err != nil {
+			var err error
+			if cc.fc != nil && !first { // a first request may be HTTP/2's preface: not parked
+				err = cc.fc.wait(cc.br, cc.deadline, &cc.s.closing)
+			} else {
+				_, err = cc.br.Peek(1)
+			}
+			if err != nil {
 				return false
 			}
 		}

@@ -361,6 +361,9 @@ func (cc *clientConn) copyResponse(resp *respHead, u *upstream, chunked bool) bo
 // tunnel joins the client and the instance after a 101 Switching
 // Protocols (WebSocket) until both sides are done.
 func (cc *clientConn) tunnel(req *reqHead, resp *respHead, u *upstream, b *Backend) {
+	if cc.fc != nil {
+		cc.fc.detach() // a tunnel's traffic is not for the fast path's loop
+	}
 	bw := cc.bw
 	bw.WriteString("HTTP/1.1 ")
 	bw.Write(resp.status)

@@ -250,13 +250,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	pxMetrics := proxy.NewMetrics()
 	px := proxy.New(proxy.Config{
-		Addr:    net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.ProxyPort)),
-		Bind:    a.cfg.Bind,
-		Domain:  a.cfg.DNSDomain,
-		Node:    a.cfg.Name,
-		TLSCert: a.cfg.ProxyTLSCert,
-		TLSKey:  a.cfg.ProxyTLSKey,
-		TLSDir:  a.cfg.ProxyTLSDir, TLSStore: a.cfg.ProxyTLS, Store: st.Client,
+		Addr:     net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.ProxyPort)),
+		Bind:     a.cfg.Bind,
+		Domain:   a.cfg.DNSDomain,
+		Node:     a.cfg.Name,
+		TLSCert:  a.cfg.ProxyTLSCert,
+		TLSKey:   a.cfg.ProxyTLSKey,
+		TLSDir:   a.cfg.ProxyTLSDir,
+		TLSStore: a.cfg.ProxyTLS,
+		Store:    st.Client,
+		FastPath: a.cfg.ProxyFastPath,
 	}, v, pxMetrics, a.log.With("component", "proxy"))
 	srv := api.New(st, cm, api.Options{
 		Metrics:        prometheus.Gatherers{pxMetrics.Registry, liveMetrics.Registry, prometheus.DefaultGatherer},

@@ -77,6 +77,7 @@ Settings come from, lowest first: defaults, the data dir's node.json, the
 	f.StringVar(&fl.ProxyTLSKey, "proxy-tls-key", "", "PEM private key of --proxy-tls-cert")
 	f.StringVar(&fl.ProxyTLSDir, "proxy-tls-dir", "", "directory of NAME.crt + NAME.key pairs the HTTP proxy serves by SNI (TLS on; reloaded on change)")
 	f.BoolVar(&fl.ProxyTLS, "proxy-tls", false, "HTTP proxy serves TLS with the certificates kept in the store (tandem cert put)")
+	f.BoolVar(&fl.ProxyFastPath, "proxy-fast-path", false, "idle plain HTTP/1.1 proxy connections wait in an epoll loop (Linux; see docs/BENCHMARKS.md before turning it on)")
 	f.BoolVar(&fl.Insecure, "insecure", false, "no TLS and no tokens: only for a throwaway cluster on loopback (warns on every start)")
 	f.StringVar(&fl.TokenFile, "token-file", "", "file holding the join token to present with --join (tandem token create --role join)")
 	f.BoolVar(&fl.PublicMetrics, "public-metrics", false, "serve GET /metrics and GET /v1/health without a token")

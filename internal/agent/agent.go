@@ -359,8 +359,13 @@ func (a *Agent) openStore(ctx context.Context, id *cluster.Identity, apiAddr str
 		if len(eps) == 0 {
 			eps = id.Endpoints
 		}
-		// An external store is the operator's: tandem dials it as given.
-		st, err := store.NewRemote(eps, nil, a.log)
+		// An external store is the operator's: tandem dials it with the
+		// TLS settings given for it, not with the cluster's certificates.
+		tlsCfg, err := a.externalStoreTLS(eps)
+		if err != nil {
+			return nil, "", err
+		}
+		st, err := store.NewRemote(eps, tlsCfg, a.log)
 		if err != nil {
 			return nil, "", err
 		}

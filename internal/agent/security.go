@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,6 +102,45 @@ func (a *Agent) prepareTLS(ctx context.Context, id *cluster.Identity) (*pki.Keep
 		return nil, fmt.Errorf("save the node's certificate: %w", err)
 	}
 	return pki.NewKeeper(m), nil
+}
+
+// externalStoreTLS is the TLS configuration for an external store: nil
+// for http:// endpoints; for https://, its CA (--store-ca, else the
+// system's roots) and client certificate (--store-cert/--store-key, read
+// at each new connection).
+func (a *Agent) externalStoreTLS(endpoints []string) (*tls.Config, error) {
+	if len(endpoints) == 0 || !strings.HasPrefix(endpoints[0], "https://") {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if a.cfg.StoreCA != "" {
+		pemData, err := os.ReadFile(a.cfg.StoreCA)
+		if err != nil {
+			return nil, fmt.Errorf("store-ca: %w", err)
+		}
+		certs, err := pki.ParseCerts(pemData)
+		if err != nil {
+			return nil, fmt.Errorf("store-ca %s: %w", a.cfg.StoreCA, err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		for _, c := range certs {
+			cfg.RootCAs.AddCert(c)
+		}
+	}
+	if a.cfg.StoreCert != "" {
+		certFile, keyFile := a.cfg.StoreCert, a.cfg.StoreKey
+		if _, err := tls.LoadX509KeyPair(certFile, keyFile); err != nil {
+			return nil, fmt.Errorf("store-cert and store-key: %w", err)
+		}
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			c, err := tls.LoadX509KeyPair(certFile, keyFile)
+			if err != nil {
+				return nil, fmt.Errorf("store-cert and store-key: %w", err)
+			}
+			return &c, nil
+		}
+	}
+	return cfg, nil
 }
 
 // requestCertificate asks the --join nodes, with the join token of

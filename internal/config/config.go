@@ -43,6 +43,14 @@ type Config struct {
 	// StoreEndpoints points the agent at an existing external etcd cluster;
 	// the agent then runs no store member.
 	StoreEndpoints []string `json:"store-endpoints"`
+	// StoreCA, StoreCert and StoreKey are PEM files for an external store
+	// served over TLS (https:// endpoints): the CA that signed its server
+	// certificates (default: the system's roots), and the client
+	// certificate and key it asks for, if any. The certificate and key are
+	// read again at each new connection, so they can be replaced in place.
+	StoreCA   string `json:"store-ca"`
+	StoreCert string `json:"store-cert"`
+	StoreKey  string `json:"store-key"`
 	// DeadVoterTimeout is how long a voter must be dead before autopilot
 	// replaces it with a live client node.
 	DeadVoterTimeout Duration `json:"dead-voter-timeout"`
@@ -218,6 +226,17 @@ func (c *Config) Validate() error {
 	}
 	if c.DNSTTL < 0 || c.DNSTTL > 86400 {
 		bad("dns-ttl %d: want 0-86400 seconds", c.DNSTTL)
+	}
+	if (c.StoreCert == "") != (c.StoreKey == "") {
+		bad("store-cert and store-key go together: give both, or neither")
+	}
+	if (c.StoreCA != "" || c.StoreCert != "") && len(c.StoreEndpoints) == 0 {
+		bad("store-ca, store-cert and store-key are for an external store: give --store-endpoints too")
+	}
+	for _, e := range c.StoreEndpoints {
+		if (c.StoreCA != "" || c.StoreCert != "") && !strings.HasPrefix(e, "https://") {
+			bad("store endpoint %q: with store-ca or store-cert, give https:// endpoints", e)
+		}
 	}
 	if c.Insecure {
 		if ip := net.ParseIP(c.Bind); ip != nil && !ip.IsLoopback() {

@@ -34,6 +34,9 @@ func TestValidateNamesEachProblem(t *testing.T) {
 		{"insecure off loopback", func(c *Config) { c.Insecure, c.Bind = true, "0.0.0.0" }, "only for a throwaway cluster on loopback"},
 		{"insecure on a LAN address", func(c *Config) { c.Insecure, c.Bind, c.Advertise = true, "10.1.2.3", "10.1.2.3" }, "bind 10.1.2.3"},
 		{"insecure with a join token", func(c *Config) { c.Insecure, c.TokenFile = true, "join.token" }, "no join tokens"},
+		{"store cert without key", func(c *Config) { c.StoreEndpoints, c.StoreCert = []string{"https://e:2379"}, "c.pem" }, "store-cert and store-key go together"},
+		{"store ca without endpoints", func(c *Config) { c.StoreCA = "ca.pem" }, "give --store-endpoints too"},
+		{"store ca with a plain endpoint", func(c *Config) { c.StoreEndpoints, c.StoreCA = []string{"http://e:2379"}, "ca.pem" }, "give https:// endpoints"},
 		{"short cert ttl", func(c *Config) { c.CertTTL = Duration(time.Second) }, "cert-ttl"},
 	}
 	for _, tt := range tests {

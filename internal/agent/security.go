@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,6 +60,24 @@ func (a *Agent) certNames() ([]net.IP, []string) {
 	return ips, []string{a.cfg.Name, "localhost"}
 }
 
+// uncovered lists the addresses and names the node needs that cert does
+// not name.
+func (a *Agent) uncovered(cert *x509.Certificate) []string {
+	ips, names := a.certNames()
+	var missing []string
+	for _, ip := range ips {
+		if !slices.ContainsFunc(cert.IPAddresses, ip.Equal) {
+			missing = append(missing, ip.String())
+		}
+	}
+	for _, n := range names {
+		if !slices.Contains(cert.DNSNames, n) {
+			missing = append(missing, n)
+		}
+	}
+	return missing
+}
+
 // prepareTLS returns the node's certificate material, or nil on an
 // insecure node. It loads it from the data dir, or makes it on a first
 // start: a new cluster CA and certificate on a bootstrap node, a
@@ -77,7 +96,18 @@ func (a *Agent) prepareTLS(ctx context.Context, id *cluster.Identity) (*pki.Keep
 		if err != nil {
 			return nil, fmt.Errorf("load the node's certificate: %w", err)
 		}
-		return pki.NewKeeper(m), nil
+		k := pki.NewKeeper(m)
+		if missing := a.uncovered(m.Cert.Leaf); len(missing) > 0 {
+			// The node now advertises or binds an address its certificate
+			// does not name (--advertise changed): other nodes would refuse
+			// it. Re-issue it at once.
+			a.tls = k
+			if err := a.renewOnce(m); err != nil {
+				return nil, fmt.Errorf("the node certificate does not name %v, and a new one could not be made: %w", missing, err)
+			}
+			a.log.Info("re-issued the node certificate for the node's new addresses", "added", missing)
+		}
+		return k, nil
 	}
 	if id != nil {
 		return nil, fmt.Errorf("data dir %s holds a node that runs with --insecure (it has no %s): start it with --insecure again; a cluster cannot mix secure and insecure nodes", a.cfg.DataDir, dir)

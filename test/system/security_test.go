@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -506,6 +508,18 @@ func TestInsecureAndSecureDataDirsDoNotMix(t *testing.T) {
 		t.Fatalf("a secure start on an insecure data dir:\n%s", out)
 	}
 	agent(secure, true)
+	// A node that now advertises another address gets a certificate that
+	// names it before it starts.
+	if out := agent(secure, true, "--advertise", "127.0.0.2"); !strings.Contains(out, "re-issued the node certificate") {
+		t.Fatalf("a restart with a new --advertise:\n%s", out)
+	}
+	m, err := pki.Dir(filepath.Join(secure, "tls")).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(m.Cert.Leaf.IPAddresses, net.ParseIP("127.0.0.2").Equal) {
+		t.Fatalf("the node certificate names %v, not the new address", m.Cert.Leaf.IPAddresses)
+	}
 	if out := agent(secure, false, "--insecure"); !strings.Contains(out, "start it without --insecure") {
 		t.Fatalf("an insecure start on a secure data dir:\n%s", out)
 	}

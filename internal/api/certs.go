@@ -110,21 +110,5 @@ func (s *Server) deleteCert(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	ctx, cancel, ok := s.requestContext(w, r)
-	if !ok {
-		return
-	}
-	defer cancel()
-	resp, err := s.st.Client().Delete(ctx, keys.CertKey(name))
-	if err != nil {
-		s.storeError(w, r, err)
-		return
-	}
-	if resp.Deleted == 0 {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no service certificate %q; `tandem cert ls` lists them", name))
-		return
-	}
-	p, _ := auth.FromContext(r.Context())
-	s.log.Info("service certificate deleted", "name", name, "by", p.String())
-	w.WriteHeader(http.StatusNoContent)
+	s.deleteOne(w, r, keys.CertKey(name), fmt.Sprintf("no service certificate %q; `tandem cert ls` lists them", name), "service certificate deleted", "name", name)
 }

@@ -220,25 +220,32 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	if !auth.ValidID(id) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("token id %q: want the 16 hex digits `tandem token ls` shows", id))
+		return
+	}
+	s.deleteOne(w, r, keys.TokenKey(id), fmt.Sprintf("no token with id %q; `tandem token ls` lists them", id), "token revoked", "id", id)
+}
+
+// deleteOne deletes key, answers 404 with notFound if there was none and
+// 204 otherwise, and logs what was deleted and by whom.
+func (s *Server) deleteOne(w http.ResponseWriter, r *http.Request, key, notFound, logMsg string, attrs ...any) {
 	ctx, cancel, ok := s.requestContext(w, r)
 	if !ok {
 		return
 	}
 	defer cancel()
-	resp, err := s.st.Client().Delete(ctx, keys.TokenKey(id))
+	resp, err := s.st.Client().Delete(ctx, key)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
 	if resp.Deleted == 0 {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no token with id %q; `tandem token ls` lists them", id))
+		writeError(w, http.StatusNotFound, notFound)
 		return
 	}
-	by := ""
-	if p, ok := auth.FromContext(r.Context()); ok {
-		by = p.String()
-	}
-	s.log.Info("token revoked", "id", id, "by", by)
+	p, _ := auth.FromContext(r.Context())
+	s.log.Info(logMsg, append(attrs, "by", p.String())...)
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -262,7 +262,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		FastPath: a.cfg.ProxyFastPath,
 	}, v, pxMetrics, a.log.With("component", "proxy"))
 	srv := api.New(st, cm, api.Options{
-		Metrics:        prometheus.Gatherers{pxMetrics.Registry, liveMetrics.Registry, prometheus.DefaultGatherer},
+		Metrics:        prometheus.Gatherers{pxMetrics.Registry, liveMetrics.Registry, a.tlsMetrics(), prometheus.DefaultGatherer},
 		RequestTimeout: a.cfg.RequestTimeout.D(),
 		AttemptTimeout: max(2*a.cfg.ElectionTimeout.D(), 200*time.Millisecond),
 		QuorumWait:     max(a.cfg.ElectionTimeout.D(), 200*time.Millisecond),

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tandemhq/tandem/internal/auth"
@@ -264,6 +265,26 @@ func (a *Agent) ensureAdminToken(ctx context.Context, st *store.Store) error {
 	}
 	a.log.Info("wrote the cluster's first admin token; keep it safe, and make tokens with fewer rights for daily use (tandem token create)", "file", path)
 	return nil
+}
+
+// tlsMetrics exports when the node certificate and the newest CA
+// certificate expire, for alerts (a renewal that keeps failing shows as a
+// node certificate close to its end). Empty on an insecure node.
+func (a *Agent) tlsMetrics() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	if a.tls == nil {
+		return reg
+	}
+	notAfter := func(kind string, cert func(*pki.Material) *x509.Certificate) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "tandem_tls_certificate_not_after_seconds",
+			Help:        "When a certificate of this node expires (Unix time): kind node is its own, kind ca the newest CA of its trust bundle.",
+			ConstLabels: prometheus.Labels{"kind": kind},
+		}, func() float64 { return float64(cert(a.tls.Load()).NotAfter.Unix()) }))
+	}
+	notAfter("node", func(m *pki.Material) *x509.Certificate { return m.Cert.Leaf })
+	notAfter("ca", func(m *pki.Material) *x509.Certificate { return m.CAs[len(m.CAs)-1] })
+	return reg
 }
 
 // renewCertificate renews the node's certificate at two thirds of its

@@ -7,10 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"net"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -387,6 +387,12 @@ func TestPublicMetricsFlag(t *testing.T) {
 	for _, path := range []string{"/metrics", "/v1/health"} {
 		if code, body := apiCall(t, c, nd, "", "GET", path, ""); code != 200 {
 			t.Fatalf("GET %s without a token: %d %s", path, code, body)
+		}
+	}
+	_, metrics := apiCall(t, c, nd, "", "GET", "/metrics", "")
+	for _, kind := range []string{"node", "ca"} {
+		if !strings.Contains(metrics, `tandem_tls_certificate_not_after_seconds{kind="`+kind+`"}`) {
+			t.Fatalf("/metrics has no expiry of the %s certificate", kind)
 		}
 	}
 	if code, _ := apiCall(t, c, nd, "", "GET", "/v1/status", ""); code != 401 {

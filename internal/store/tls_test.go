@@ -1,0 +1,302 @@
+package store_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tandemhq/tandem/internal/clustertest"
+	"github.com/tandemhq/tandem/internal/store"
+)
+
+// testNode is one store member of a test, on loopback ports.
+type testNode struct {
+	name                string
+	dir                 string
+	peerPort, storePort int
+	tls                 *store.TLSFiles // nil: plain
+}
+
+func newTestNode(t testing.TB, name string, ca *testCA) testNode {
+	t.Helper()
+	ports := clustertest.FreePorts(t, 2)
+	n := testNode{name: name, dir: t.TempDir(), peerPort: ports[0], storePort: ports[1]}
+	if ca != nil {
+		certFile, keyFile, caFile := nodeFiles(t, ca, n.dir, name)
+		n.tls = &store.TLSFiles{CertFile: certFile, KeyFile: keyFile, CAFile: caFile}
+	}
+	return n
+}
+
+func (n testNode) scheme() string {
+	if n.tls != nil {
+		return "https"
+	}
+	return "http"
+}
+
+func (n testNode) peerURL() string { return fmt.Sprintf("%s://127.0.0.1:%d", n.scheme(), n.peerPort) }
+func (n testNode) clientURL() string {
+	return fmt.Sprintf("%s://127.0.0.1:%d", n.scheme(), n.storePort)
+}
+
+func (n testNode) config(initialCluster string) store.MemberConfig {
+	return store.MemberConfig{
+		Name: n.name, Dir: filepath.Join(n.dir, "store"), BindIP: "127.0.0.1",
+		PeerURL: n.peerURL(), ClientURL: n.clientURL(),
+		PeerPort: n.peerPort, StorePort: n.storePort,
+		Heartbeat: 50 * time.Millisecond, Election: 500 * time.Millisecond,
+		InitialCluster: initialCluster, TLS: n.tls,
+	}
+}
+
+// clientTLS is the client side of n's node certificate.
+func (n testNode) clientTLS(t testing.TB) *tls.Config {
+	t.Helper()
+	cfg := tlsConfig(t, n.tls.CertFile, n.tls.KeyFile)
+	cfg.RootCAs = n.caPool(t)
+	return cfg
+}
+
+func (n testNode) caPool(t testing.TB) *x509.CertPool {
+	t.Helper()
+	b, err := os.ReadFile(n.tls.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		t.Fatal("no CA in " + n.tls.CAFile)
+	}
+	return pool
+}
+
+// tlsConfig is a client configuration that shows the certificate in
+// certFile, even to a server that asks for another CA's (Go's client
+// would show none then).
+func tlsConfig(t testing.TB, certFile, keyFile string) *tls.Config {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }}
+}
+
+func start(t testing.TB, mc store.MemberConfig) *store.Member {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := store.StartMember(ctx, mc, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
+}
+
+func remote(t testing.TB, endpoint string, cfg *tls.Config) *store.Store {
+	t.Helper()
+	st, err := store.NewRemote([]string{endpoint}, cfg, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	return st
+}
+
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func put(st *store.Store, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_, err := st.Client().Put(ctx, "k", "v")
+	return err
+}
+
+// versionGet asks the member's port at base for its version with cfg
+// (both ports answer /version over HTTP).
+func versionGet(base string, cfg *tls.Config) error {
+	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get(base + "/version")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	return nil
+}
+
+// TestTLSMember: a member with TLS files serves https:// on both ports, to
+// a client with a certificate of its CA only.
+func TestTLSMember(t *testing.T) {
+	ca := newTestCA(t, "tandem CA")
+	n := newTestNode(t, "n1", ca)
+	start(t, n.config(""))
+
+	// Another node of the same CA (its certificate, not the member's).
+	client := newTestNode(t, "c1", ca)
+	if err := put(remote(t, n.clientURL(), client.clientTLS(t)), 10*time.Second); err != nil {
+		t.Fatalf("a client with a certificate of the store's CA: %v", err)
+	}
+	for _, u := range []string{n.peerURL(), n.clientURL()} {
+		if err := versionGet(u, client.clientTLS(t)); err != nil {
+			t.Fatalf("%s, certificate of the store's CA: %v", u, err)
+		}
+	}
+
+	// A certificate of another CA (the client trusts the store's CA, so
+	// only the store can refuse).
+	stranger := newTestNode(t, "x1", newTestCA(t, "other CA"))
+	strangerTLS := tlsConfig(t, stranger.tls.CertFile, stranger.tls.KeyFile)
+	strangerTLS.RootCAs = n.caPool(t)
+	noCert := &tls.Config{RootCAs: n.caPool(t)}
+	for name, cfg := range map[string]*tls.Config{"another CA's certificate": strangerTLS, "no certificate": noCert} {
+		if err := put(remote(t, n.clientURL(), cfg), 2*time.Second); err == nil {
+			t.Errorf("client port, %s: the write succeeded", name)
+		} else {
+			t.Logf("client port, %s: %v", name, err)
+		}
+		for _, u := range []string{n.peerURL(), n.clientURL()} {
+			if err := versionGet(u, cfg); err == nil {
+				t.Errorf("%s, %s: the request succeeded", u, name)
+			} else {
+				t.Logf("%s: %v", name, err)
+			}
+		}
+	}
+
+	// Plain http:// to the https:// port.
+	plain := strings.Replace(n.clientURL(), "https://", "http://", 1)
+	if err := put(remote(t, plain, nil), 2*time.Second); err == nil {
+		t.Error("plain http:// to the TLS client port: the write succeeded")
+	}
+}
+
+// TestMemberURLScheme: the advertised URLs' scheme must match the TLS
+// setting.
+func TestMemberURLScheme(t *testing.T) {
+	n := newTestNode(t, "n1", newTestCA(t, "tandem CA"))
+	mc := n.config("")
+	mc.PeerURL = strings.Replace(mc.PeerURL, "https://", "http://", 1)
+	if _, err := store.StartMember(context.Background(), mc, quiet()); err == nil || !strings.Contains(err.Error(), "https://") {
+		t.Errorf("TLS with an http:// peer URL: got %v, want an error asking for https://", err)
+	}
+	mc = n.config("")
+	mc.TLS = nil
+	if _, err := store.StartMember(context.Background(), mc, quiet()); err == nil || !strings.Contains(err.Error(), "http://") {
+		t.Errorf("https:// URLs without TLS files: got %v, want an error asking for http://", err)
+	}
+}
+
+// TestTLSClusterOfTwo: a second member joins over TLS as a learner (as
+// cluster.Join does), is promoted, and both serve a TLS client; a voter's
+// status probe of the other voter goes over TLS too.
+func TestTLSClusterOfTwo(t *testing.T) {
+	ca := newTestCA(t, "tandem CA")
+	n1, n2 := newTestNode(t, "n1", ca), newTestNode(t, "n2", ca)
+	m1 := start(t, n1.config(""))
+	c := remote(t, n1.clientURL(), n1.clientTLS(t))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	added, err := c.Client().MemberAddAsLearner(ctx, []string{n2.peerURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2 := start(t, n2.config("n1="+n1.peerURL()+",n2="+n2.peerURL()))
+	for {
+		_, err := c.Client().MemberPromote(ctx, added.Member.ID)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("promote the TLS learner: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	local2, err := store.NewLocal(m2, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local2.Close()
+	if _, err := local2.Client().Put(ctx, "from", "n2"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Client().Get(ctx, "from") // linearizable, through n1
+	if err != nil || len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "n2" {
+		t.Fatalf("read n2's write on n1: %v %v", got, err)
+	}
+
+	local1, err := store.NewLocal(m1, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local1.Close()
+	if _, err := local1.MemberStatus(ctx, n2.clientURL()); err != nil {
+		t.Errorf("n1's status probe of n2 over TLS: %v", err)
+	}
+}
+
+// BenchmarkRemoteStore measures a remote client's requests to a one-member
+// store, plain and with mutual TLS: a Put (one fsync) and a serializable
+// Get (no disk), one at a time and from many goroutines.
+func BenchmarkRemoteStore(b *testing.B) {
+	for _, secure := range []bool{false, true} {
+		var ca *testCA
+		mode := "plain"
+		if secure {
+			ca, mode = newTestCA(b, "tandem CA"), "tls"
+		}
+		n := newTestNode(b, "n1", ca)
+		start(b, n.config(""))
+		var cfg *tls.Config
+		if secure {
+			cfg = n.clientTLS(b)
+		}
+		c := remote(b, n.clientURL(), cfg).Client()
+		ctx := context.Background()
+		value := strings.Repeat("v", 128)
+		if _, err := c.Put(ctx, "k", value); err != nil {
+			b.Fatal(err)
+		}
+		ops := map[string]func() error{
+			"put": func() error { _, err := c.Put(ctx, "k", value); return err },
+			"get": func() error { _, err := c.Get(ctx, "k", clientv3.WithSerializable()); return err },
+		}
+		for _, op := range []string{"put", "get"} {
+			b.Run(mode+"/"+op, func(b *testing.B) {
+				for b.Loop() {
+					if err := ops[op](); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run(mode+"/"+op+"-parallel", func(b *testing.B) {
+				b.SetParallelism(8)
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := ops[op](); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		}
+	}
+}

@@ -3,11 +3,9 @@ package store_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tandemhq/tandem/internal/clustertest"
+	"github.com/tandemhq/tandem/internal/pki"
 	"github.com/tandemhq/tandem/internal/store"
 )
 
@@ -24,16 +23,23 @@ type testNode struct {
 	name                string
 	dir                 string
 	peerPort, storePort int
-	tls                 *store.TLSFiles // nil: plain
+	mat                 *pki.Material   // nil: plain
+	tls                 *store.TLSFiles // the files of mat
 }
 
-func newTestNode(t testing.TB, name string, ca *testCA) testNode {
+// newTestNode is a node with a certificate of ca, or a plain one when ca
+// is nil.
+func newTestNode(t testing.TB, name string, ca *pki.CA) testNode {
 	t.Helper()
 	ports := clustertest.FreePorts(t, 2)
 	n := testNode{name: name, dir: t.TempDir(), peerPort: ports[0], storePort: ports[1]}
 	if ca != nil {
-		certFile, keyFile, caFile := nodeFiles(t, ca, n.dir, name)
-		n.tls = &store.TLSFiles{CertFile: certFile, KeyFile: keyFile, CAFile: caFile}
+		n.mat = nodeMaterial(t, ca, name)
+		d := pki.Dir(filepath.Join(n.dir, "tls"))
+		if err := d.Save(n.mat); err != nil {
+			t.Fatal(err)
+		}
+		n.tls = &store.TLSFiles{CertFile: d.Path(pki.CertFile), KeyFile: d.Path(pki.KeyFile), CAFile: d.Path(pki.CAFile)}
 	}
 	return n
 }
@@ -61,37 +67,7 @@ func (n testNode) config(initialCluster string) store.MemberConfig {
 }
 
 // clientTLS is the client side of n's node certificate.
-func (n testNode) clientTLS(t testing.TB) *tls.Config {
-	t.Helper()
-	cfg := tlsConfig(t, n.tls.CertFile, n.tls.KeyFile)
-	cfg.RootCAs = n.caPool(t)
-	return cfg
-}
-
-func (n testNode) caPool(t testing.TB) *x509.CertPool {
-	t.Helper()
-	b, err := os.ReadFile(n.tls.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		t.Fatal("no CA in " + n.tls.CAFile)
-	}
-	return pool
-}
-
-// tlsConfig is a client configuration that shows the certificate in
-// certFile, even to a server that asks for another CA's (Go's client
-// would show none then).
-func tlsConfig(t testing.TB, certFile, keyFile string) *tls.Config {
-	t.Helper()
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }}
-}
+func (n testNode) clientTLS() *tls.Config { return pki.NewKeeper(n.mat).ClientConfig("") }
 
 func start(t testing.TB, mc store.MemberConfig) *store.Member {
 	t.Helper()
@@ -143,28 +119,29 @@ func versionGet(base string, cfg *tls.Config) error {
 // TestTLSMember: a member with TLS files serves https:// on both ports, to
 // a client with a certificate of its CA only.
 func TestTLSMember(t *testing.T) {
-	ca := newTestCA(t, "tandem CA")
+	ca := newTestCA(t)
 	n := newTestNode(t, "n1", ca)
 	start(t, n.config(""))
 
 	// Another node of the same CA (its certificate, not the member's).
 	client := newTestNode(t, "c1", ca)
-	if err := put(remote(t, n.clientURL(), client.clientTLS(t)), 10*time.Second); err != nil {
+	if err := put(remote(t, n.clientURL(), client.clientTLS()), 10*time.Second); err != nil {
 		t.Fatalf("a client with a certificate of the store's CA: %v", err)
 	}
 	for _, u := range []string{n.peerURL(), n.clientURL()} {
-		if err := versionGet(u, client.clientTLS(t)); err != nil {
+		if err := versionGet(u, client.clientTLS()); err != nil {
 			t.Fatalf("%s, certificate of the store's CA: %v", u, err)
 		}
 	}
 
-	// A certificate of another CA (the client trusts the store's CA, so
-	// only the store can refuse).
-	stranger := newTestNode(t, "x1", newTestCA(t, "other CA"))
-	strangerTLS := tlsConfig(t, stranger.tls.CertFile, stranger.tls.KeyFile)
-	strangerTLS.RootCAs = n.caPool(t)
-	noCert := &tls.Config{RootCAs: n.caPool(t)}
-	for name, cfg := range map[string]*tls.Config{"another CA's certificate": strangerTLS, "no certificate": noCert} {
+	// A certificate of another CA (the client trusts the store's CA too,
+	// so only the store can refuse).
+	stranger := pki.NewKeeper(nodeMaterial(t, newTestCA(t), "x1", ca)).ClientConfig("")
+	noCert, err := pki.CertsClientConfig(ca.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, cfg := range map[string]*tls.Config{"another CA's certificate": stranger, "no certificate": noCert} {
 		if err := put(remote(t, n.clientURL(), cfg), 2*time.Second); err == nil {
 			t.Errorf("client port, %s: the write succeeded", name)
 		} else {
@@ -189,7 +166,7 @@ func TestTLSMember(t *testing.T) {
 // TestMemberURLScheme: the advertised URLs' scheme must match the TLS
 // setting.
 func TestMemberURLScheme(t *testing.T) {
-	n := newTestNode(t, "n1", newTestCA(t, "tandem CA"))
+	n := newTestNode(t, "n1", newTestCA(t))
 	mc := n.config("")
 	mc.PeerURL = strings.Replace(mc.PeerURL, "https://", "http://", 1)
 	if _, err := store.StartMember(context.Background(), mc, quiet()); err == nil || !strings.Contains(err.Error(), "https://") {
@@ -206,10 +183,10 @@ func TestMemberURLScheme(t *testing.T) {
 // cluster.Join does), is promoted, and both serve a TLS client; a voter's
 // status probe of the other voter goes over TLS too.
 func TestTLSClusterOfTwo(t *testing.T) {
-	ca := newTestCA(t, "tandem CA")
+	ca := newTestCA(t)
 	n1, n2 := newTestNode(t, "n1", ca), newTestNode(t, "n2", ca)
 	m1 := start(t, n1.config(""))
-	c := remote(t, n1.clientURL(), n1.clientTLS(t))
+	c := remote(t, n1.clientURL(), n1.clientTLS())
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -257,16 +234,16 @@ func TestTLSClusterOfTwo(t *testing.T) {
 // Get (no disk), one at a time and from many goroutines.
 func BenchmarkRemoteStore(b *testing.B) {
 	for _, secure := range []bool{false, true} {
-		var ca *testCA
+		var ca *pki.CA
 		mode := "plain"
 		if secure {
-			ca, mode = newTestCA(b, "tandem CA"), "tls"
+			ca, mode = newTestCA(b), "tls"
 		}
 		n := newTestNode(b, "n1", ca)
 		start(b, n.config(""))
 		var cfg *tls.Config
 		if secure {
-			cfg = n.clientTLS(b)
+			cfg = n.clientTLS()
 		}
 		c := remote(b, n.clientURL(), cfg).Client()
 		ctx := context.Background()

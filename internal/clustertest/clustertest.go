@@ -729,6 +729,11 @@ func (nd *Node) Restart() {
 }
 
 func (c *Cluster) shutdown() {
+	// Every in-process node is told to stop before any is waited for: a
+	// node still running would go on probing the store member of one that
+	// is closing, and etcd can crash on a status request that races its
+	// shutdown (etcd-io/etcd#22189), taking the test process with it.
+	var stopping []*Node
 	for _, nd := range c.Nodes {
 		if nd.cmd != nil && nd.Running() {
 			_ = syscall.Kill(-nd.cmd.Process.Pid, syscall.SIGCONT)
@@ -736,8 +741,11 @@ func (c *Cluster) shutdown() {
 			<-nd.waited
 		} else if nd.cmd == nil && nd.Running() {
 			nd.cancel()
-			<-nd.done
+			stopping = append(stopping, nd)
 		}
+	}
+	for _, nd := range stopping {
+		<-nd.done
 	}
 	if c.opts.Mode == InProcess {
 		// With processes, the agents' goroutines are not in this process;

@@ -488,7 +488,7 @@ func retry(ctx context.Context, f func() error) error {
 	pauses.Reset()
 	for {
 		err := f()
-		var p permanent
+		var p *backoff.PermanentError
 		if err == nil || errors.As(err, &p) {
 			return err
 		}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -97,25 +98,23 @@ func (a *Agent) prepareTLS(ctx context.Context, id *cluster.Identity) (*pki.Keep
 		if err != nil {
 			return nil, fmt.Errorf("load the node's certificate: %w", err)
 		}
-		k := pki.NewKeeper(m)
 		if missing := a.uncovered(m.Cert.Leaf); len(missing) > 0 {
 			// The node now advertises or binds an address its certificate
 			// does not name (--advertise changed): other nodes would refuse
 			// it. Re-issue it at once.
-			a.tls = k
-			if err := a.renewOnce(m); err != nil {
+			if m, err = a.reissue(m); err != nil {
 				return nil, fmt.Errorf("the node certificate does not name %v, and a new one could not be made: %w", missing, err)
 			}
 			a.log.Info("re-issued the node certificate for the node's new addresses", "added", missing)
 		}
-		return k, nil
+		return pki.NewKeeper(m), nil
 	}
 	if id != nil {
 		return nil, fmt.Errorf("data dir %s holds a node that runs with --insecure (it has no %s): start it with --insecure again; a cluster cannot mix secure and insecure nodes", a.cfg.DataDir, dir)
 	}
-	ips, names := a.certNames()
 	var m *pki.Material
 	if len(a.cfg.Join) == 0 {
+		ips, names := a.certNames()
 		var err error
 		m, err = pki.Bootstrap(a.cfg.Name, a.cfg.Name, ips, names, time.Now(), caTTL, a.cfg.CertTTL.D())
 		if err != nil {
@@ -124,7 +123,7 @@ func (a *Agent) prepareTLS(ctx context.Context, id *cluster.Identity) (*pki.Keep
 		a.log.Info("created the cluster CA and this node's certificate", "dir", string(dir), "ca_pin", pki.Pin(m.CAs[0]))
 	} else {
 		var err error
-		if m, err = a.requestCertificate(ctx, ips, names); err != nil {
+		if m, err = a.requestCertificate(ctx); err != nil {
 			return nil, err
 		}
 		a.log.Info("the cluster signed this node's certificate", "dir", string(dir))
@@ -178,7 +177,7 @@ func (a *Agent) externalStoreTLS(endpoints []string) (*tls.Config, error) {
 // --token-file, to sign a certificate for a key made here (the key never
 // leaves the node). The token's CA pin authenticates the cluster, so the
 // token is never sent to an impostor.
-func (a *Agent) requestCertificate(ctx context.Context, ips []net.IP, names []string) (*pki.Material, error) {
+func (a *Agent) requestCertificate(ctx context.Context) (*pki.Material, error) {
 	if a.cfg.TokenFile == "" {
 		return nil, errors.New("joining a secure cluster needs a join token: make one on any node with `tandem token create --role join > join.token` and give --token-file join.token (or start every node with --insecure for a throwaway cluster)")
 	}
@@ -194,11 +193,7 @@ func (a *Agent) requestCertificate(ctx context.Context, ips []net.IP, names []st
 	if err != nil {
 		return nil, fmt.Errorf("join token in %s: %w", a.cfg.TokenFile, err)
 	}
-	key, keyPEM, err := pki.NewKey()
-	if err != nil {
-		return nil, err
-	}
-	csr, err := pki.NewCSR(key, a.cfg.Name, ips, names)
+	csr, keyPEM, err := a.newCSR()
 	if err != nil {
 		return nil, err
 	}
@@ -210,13 +205,13 @@ func (a *Agent) requestCertificate(ctx context.Context, ips []net.IP, names []st
 		resp, err = client.NewWithOptions(a.cfg.Join, client.Options{TLS: tlsCfg}).Certificate(cctx, token, wire.CertificateRequest{Name: a.cfg.Name, CSR: string(csr)})
 		var ce *client.Error
 		if (errors.As(err, &ce) && ce.Status < 500) || errors.Is(err, pki.ErrPinMismatch) {
-			return permanent{err} // refused, or not our cluster: that stays so
+			return backoff.Permanent(err) // refused, or not our cluster: that stays so
 		}
 		return err
 	})
-	var p permanent
+	var p *backoff.PermanentError
 	if errors.As(err, &p) {
-		return nil, fmt.Errorf("the cluster refused this node's certificate request: %w", p.err)
+		return nil, fmt.Errorf("the cluster refused this node's certificate request: %w", p.Err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ask %v to sign this node's certificate: %w", a.cfg.Join, err)
@@ -227,11 +222,6 @@ func (a *Agent) requestCertificate(ctx context.Context, ips []net.IP, names []st
 	}
 	return m, nil
 }
-
-// permanent stops retry at once.
-type permanent struct{ err error }
-
-func (p permanent) Error() string { return p.err.Error() }
 
 // ensureAdminToken makes an admin token and writes it to the data dir
 // when the cluster has no token at all: on the bootstrap node's first
@@ -305,38 +295,45 @@ func (a *Agent) renewCertificate(ctx context.Context) error {
 		if time.Now().Before(pki.RenewAt(m.Cert.Leaf)) {
 			continue
 		}
-		if err := a.renewOnce(m); err != nil {
+		next, err := a.reissue(m)
+		if err != nil {
 			a.log.Warn("renew the node certificate", "err", err, "expires", m.Cert.Leaf.NotAfter)
 			continue
 		}
-		a.log.Info("renewed the node certificate", "expires", a.tls.Load().Cert.Leaf.NotAfter)
+		a.tls.Store(next)
+		a.log.Info("renewed the node certificate", "expires", next.Cert.Leaf.NotAfter)
 	}
 }
 
-func (a *Agent) renewOnce(m *pki.Material) error {
+// reissue signs a new certificate for this node, with a new key, by the
+// CA of m, and saves it to the data dir.
+func (a *Agent) reissue(m *pki.Material) (*pki.Material, error) {
 	if m.CA == nil {
-		return errors.New("this node holds no CA key to sign with")
+		return nil, errors.New("this node holds no CA key to sign with")
 	}
-	ips, names := a.certNames()
-	key, keyPEM, err := pki.NewKey()
+	csr, keyPEM, err := a.newCSR()
 	if err != nil {
-		return err
-	}
-	csr, err := pki.NewCSR(key, a.cfg.Name, ips, names)
-	if err != nil {
-		return err
+		return nil, err
 	}
 	cert, err := m.CA.Sign(csr, a.cfg.Name, time.Now(), a.cfg.CertTTL.D())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	next, err := pki.Assemble(m.CAPEM, cert, keyPEM, m.CAKeyPEM)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := a.tlsDir().Save(next); err != nil {
-		return err
+	return next, a.tlsDir().Save(next)
+}
+
+// newCSR makes a new key for this node and a request for a certificate
+// naming its addresses; the key never leaves the node.
+func (a *Agent) newCSR() (csrPEM, keyPEM []byte, err error) {
+	ips, names := a.certNames()
+	key, keyPEM, err := pki.NewKey()
+	if err != nil {
+		return nil, nil, err
 	}
-	a.tls.Store(next)
-	return nil
+	csrPEM, err = pki.NewCSR(key, a.cfg.Name, ips, names)
+	return csrPEM, keyPEM, err
 }

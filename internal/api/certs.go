@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/tandemhq/tandem/internal/auth"
 	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/proxy"
@@ -81,18 +79,12 @@ func (s *Server) putCert(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listCerts(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel, ok := s.requestContext(w, r)
+	kvs, ok := s.listPrefix(w, r, keys.CertsPrefix)
 	if !ok {
 		return
 	}
-	defer cancel()
-	resp, err := s.st.Client().Get(ctx, keys.CertsPrefix, clientv3.WithPrefix())
-	if err != nil {
-		s.storeError(w, r, err)
-		return
-	}
 	out := wire.Certs{Certs: []wire.CertInfo{}}
-	for _, kv := range resp.Kvs { // sorted by key, so by name
+	for _, kv := range kvs { // sorted by key, so by name
 		name := string(kv.Key[len(keys.CertsPrefix):])
 		var rec proxy.StoredCert
 		if err := json.Unmarshal(kv.Value, &rec); err != nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tandemhq/tandem/internal/auth"
@@ -35,9 +36,10 @@ type Security struct {
 // certificate.
 var errNoCredentials = errors.New("this API needs a token: send \"Authorization: Bearer <token>\" (CLI: --token, --token-file or TANDEM_TOKEN); the bootstrap node wrote the first admin token to <data-dir>/admin.token, and `tandem token create` makes more")
 
-// handle registers h for pattern behind the permission perm. kv marks the
-// routes of the user's KV, the only ones a prefix-restricted token may
-// write through (the handler checks the key against the prefix).
+// handle registers h for pattern behind the permission perm. The routes
+// of the user's KV (/v1/kv/, /v1/watch/) are the only ones a
+// prefix-restricted token may write through; their handlers check the key
+// against the prefix.
 func (s *Server) handle(pattern string, perm auth.Perm, h http.HandlerFunc) {
 	s.mux.HandleFunc(pattern, s.guard(pattern, perm, h))
 }
@@ -197,19 +199,29 @@ func pinHex(m *pki.Material) string {
 	return strings.TrimPrefix(pki.Pin(ca), "sha256:")
 }
 
-func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
+// listPrefix reads every key under prefix for r, linearizably; on a
+// failure it has answered and returns false.
+func (s *Server) listPrefix(w http.ResponseWriter, r *http.Request, prefix string) ([]*mvccpb.KeyValue, bool) {
 	ctx, cancel, ok := s.requestContext(w, r)
+	if !ok {
+		return nil, false
+	}
+	defer cancel()
+	resp, err := s.st.Client().Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		s.storeError(w, r, err)
+		return nil, false
+	}
+	return resp.Kvs, true
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
+	kvs, ok := s.listPrefix(w, r, keys.TokensPrefix)
 	if !ok {
 		return
 	}
-	defer cancel()
-	resp, err := s.st.Client().Get(ctx, keys.TokensPrefix, clientv3.WithPrefix())
-	if err != nil {
-		s.storeError(w, r, err)
-		return
-	}
 	out := wire.Tokens{Tokens: []wire.TokenInfo{}}
-	for _, kv := range resp.Kvs {
+	for _, kv := range kvs {
 		var rec auth.Record
 		if json.Unmarshal(kv.Value, &rec) == nil {
 			out.Tokens = append(out.Tokens, tokenInfo(rec))

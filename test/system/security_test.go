@@ -411,9 +411,15 @@ func TestPublicMetricsFlag(t *testing.T) {
 func TestNodeCertificatesRenewWithoutRestart(t *testing.T) {
 	c := clustertest.Start(t, 3, clustertest.Options{Flags: []string{"--cert-ttl", "1m"}})
 	ctx := ctxT(t, 3*time.Minute)
+	// A renewal renames node.key and then node.crt: a read between the two
+	// sees a pair that does not match, and is read again (as etcd's next
+	// handshake does).
 	load := func(nd *clustertest.Node) *pki.Material {
-		m, err := pki.Dir(filepath.Join(nd.DataDir, "tls")).Load()
-		if err != nil {
+		var m *pki.Material
+		if err := clustertest.Poll(5*time.Second, func() (err error) {
+			m, err = pki.Dir(filepath.Join(nd.DataDir, "tls")).Load()
+			return err
+		}); err != nil {
 			t.Fatal(err)
 		}
 		return m

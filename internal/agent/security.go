@@ -43,7 +43,7 @@ func (a *Agent) storeTLS() *store.TLSFiles {
 		return nil
 	}
 	d := a.tlsDir()
-	return &store.TLSFiles{CertFile: d.Path(pki.CertFile), KeyFile: d.Path(pki.KeyFile), CAFile: d.Path(pki.CAFile)}
+	return &store.TLSFiles{CertFile: d.Path(pki.NodeFile), KeyFile: d.Path(pki.NodeFile), CAFile: d.Path(pki.CAFile)}
 }
 
 // certNames are the addresses a node certificate is valid for: the ones

@@ -21,8 +21,16 @@ import (
 const (
 	CAFile    = "ca.crt"   // trust bundle: one or more CA certificates (PEM), 0644
 	CAKeyFile = "ca.key"   // the CA private key (PEM, PKCS#8), 0600
-	CertFile  = "node.crt" // this node's certificate (PEM; leaf only)
-	KeyFile   = "node.key" // this node's private key (PEM, PKCS#8), 0600
+	// NodeFile is this node's private key and certificate in one file
+	// (PEM: the key, then the certificate), 0600: one rename replaces
+	// both, so a crash never leaves a key that does not match its
+	// certificate. The store member reads it as both its key and its
+	// certificate file.
+	NodeFile = "node.pem"
+	CertFile = "node.crt" // this node's certificate alone (PEM), 0644, for tools; NodeFile is what tandem reads
+	// KeyFile is the private key of a data dir written before NodeFile
+	// existed; Load reads it when there is no NodeFile and Save removes it.
+	KeyFile = "node.key"
 )
 
 // clockSkew is how far before "now" certificates start, so a node whose

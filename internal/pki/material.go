@@ -3,6 +3,7 @@ package pki
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -32,6 +33,12 @@ type Material struct {
 // bundle. Errors name the file at fault. An expired node certificate is not
 // refused here: see RenewAt.
 func Assemble(caPEM, certPEM, keyPEM, caKeyPEM []byte) (*Material, error) {
+	return assemble(CertFile, KeyFile, caPEM, certPEM, keyPEM, caKeyPEM)
+}
+
+// assemble is Assemble with the names its errors give the node's
+// certificate and key.
+func assemble(certName, keyName string, caPEM, certPEM, keyPEM, caKeyPEM []byte) (*Material, error) {
 	cas, err := ParseCerts(caPEM)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", CAFile, err)
@@ -45,18 +52,18 @@ func Assemble(caPEM, certPEM, keyPEM, caKeyPEM []byte) (*Material, error) {
 	}
 	certs, err := ParseCerts(certPEM)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", CertFile, err)
+		return nil, fmt.Errorf("%s: %w", certName, err)
 	}
 	if len(certs) != 1 {
-		return nil, fmt.Errorf("%s: holds %d certificates, want the node's certificate alone", CertFile, len(certs))
+		return nil, fmt.Errorf("%s: holds %d certificates, want the node's certificate alone", certName, len(certs))
 	}
 	leaf := certs[0]
 	key, err := parseKey(keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", KeyFile, err)
+		return nil, fmt.Errorf("%s: %w", keyName, err)
 	}
 	if !samePublicKey(key.Public(), leaf.PublicKey) {
-		return nil, fmt.Errorf("%s does not match %s: the key and the certificate belong to different requests", KeyFile, CertFile)
+		return nil, fmt.Errorf("%s does not match %s: the key and the certificate belong to different requests", keyName, certName)
 	}
 	var issuer *x509.Certificate
 	for _, c := range cas {
@@ -66,7 +73,7 @@ func Assemble(caPEM, certPEM, keyPEM, caKeyPEM []byte) (*Material, error) {
 		}
 	}
 	if issuer == nil {
-		return nil, fmt.Errorf("%s (%q, issued by %q) is not signed by any of the %d CA(s) in %s", CertFile, leaf.Subject.CommonName, leaf.Issuer.CommonName, len(cas), CAFile)
+		return nil, fmt.Errorf("%s (%q, issued by %q) is not signed by any of the %d CA(s) in %s", certName, leaf.Subject.CommonName, leaf.Issuer.CommonName, len(cas), CAFile)
 	}
 	m := &Material{
 		CAs:   cas,
@@ -122,27 +129,43 @@ type Dir string
 // Path is the path of the named file in the directory.
 func (d Dir) Path(name string) string { return filepath.Join(string(d), name) }
 
-// Exists reports whether the directory holds a node's material: node.crt,
-// node.key and ca.crt (ca.key is optional).
+// Exists reports whether the directory holds a node's material: ca.crt
+// and node.pem (or, from an older version, node.crt and node.key).
 func (d Dir) Exists() bool {
-	for _, f := range []string{CertFile, KeyFile, CAFile} {
-		if _, err := os.Stat(d.Path(f)); err != nil {
-			return false
-		}
-	}
-	return true
+	exists := func(f string) bool { _, err := os.Stat(d.Path(f)); return err == nil }
+	return exists(CAFile) && (exists(NodeFile) || exists(CertFile) && exists(KeyFile))
 }
 
 // Load reads and checks the material (see Assemble). ca.key may be absent;
 // a missing or bad file is named in the error.
 func (d Dir) Load() (*Material, error) {
-	var data [3][]byte
-	for i, f := range []string{CAFile, CertFile, KeyFile} {
+	read := func(f string) ([]byte, error) {
 		b, err := os.ReadFile(d.Path(f))
 		if err != nil {
 			return nil, fmt.Errorf("load TLS material: %w", err)
 		}
-		data[i] = b
+		return b, nil
+	}
+	caPEM, err := read(CAFile)
+	if err != nil {
+		return nil, err
+	}
+	var certPEM, keyPEM []byte
+	certName, keyName := NodeFile, NodeFile
+	if node, err := os.ReadFile(d.Path(NodeFile)); err == nil {
+		if certPEM, keyPEM, err = splitNode(node); err != nil {
+			return nil, fmt.Errorf("load TLS material from %s: %s: %w", d, NodeFile, err)
+		}
+	} else if errors.Is(err, fs.ErrNotExist) {
+		certName, keyName = CertFile, KeyFile
+		if certPEM, err = read(CertFile); err != nil {
+			return nil, err
+		}
+		if keyPEM, err = read(KeyFile); err != nil {
+			return nil, err
+		}
+	} else {
+		return nil, fmt.Errorf("load TLS material: %w", err)
 	}
 	caKey, err := os.ReadFile(d.Path(CAKeyFile))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -150,20 +173,51 @@ func (d Dir) Load() (*Material, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("load TLS material: %w", err)
 	}
-	m, err := Assemble(data[0], data[1], data[2], caKey)
+	m, err := assemble(certName, keyName, caPEM, certPEM, keyPEM, caKey)
 	if err != nil {
 		return nil, fmt.Errorf("load TLS material from %s: %w", d, err)
 	}
 	return m, nil
 }
 
-// Save writes each of m's PEM contents that is not nil to its file,
-// atomically (a temporary file in the directory, synced, then renamed):
-// the directory 0700, the keys 0600, the certificates 0644. ca.key is
-// written only when m.CAKeyPEM is set; an existing one is left alone
-// otherwise. The files are renamed in the order ca.crt, ca.key, node.key,
-// node.crt, so a rotation's wider trust bundle is in place before the
-// certificate that needs it.
+// splitNode splits the contents of node.pem into the certificate and the
+// key.
+func splitNode(data []byte) (certPEM, keyPEM []byte, err error) {
+	blocks, err := pemBlocks(data)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, b := range blocks {
+		switch b.Type {
+		case pemCertificate:
+			certPEM = append(certPEM, pem.EncodeToMemory(b)...)
+		case pemPrivateKey:
+			if keyPEM != nil {
+				return nil, nil, errors.New("holds more than one private key")
+			}
+			keyPEM = pem.EncodeToMemory(b)
+		default:
+			return nil, nil, fmt.Errorf("holds a %q block; want a %s and a %s", b.Type, pemPrivateKey, pemCertificate)
+		}
+	}
+	if keyPEM == nil || certPEM == nil {
+		return nil, nil, fmt.Errorf("want a %s and a %s", pemPrivateKey, pemCertificate)
+	}
+	return certPEM, keyPEM, nil
+}
+
+// Save writes m to the directory, each file atomically (a temporary file
+// in the directory, synced, then renamed): the directory 0700, the keys
+// 0600, the certificates 0644. The node's key and certificate go to
+// node.pem together (and the certificate alone to node.crt, for tools);
+// a node.key left by an older version is removed. ca.key is written only
+// when m.CAKeyPEM is set; an existing one is left alone otherwise.
+//
+// Every moment between two renames leaves a directory that loads: when
+// the trust bundle grows (a CA rotation adds a CA), ca.crt and ca.key are
+// renamed before node.pem, so the CA that signed the new certificate is
+// trusted first; when it shrinks (the old CA is retired), node.pem goes
+// first, so no certificate is left signed by a CA no longer trusted.
 func (d Dir) Save(m *Material) error {
 	if err := os.MkdirAll(string(d), 0o700); err != nil {
 		return fmt.Errorf("save TLS material: %w", err)
@@ -171,15 +225,19 @@ func (d Dir) Save(m *Material) error {
 	if err := os.Chmod(string(d), 0o700); err != nil {
 		return fmt.Errorf("save TLS material: %w", err)
 	}
-	files := []struct {
+	type file struct {
 		name string
 		data []byte
 		mode os.FileMode
-	}{
-		{CAFile, m.CAPEM, 0o644},
-		{CAKeyFile, m.CAKeyPEM, 0o600},
-		{KeyFile, m.KeyPEM, 0o600},
+	}
+	ca := []file{{CAFile, m.CAPEM, 0o644}, {CAKeyFile, m.CAKeyPEM, 0o600}}
+	node := []file{
+		{NodeFile, append(append([]byte(nil), m.KeyPEM...), m.CertPEM...), 0o600},
 		{CertFile, m.CertPEM, 0o644},
+	}
+	files := append(ca, node...)
+	if d.shrinks(m) {
+		files = append(node, ca...)
 	}
 	for _, f := range files {
 		if f.data == nil {
@@ -188,8 +246,36 @@ func (d Dir) Save(m *Material) error {
 		if err := WriteFileAtomic(d.Path(f.name), f.data, f.mode); err != nil {
 			return fmt.Errorf("save TLS material: %w", err)
 		}
+		if savedHook != nil {
+			savedHook(f.name)
+		}
+	}
+	if err := os.Remove(d.Path(KeyFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("save TLS material: %w", err)
 	}
 	return syncDir(string(d))
+}
+
+// savedHook, when set (by tests), is called after each file Save renames.
+var savedHook func(name string)
+
+// shrinks reports whether m's trust bundle lacks a CA of the bundle on
+// disk.
+func (d Dir) shrinks(m *Material) bool {
+	b, err := os.ReadFile(d.Path(CAFile))
+	if err != nil {
+		return false
+	}
+	old, err := ParseCerts(b)
+	if err != nil {
+		return false
+	}
+	for _, c := range old {
+		if !m.hasCA(c) {
+			return true
+		}
+	}
+	return false
 }
 
 // WriteFileAtomic replaces path with data, made with mode: a reader of

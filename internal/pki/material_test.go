@@ -38,7 +38,7 @@ func TestBootstrapSaveLoad(t *testing.T) {
 	if !d.Exists() {
 		t.Fatal("not Exists after Save")
 	}
-	modes := map[string]os.FileMode{".": 0o700, CAFile: 0o644, CAKeyFile: 0o600, CertFile: 0o644, KeyFile: 0o600}
+	modes := map[string]os.FileMode{".": 0o700, CAFile: 0o644, CAKeyFile: 0o600, CertFile: 0o644, NodeFile: 0o600}
 	for name, want := range modes {
 		fi, err := os.Stat(d.Path(name))
 		if err != nil {
@@ -111,10 +111,7 @@ func TestLoadNamesTheBadFile(t *testing.T) {
 		{"CA key of another CA", CAKeyFile, otherCAKey, CAKeyFile + ": the CA key matches none"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			d := Dir(t.TempDir())
-			if err := d.Save(m); err != nil {
-				t.Fatal(err)
-			}
+			d := legacyDir(t, m)
 			if tt.name == "cert from another CA" {
 				// with its own key, so only the chain is wrong
 				if err := os.WriteFile(d.Path(KeyFile), otherKey, 0o600); err != nil {
@@ -137,4 +134,163 @@ func TestLoadNamesTheBadFile(t *testing.T) {
 			}
 		})
 	}
+}
+
+// legacyDir is a directory as versions before node.pem wrote it: the
+// node's certificate and key in node.crt and node.key.
+func legacyDir(t *testing.T, m *Material) Dir {
+	t.Helper()
+	d := Dir(t.TempDir())
+	if err := d.Save(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(d.Path(NodeFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(d.Path(KeyFile), m.KeyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestNodeFile(t *testing.T) {
+	ca := testCA(t)
+	m := nodeMaterial(t, ca, "n1", nil)
+	other := nodeMaterial(t, testCA(t), "n1", nil)
+
+	// A directory of an older version loads, and its next Save moves the
+	// key into node.pem and removes node.key.
+	d := legacyDir(t, m)
+	if !d.Exists() {
+		t.Fatal("a legacy directory does not exist")
+	}
+	back, err := d.Load()
+	if err != nil || !back.Cert.Leaf.Equal(m.Cert.Leaf) {
+		t.Fatalf("load a legacy directory: %v", err)
+	}
+	if err := d.Save(back); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(d.Path(KeyFile)); !os.IsNotExist(err) {
+		t.Errorf("node.key left after Save: %v", err)
+	}
+	if back, err = d.Load(); err != nil || !back.Cert.Leaf.Equal(m.Cert.Leaf) || !bytes.Equal(back.KeyPEM, m.KeyPEM) {
+		t.Fatalf("load after migration: %v", err)
+	}
+	// node.pem wins over a stale node.crt.
+	if err := os.WriteFile(d.Path(CertFile), other.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if back, err = d.Load(); err != nil || !back.Cert.Leaf.Equal(m.Cert.Leaf) {
+		t.Fatalf("load with a stale node.crt: %v", err)
+	}
+
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	for _, tt := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"junk", []byte("junk"), NodeFile + ": PEM block 1"},
+		{"no key", m.CertPEM, NodeFile + ": want a PRIVATE KEY and a CERTIFICATE"},
+		{"no certificate", m.KeyPEM, NodeFile + ": want a PRIVATE KEY and a CERTIFICATE"},
+		{"two keys", cat(m.KeyPEM, m.KeyPEM, m.CertPEM), NodeFile + ": holds more than one private key"},
+		{"a CSR", cat(m.KeyPEM, m.CertPEM, []byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")), `holds a "CERTIFICATE REQUEST" block`},
+		{"key of another certificate", cat(other.KeyPEM, m.CertPEM), NodeFile + " does not match " + NodeFile},
+		{"certificate from another CA", cat(other.KeyPEM, other.CertPEM), NodeFile + ` ("n1", issued by "tandem CA test`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := Dir(t.TempDir())
+			if err := d.Save(m); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(d.Path(NodeFile), tt.data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := d.Load()
+			wantErr(t, err, tt.want)
+		})
+	}
+}
+
+// TestSaveLoadsBetweenRenames: whatever moment a crash cuts a Save at,
+// the directory loads: while a rotation widens the trust bundle and moves
+// to a certificate of the new CA, and while it retires the old CA.
+func TestSaveLoadsBetweenRenames(t *testing.T) {
+	oldCA, newCA := testCA(t), testCA(t)
+	oldKey, _ := oldCA.KeyPEM()
+	newKey, _ := newCA.KeyPEM()
+	both := cat2(oldCA.CertPEM, newCA.CertPEM)
+	first := nodeMaterial(t, oldCA, "n1", nil)
+	first, err := Assemble(oldCA.CertPEM, first.CertPEM, first.KeyPEM, oldKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	widened, err := Assemble(both, first.CertPEM, first.KeyPEM, oldKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := nodeMaterial(t, newCA, "n1", nil)
+	reissued, err := Assemble(both, next.CertPEM, next.KeyPEM, newKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retired, err := Assemble(newCA.CertPEM, next.CertPEM, next.KeyPEM, newKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	d := Dir(t.TempDir())
+	if err := d.Save(first); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		name string
+		m    *Material
+	}{{"widen", widened}, {"re-issue", reissued}, {"retire", retired}} {
+		var renamed []string
+		savedHook = func(name string) {
+			renamed = append(renamed, name)
+			if _, err := d.Load(); err != nil {
+				t.Errorf("%s: after renaming %v: %v", step.name, renamed, err)
+			}
+		}
+		if err := d.Save(step.m); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		if len(renamed) == 0 {
+			t.Fatalf("%s: the hook saw no rename", step.name)
+		}
+	}
+	savedHook = nil
+}
+
+func cat2(a, b []byte) []byte { return append(append([]byte(nil), a...), b...) }
+
+func TestSealKey(t *testing.T) {
+	ca, other := testCA(t), testCA(t)
+	secret := []byte("-----BEGIN PRIVATE KEY-----\nnew CA key\n-----END PRIVATE KEY-----\n")
+	sealed, err := ca.SealKey(secret, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(sealed, "new CA key") {
+		t.Fatal("the sealed key holds the secret in the clear")
+	}
+	got, err := ca.OpenKey(sealed, "r1")
+	if err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("open: %q, %v", got, err)
+	}
+	again, _ := ca.SealKey(secret, "r1")
+	if again == sealed {
+		t.Error("two seals of one secret are equal (nonce reused?)")
+	}
+	_, err = other.OpenKey(sealed, "r1")
+	wantErr(t, err, "not sealed by this CA for this rotation")
+	_, err = ca.OpenKey(sealed, "r2")
+	wantErr(t, err, "not sealed by this CA for this rotation")
+	_, err = ca.OpenKey("!!", "r1")
+	wantErr(t, err, "not base64")
+	_, err = ca.OpenKey("AAAA", "r1")
+	wantErr(t, err, "too short")
 }

@@ -411,9 +411,8 @@ func TestPublicMetricsFlag(t *testing.T) {
 func TestNodeCertificatesRenewWithoutRestart(t *testing.T) {
 	c := clustertest.Start(t, 3, clustertest.Options{Flags: []string{"--cert-ttl", "1m"}})
 	ctx := ctxT(t, 3*time.Minute)
-	// A renewal renames node.key and then node.crt: a read between the two
-	// sees a pair that does not match, and is read again (as etcd's next
-	// handshake does).
+	// A renewal renames each file whole (the key and certificate together,
+	// in node.pem); a load is still retried, as etcd's next handshake is.
 	load := func(nd *clustertest.Node) *pki.Material {
 		var m *pki.Material
 		if err := clustertest.Poll(5*time.Second, func() (err error) {

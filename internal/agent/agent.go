@@ -62,6 +62,9 @@ type Agent struct {
 
 	// tls is the node's certificate material; nil on an insecure node.
 	tls *pki.Keeper
+	// tlsMu serializes the changes of tls (renewal, CA rotation): each
+	// reads the material, makes the next, saves and stores it.
+	tlsMu sync.Mutex
 }
 
 // New checks cfg and returns an agent ready to Run.
@@ -285,6 +288,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return srv.Run(gctx, apiLn) })
 	if a.tls != nil {
 		g.Go(func() error { return a.renewCertificate(gctx) })
+		g.Go(func() error { return a.followCARotation(gctx, st) })
 	}
 	g.Go(func() error { return cm.RunLiveness(gctx) })
 	g.Go(func() error { return cm.RunDeathWatch(gctx, a.cfg.NodeProbeInterval.D(), v.AliveNodes) })
@@ -377,7 +381,7 @@ func (a *Agent) openStore(ctx context.Context, id *cluster.Identity, apiAddr str
 		if err != nil {
 			return nil, "", err
 		}
-		st, err := store.NewLocal(m, a.log)
+		st, err := store.NewLocal(m, a.storeClientTLS(), a.log)
 		return st, cluster.RoleVoter, err
 
 	case id != nil && id.Role == cluster.RoleClient:
@@ -394,7 +398,7 @@ func (a *Agent) openStore(ctx context.Context, id *cluster.Identity, apiAddr str
 			m.Close()
 			return nil, "", err
 		}
-		st, err := store.NewLocal(m, a.log)
+		st, err := store.NewLocal(m, a.storeClientTLS(), a.log)
 		return st, cluster.RoleVoter, err
 	}
 

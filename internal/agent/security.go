@@ -19,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tandemhq/tandem/internal/auth"
+	"github.com/tandemhq/tandem/internal/carotate"
 	"github.com/tandemhq/tandem/internal/client"
 	"github.com/tandemhq/tandem/internal/cluster"
 	"github.com/tandemhq/tandem/internal/keys"
@@ -29,7 +30,7 @@ import (
 
 // caTTL is the cluster CA's lifetime. `tandem ca rotate` replaces it long
 // before.
-const caTTL = 10 * 365 * 24 * time.Hour
+const caTTL = carotate.CATTL
 
 // AdminTokenFile is where a node that makes the cluster's first admin token
 // writes it, in its data dir (mode 0600).
@@ -291,16 +292,21 @@ func (a *Agent) renewCertificate(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
+		a.tlsMu.Lock()
 		m := a.tls.Load()
 		if time.Now().Before(pki.RenewAt(m.Cert.Leaf)) {
+			a.tlsMu.Unlock()
 			continue
 		}
 		next, err := a.reissue(m)
+		if err == nil {
+			a.tls.Store(next)
+		}
+		a.tlsMu.Unlock()
 		if err != nil {
 			a.log.Warn("renew the node certificate", "err", err, "expires", m.Cert.Leaf.NotAfter)
 			continue
 		}
-		a.tls.Store(next)
 		a.log.Info("renewed the node certificate", "expires", next.Cert.Leaf.NotAfter)
 	}
 }
@@ -311,15 +317,21 @@ func (a *Agent) reissue(m *pki.Material) (*pki.Material, error) {
 	if m.CA == nil {
 		return nil, errors.New("this node holds no CA key to sign with")
 	}
+	return a.issueWith(m.CAPEM, m.CA, m.CAKeyPEM)
+}
+
+// issueWith signs a new certificate for this node, with a new key, by ca
+// (whose key is caKeyPEM), and saves it with the trust bundle caPEM.
+func (a *Agent) issueWith(caPEM []byte, ca *pki.CA, caKeyPEM []byte) (*pki.Material, error) {
 	csr, keyPEM, err := a.newCSR()
 	if err != nil {
 		return nil, err
 	}
-	cert, err := m.CA.Sign(csr, a.cfg.Name, time.Now(), a.cfg.CertTTL.D())
+	cert, err := ca.Sign(csr, a.cfg.Name, time.Now(), a.cfg.CertTTL.D())
 	if err != nil {
 		return nil, err
 	}
-	next, err := pki.Assemble(m.CAPEM, cert, keyPEM, m.CAKeyPEM)
+	next, err := pki.Assemble(caPEM, cert, keyPEM, caKeyPEM)
 	if err != nil {
 		return nil, err
 	}

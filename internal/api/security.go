@@ -118,6 +118,7 @@ func (s *Server) routeSecurity() {
 	s.handle("DELETE /v1/tokens/{id}", auth.PermTokens, s.revokeToken)
 	s.handle("POST /v1/cluster/certificate", auth.PermJoin, s.signCertificate)
 	s.routeCerts()
+	s.routeCA()
 }
 
 // defaultJoinTTL is the lifetime of a join token made without --ttl.

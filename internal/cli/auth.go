@@ -19,6 +19,8 @@ type credentials struct {
 	tokenFile string
 	ca        string
 	insecure  bool
+	// caChanged records that --ca was given (else TANDEM_CA applies).
+	caChanged bool
 }
 
 // addCredentialFlags registers --token, --token-file, --ca and --insecure.
@@ -54,6 +56,7 @@ func (cr *credentials) options(changed func(string) bool, getenv func(string) st
 	}
 
 	caFile, caFrom := cr.ca, "--ca "+cr.ca
+	cr.caChanged = changed("ca")
 	if !changed("ca") {
 		caFile, caFrom = getenv("TANDEM_CA"), "TANDEM_CA="+getenv("TANDEM_CA")
 	}
@@ -74,6 +77,15 @@ func (cr *credentials) options(changed func(string) bool, getenv func(string) st
 		return nil, usageError{err}
 	}
 	return &client.Options{TLS: cfg, Token: token}, nil
+}
+
+// caPath is the CA file the client commands were given: --ca, else
+// TANDEM_CA ("" when insecure or none).
+func (cr *credentials) caPath() string {
+	if cr.caChanged {
+		return cr.ca
+	}
+	return os.Getenv("TANDEM_CA")
 }
 
 // resolveToken finds the token: --token or --token-file (not both), else

@@ -37,8 +37,10 @@ type globals struct {
 	timeout time.Duration
 	out     io.Writer
 	creds   credentials
-	// cl is the client built from the flags before a client command runs.
-	cl *client.Client
+	// cl is the client built from the flags before a client command runs,
+	// with opts (nil: insecure).
+	cl   *client.Client
+	opts *client.Options
 }
 
 // Main runs the command line and returns the exit code.
@@ -130,6 +132,7 @@ func newRoot(out io.Writer) (*cobra.Command, *globals) {
 		clientCmd(g, newLeaveCmd(g)),
 		clientCmd(g, newNodeCmd(g)),
 		clientCmd(g, newCertCmd(g)),
+		clientCmd(g, newCACmd(g)),
 		clientCmd(g, newServiceCmd(g)),
 		clientCmd(g, newTokenCmd(g)),
 	)
@@ -156,6 +159,7 @@ func clientCmd(g *globals, cmd *cobra.Command) *cobra.Command {
 		if err != nil {
 			return err
 		}
+		g.opts = o
 		if o == nil {
 			g.cl = client.New(g.addrs)
 		} else {

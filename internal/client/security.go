@@ -37,3 +37,17 @@ func (c *Client) Certificate(ctx context.Context, token string, req wire.Certifi
 	var out wire.CertificateResponse
 	return out, c.exchange(ctx, request{method: http.MethodPost, path: "/v1/cluster/certificate", body: body, token: token}, &out)
 }
+
+// CA describes the trust bundle of the node that answers, and the last CA
+// rotation's progress.
+func (c *Client) CA(ctx context.Context) (wire.CAStatus, error) {
+	var out wire.CAStatus
+	return out, c.call(ctx, http.MethodGet, "/v1/cluster/ca", nil, nil, &out)
+}
+
+// RotateCA starts a CA rotation (admin only); the nodes then do it by
+// themselves. A 409 *Error says one is in progress already.
+func (c *Client) RotateCA(ctx context.Context) (wire.CAStatus, error) {
+	var out wire.CAStatus
+	return out, c.call(ctx, http.MethodPost, "/v1/cluster/ca/rotate", nil, nil, &out)
+}

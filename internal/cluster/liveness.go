@@ -15,7 +15,8 @@ import (
 // RunLiveness writes this node's record, then keeps its alive key bound to a
 // lease of LeaseTTL, renewed every TTL/4. When the lease is lost (a
 // partition longer than the TTL, a revocation, or the client was switched)
-// it takes a new one. On return it revokes the lease so the node shows as
+// it takes a new one; when the store client is switched, it keeps the lease
+// and renews it through the new client. On return it revokes the lease so the node shows as
 // dead at once after a clean stop.
 //
 // Each renewal is a KeepAliveOnce of its own, bounded by the renewal
@@ -69,7 +70,12 @@ func (m *Manager) RunLiveness(ctx context.Context) error {
 			continue
 		}
 		m.lastContact.Store(time.Now().UnixNano())
-		m.keepAlive(ctx, lease.ID, put.Header.Revision, every)
+		// A lease is the cluster's, not a client's: when the store client
+		// is switched (a promotion, a store member's restart), the same
+		// lease is renewed through the new one.
+		for m.keepAlive(ctx, lease.ID, put.Header.Revision, every) && ctx.Err() == nil {
+			m.log.Debug("the store client changed; renewing the liveness lease through the new one")
+		}
 		if ctx.Err() == nil {
 			m.log.Warn("liveness lease lost; taking a new one")
 		}
@@ -77,14 +83,15 @@ func (m *Manager) RunLiveness(ctx context.Context) error {
 	return nil
 }
 
-// keepAlive renews lease every interval until ctx ends or the lease is
-// gone: expired, revoked, or the client switched to another store. It also
+// keepAlive renews lease every interval until ctx ends, the lease is gone
+// (expired or revoked), or the store client is switched: then it returns
+// true, and the caller goes on with the same lease. It also
 // watches this node's alive key from rev, the revision that wrote it, and
 // returns as soon as the key is deleted, so that a lease revoked by mistake
 // (etcd's old leader, once resumed after a freeze, revokes the leases it
 // thinks expired) is replaced within a few milliseconds rather than at the
 // next renewal.
-func (m *Manager) keepAlive(ctx context.Context, id clientv3.LeaseID, rev int64, every time.Duration) {
+func (m *Manager) keepAlive(ctx context.Context, id clientv3.LeaseID, rev int64, every time.Duration) (switched bool) {
 	c := m.st.Client()
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -93,7 +100,7 @@ func (m *Manager) keepAlive(ctx context.Context, id clientv3.LeaseID, rev int64,
 	defer t.Stop()
 	for {
 		if m.st.Client() != c {
-			return // promoted: take a lease through the new client
+			return true
 		}
 		kctx, cancel := context.WithTimeout(ctx, every)
 		resp, err := c.KeepAliveOnce(kctx, id)
@@ -102,9 +109,9 @@ func (m *Manager) keepAlive(ctx context.Context, id clientv3.LeaseID, rev int64,
 		case err == nil && resp.TTL > 0:
 			m.lastContact.Store(time.Now().UnixNano())
 		case errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL <= 0):
-			return
+			return false
 		case ctx.Err() != nil:
-			return
+			return false
 		default:
 			// No answer in time (no leader yet, or the renewal went to a
 			// leader that froze): send it again at once.
@@ -115,7 +122,7 @@ func (m *Manager) keepAlive(ctx context.Context, id clientv3.LeaseID, rev int64,
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-t.C:
 		case wr, ok := <-deleted:
 			if !ok {
@@ -124,7 +131,7 @@ func (m *Manager) keepAlive(ctx context.Context, id clientv3.LeaseID, rev int64,
 			}
 			for _, ev := range wr.Events {
 				if ev.Type == mvccpb.DELETE {
-					return
+					return false
 				}
 			}
 		}

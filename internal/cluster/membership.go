@@ -370,11 +370,7 @@ func (m *Manager) leaveVoter(ctx context.Context, self NodeRecord, mem *store.Me
 	if len(others) == 0 {
 		return fmt.Errorf("%w: this is the last store voter; removing it would destroy the cluster's data", ErrConflict)
 	}
-	tlsCfg, err := mem.ClientTLS()
-	if err != nil {
-		return err
-	}
-	remote, err := clientv3.New(clientv3.Config{Endpoints: others, TLS: tlsCfg, DialTimeout: 2 * time.Second, Logger: store.ZapLogger(m.log, zapcore.ErrorLevel)})
+	remote, err := clientv3.New(clientv3.Config{Endpoints: others, TLS: m.st.TLS(), DialTimeout: 2 * time.Second, Logger: store.ZapLogger(m.log, zapcore.ErrorLevel)})
 	if err != nil {
 		return err
 	}

@@ -42,6 +42,15 @@ func (c *Cluster) creds() ([]byte, string) {
 	return c.caPEM, c.adminToken
 }
 
+// ForgetCredentials drops the cluster CA and the join token read or made
+// so far, after a CA rotation: the next client trusts the bundle the first
+// node holds then, and the next join token pins the new CA.
+func (c *Cluster) ForgetCredentials() {
+	c.credMu.Lock()
+	defer c.credMu.Unlock()
+	c.caPEM, c.joinToken = nil, ""
+}
+
 // TLSConfig is what a client of the cluster's API trusts (nil when
 // insecure, or before the first node has made its CA).
 func (c *Cluster) TLSConfig() *tls.Config {

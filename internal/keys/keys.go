@@ -90,3 +90,17 @@ const CertsPrefix = Prefix + "certs/"
 
 // CertKey is where the service certificate called name is kept.
 func CertKey(name string) string { return CertsPrefix + name }
+
+// CARotationKey holds the cluster's current or last CA rotation
+// (wire.CARotation).
+const CARotationKey = Prefix + "ca/rotation"
+
+// CAAcksPrefix holds, per rotation, the phase each node has done.
+func CAAcksPrefix(rotation string) string { return Prefix + "ca/acks/" + rotation + "/" }
+
+// CAAckKey is where node reports the rotation phase it has done.
+func CAAckKey(rotation, node string) string { return CAAcksPrefix(rotation) + node }
+
+// CARestartLock serializes the store members' restarts of a CA rotation,
+// so that only one voter is down at a time.
+const CARestartLock = LockPrefix + "ca-restart"

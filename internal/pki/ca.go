@@ -19,8 +19,8 @@ import (
 
 // Files under a node's <data-dir>/tls/.
 const (
-	CAFile    = "ca.crt"   // trust bundle: one or more CA certificates (PEM), 0644
-	CAKeyFile = "ca.key"   // the CA private key (PEM, PKCS#8), 0600
+	CAFile    = "ca.crt" // trust bundle: one or more CA certificates (PEM), 0644
+	CAKeyFile = "ca.key" // the CA private key (PEM, PKCS#8), 0600
 	// NodeFile is this node's private key and certificate in one file
 	// (PEM: the key, then the certificate), 0600: one rename replaces
 	// both, so a crash never leaves a key that does not match its

@@ -271,7 +271,7 @@ func (d Dir) shrinks(m *Material) bool {
 		return false
 	}
 	for _, c := range old {
-		if !m.hasCA(c) {
+		if !m.HasCA(c) {
 			return true
 		}
 	}

@@ -117,15 +117,15 @@ func (k *Keeper) checkResumedClient(cs tls.ConnectionState) error {
 		return err
 	}
 	for _, chain := range cs.VerifiedChains {
-		if len(chain) > 0 && m.hasCA(chain[len(chain)-1]) {
+		if len(chain) > 0 && m.HasCA(chain[len(chain)-1]) {
 			return nil
 		}
 	}
 	return errors.New("pki: the resumed session's client certificate is from a CA no longer trusted")
 }
 
-// hasCA reports whether c is in the trust bundle.
-func (m *Material) hasCA(c *x509.Certificate) bool {
+// HasCA reports whether c is in the trust bundle.
+func (m *Material) HasCA(c *x509.Certificate) bool {
 	for _, ca := range m.CAs {
 		if bytes.Equal(ca.Raw, c.Raw) {
 			return true

@@ -46,16 +46,17 @@ type MemberConfig struct {
 //
 // etcd (v3.7, client/pkg/transport) reads CertFile and KeyFile again on
 // every TLS handshake, as server and as client, so a renewed certificate
-// written over them (an atomic rename of each file) is used from the next
-// connection on, without a restart. The two files are read one after the
-// other: a handshake that falls between the two renames reads a mismatched
-// pair and fails (etcd logs a warning), and the peer's or client's retry
-// succeeds. Connections already open keep the certificate they started
-// with. CAFile, on the contrary, is read once, when the member starts
-// (etcd builds the listeners' and the peer transport's CA pools then): a
-// new CA bundle takes effect only when the member restarts, so a CA
-// rotation must put the new CA in the bundle, restart, and only then hand
-// out certificates it signed.
+// written over them (an atomic rename) is used from the next connection on,
+// without a restart. tandem names one file, holding both the key and the
+// certificate, as both: one rename replaces the pair. (etcd still reads
+// it twice per handshake; one that falls between the two reads and a
+// rename sees a mismatched pair and fails, and the retry succeeds.)
+// Connections already open keep the certificate they started with.
+// CAFile, on the contrary, is read once, when the member starts (etcd
+// builds the listeners' and the peer transport's CA pools then): a new CA
+// bundle takes effect only when the member restarts (Store.RestartMember),
+// so a CA rotation puts the new CA in the bundle and restarts each member
+// before any node shows a certificate it signed.
 type TLSFiles struct {
 	CertFile string
 	KeyFile  string
@@ -87,7 +88,15 @@ func HasData(dir string) bool {
 type Member struct {
 	Etcd      *embed.Etcd
 	closeOnce sync.Once
+	// trusted is the CA bundle file's content when the member started:
+	// the CAs its ports trust until it restarts (see TLSFiles).
+	trusted []byte
 }
+
+// Trusted is the content of the CA bundle file when the member started,
+// which is what its ports trust (etcd reads the file only then); nil
+// without TLS.
+func (m *Member) Trusted() []byte { return m.trusted }
 
 // StartMember starts the embedded etcd member and waits until it has joined
 // Raft and is ready to serve, or ctx ends. A member that is restarting on its
@@ -142,7 +151,16 @@ func StartMember(ctx context.Context, mc MemberConfig, log *slog.Logger) (*Membe
 	if err := os.MkdirAll(mc.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create store dir: %w", err)
 	}
+	var trusted []byte
+	if mc.TLS != nil {
+		if trusted, err = os.ReadFile(mc.TLS.CAFile); err != nil {
+			return nil, fmt.Errorf("store TLS files: %w", err)
+		}
+	}
 	m, err := startEtcd(ctx, cfg)
+	if m != nil {
+		m.trusted = trusted
+	}
 	if err != nil && joining {
 		// A member that failed to join leaves a data dir that could not
 		// start again (etcd finds no term in it): remove it, so that the
@@ -237,10 +255,18 @@ func (m *Member) Close() {
 			}
 			deadline.Stop()
 			tick.Stop()
-			// HardStop ends a transfer still waiting (it cancels the
-			// server's context), so Close's own attempt returns at once.
-			s.HardStop()
-			<-done
+			select {
+			case <-done:
+				// Handed over: stop as a follower does, the client
+				// servers first (etcd's Close), so no request is served
+				// by a server that is stopping.
+			default:
+				// HardStop ends a transfer still waiting (it cancels the
+				// server's context), so Close's own attempt returns at
+				// once.
+				s.HardStop()
+				<-done
+			}
 		}
 		m.Etcd.Close()
 	})

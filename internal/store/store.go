@@ -36,6 +36,13 @@ type Store struct {
 
 	closeOnce sync.Once
 
+	// statusMu keeps the member from stopping while an in-process Status
+	// request runs on it: a Status that races the member's shutdown can
+	// crash the process (etcd-io/etcd#22189); memberDown is set, under
+	// the write lock, once the member is stopping.
+	statusMu   sync.RWMutex
+	memberDown bool
+
 	mu       sync.Mutex
 	health   Health
 	lastURLs []string
@@ -78,16 +85,14 @@ func NewRemote(endpoints []string, tlsCfg *tls.Config, log *slog.Logger) (*Store
 }
 
 // NewLocal returns a Store backed by the embedded member m. Its own
-// requests go to m in-process; the status probes of the other voters use
-// m's TLS files, if it has any, as a client.
-func NewLocal(m *Member, log *slog.Logger) (*Store, error) {
+// requests go to m in-process; the status probes of the other voters, and
+// its requests while m restarts, dial with tlsCfg (nil without TLS; see
+// NewRemote), which should follow the node's certificate renewals and CA
+// rotations.
+func NewLocal(m *Member, tlsCfg *tls.Config, log *slog.Logger) (*Store, error) {
 	var eps []string
 	for _, u := range m.Etcd.Config().AdvertiseClientUrls {
 		eps = append(eps, u.String())
-	}
-	tlsCfg, err := m.ClientTLS()
-	if err != nil {
-		return nil, err
 	}
 	s, err := newStore(eps, tlsCfg, log)
 	if err != nil {
@@ -130,6 +135,9 @@ func newGRPCClient(endpoints []string, tlsCfg *tls.Config, log *slog.Logger, aut
 // UseMember switches the store to the embedded member m, in-process.
 // The previous client, if any, is closed.
 func (s *Store) UseMember(m *Member) {
+	s.statusMu.Lock()
+	s.memberDown = false
+	s.statusMu.Unlock()
 	s.member.Store(m)
 	old := s.client.Swap(v3client.New(m.Etcd.Server))
 	if old != nil {
@@ -165,9 +173,72 @@ func (s *Store) Close() {
 		}
 		s.probe.Close()
 		if m := s.Member(); m != nil {
+			s.stopping()
 			m.Close()
 		}
 	})
+}
+
+// stopping waits for in-process Status requests to end and keeps new ones
+// off the member, which is about to stop.
+func (s *Store) stopping() {
+	s.statusMu.Lock()
+	s.memberDown = true
+	s.statusMu.Unlock()
+}
+
+// RestartMember stops the embedded member and starts it again with start
+// (on the same data dir), so that it reads its CA bundle anew: etcd reads
+// it only when a member starts, and a CA rotation must change it. The
+// member hands over leadership first if it holds it. Meanwhile this
+// node's requests go to the other voters; start is retried until it
+// succeeds or ctx ends.
+func (s *Store) RestartMember(ctx context.Context, start func(context.Context) (*Member, error)) error {
+	old := s.Member()
+	if old == nil {
+		return errors.New("this node runs no store member")
+	}
+	own := map[string]bool{}
+	for _, u := range old.Etcd.Config().AdvertiseClientUrls {
+		own[u.String()] = true
+	}
+	var others []string
+	for _, pm := range old.Etcd.Server.Cluster().Members() {
+		if pm.IsLearner {
+			continue
+		}
+		for _, u := range pm.ClientURLs {
+			if !own[u] {
+				others = append(others, u)
+			}
+		}
+	}
+	if len(others) > 0 {
+		c, err := newGRPCClient(others, s.tls, s.log, 0)
+		if err != nil {
+			return fmt.Errorf("restart the store member: dial the other voters: %w", err)
+		}
+		if prev := s.client.Swap(c); prev != nil {
+			prev.Close()
+		}
+	}
+	s.stopping()
+	old.Close()
+	for {
+		m, err := start(ctx)
+		if err == nil {
+			s.UseMember(m)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("restart the store member: %w", err)
+		}
+		s.log.Warn("restart the store member; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // Health returns the last probe result.
@@ -311,6 +382,11 @@ func (s *Store) MemberStatus(ctx context.Context, clientURL string) (*clientv3.S
 	if m := s.Member(); m != nil {
 		for _, u := range m.Etcd.Config().AdvertiseClientUrls {
 			if u.String() == clientURL {
+				s.statusMu.RLock()
+				defer s.statusMu.RUnlock()
+				if s.memberDown {
+					return nil, errors.New("the store member is stopping")
+				}
 				return s.Client().Status(ctx, clientURL)
 			}
 		}

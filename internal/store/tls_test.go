@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -41,7 +42,7 @@ func newTestNode(t testing.TB, name string, ca *pki.CA) testNode {
 		if err := d.Save(n.mat); err != nil {
 			t.Fatal(err)
 		}
-		n.tls = &store.TLSFiles{CertFile: d.Path(pki.CertFile), KeyFile: d.Path(pki.KeyFile), CAFile: d.Path(pki.CAFile)}
+		n.tls = &store.TLSFiles{CertFile: d.Path(pki.NodeFile), KeyFile: d.Path(pki.NodeFile), CAFile: d.Path(pki.CAFile)}
 	}
 	return n
 }
@@ -220,8 +221,36 @@ func TestTLSRenewal(t *testing.T) {
 			t.Errorf("%s: a certificate of the new CA passed before the member restarted (does etcd now reload its CA file? then update TLSFiles' comment)", a)
 		}
 	}
-	m.Close()
-	start(t, n.config(""))
+	// The store restarts its member in place: it then trusts the bundle,
+	// and serves requests as before.
+	st, err := store.NewLocal(m, nil, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := st.Client().Put(ctx, "before", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.RestartMember(ctx, func(ctx context.Context) (*store.Member, error) {
+		return store.StartMember(ctx, n.config(""), quiet())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if st.Member() == m {
+		t.Fatal("RestartMember kept the old member")
+	}
+	bundle, err := os.ReadFile(d.Path(pki.CAFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(st.Member().Trusted(), bundle) || bytes.Equal(m.Trusted(), bundle) {
+		t.Error("Trusted does not tell the bundle each member started with")
+	}
+	if got, err := st.Client().Get(ctx, "before"); err != nil || len(got.Kvs) != 1 {
+		t.Fatalf("read after the restart: %v %v", got, err)
+	}
 	for _, a := range addrs {
 		if _, err := servedSerial(a, newcomer); err != nil {
 			t.Errorf("%s: a certificate of the new CA, after the restart: %v", a, err)
@@ -272,7 +301,11 @@ func TestTLSClusterOfTwo(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
-	local2, err := store.NewLocal(m2, quiet())
+	tls2, err := m2.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	local2, err := store.NewLocal(m2, tls2, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +318,11 @@ func TestTLSClusterOfTwo(t *testing.T) {
 		t.Fatalf("read n2's write on n1: %v %v", got, err)
 	}
 
-	local1, err := store.NewLocal(m1, quiet())
+	tls1, err := m1.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	local1, err := store.NewLocal(m1, tls1, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -85,15 +86,14 @@ func (p *planner) explain(w *Workload, cons []constraint) string {
 
 	slices.SortStableFunc(whys, func(a, b nodeWhy) int {
 		if a.stage != b.stage {
-			return b.stage - a.stage
+			return cmp.Compare(b.stage, a.stage)
 		}
-		if a.stage == stageResources && a.free.MemoryMB != b.free.MemoryMB {
-			return b.free.MemoryMB - a.free.MemoryMB
+		if a.stage == stageResources {
+			if c := cmp.Or(cmp.Compare(b.free.MemoryMB, a.free.MemoryMB), cmp.Compare(b.free.CPUMillis, a.free.CPUMillis)); c != 0 {
+				return c
+			}
 		}
-		if a.stage == stageResources && a.free.CPUMillis != b.free.CPUMillis {
-			return b.free.CPUMillis - a.free.CPUMillis
-		}
-		return a.ni - b.ni
+		return cmp.Compare(a.ni, b.ni)
 	})
 	details := make([]string, 0, maxDetails+1)
 	for _, y := range whys[:min(len(whys), maxDetails)] {

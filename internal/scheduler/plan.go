@@ -79,13 +79,13 @@ type Unplaced struct {
 // stop. Applying all of it, then planning again on the same nodes, gives
 // no changes.
 type Result struct {
-	Place    []Alloc
-	Stop     []Stop
-	Unplaced []Unplaced
+	Place    []Alloc    `json:"place,omitempty"`
+	Stop     []Stop     `json:"stop,omitempty"`
+	Unplaced []Unplaced `json:"unplaced,omitempty"`
 	// RetryAt, when not zero, is when a wait ends (an at_most_one
 	// instance of a lost node may be replaced then): plan again at that
 	// time even if nothing else changes.
-	RetryAt time.Time
+	RetryAt time.Time `json:"retry_at,omitzero"`
 }
 
 // Changes reports whether the result adds or stops anything.

@@ -35,12 +35,17 @@ const (
 	DefaultMaxParallel  = 1
 	DefaultMinHealthy   = 2 * time.Second
 	DefaultStopTimeout  = 10 * time.Second
-	MaxCount            = 10000   // instances of one service
-	maxPorts            = 16      // named ports of one service
-	maxResource         = 1 << 30 // millicpu or MB of one instance: far past any machine
-	maxConstraintLen    = 256
-	reservedEnvPrefix   = "TANDEM_"
-	reservedEnvPort     = "PORT"
+)
+
+// MaxCount is the most instances one service may run.
+const MaxCount = 10000
+
+const (
+	maxPorts          = 16      // named ports of one service
+	maxResource       = 1 << 30 // millicpu or MB of one instance: far past any machine
+	maxConstraintLen  = 256
+	reservedEnvPrefix = "TANDEM_"
+	reservedEnvPort   = "PORT"
 )
 
 // Workload is the part of a service spec that tells tandem how to run the
@@ -185,8 +190,13 @@ var (
 // Validate checks the workload with its defaults applied and returns every
 // problem, each naming its field (count: -1 is negative). A workload with
 // any problem must be refused whole.
-func (w Workload) Validate() error {
-	w.Normalize() // w is a copy; defaults only fill zero scalars
+func (w *Workload) Validate() error {
+	c := *w
+	c.Normalize() // on a copy: defaults only fill zero scalars and a nil pointer
+	return c.validate()
+}
+
+func (w *Workload) validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf(field+": "+format, args...))

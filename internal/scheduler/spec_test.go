@@ -164,7 +164,43 @@ on_node_loss: at_most_one
 		w.Restart.MaxDelay.D() != time.Minute || w.Update.Rollback() || w.StopTimeout.D() != 20*time.Second || w.OnNodeLoss != AtMostOne {
 		t.Fatalf("decoded %+v", w)
 	}
-	// It writes back to the same keys, and reads back equal.
+	checkRoundTrip(t, w)
+	// An empty workload writes nothing (it is embedded in every service spec).
+	if b, _ := json.Marshal(Workload{}); string(b) != "{}" {
+		t.Fatalf("zero workload marshals to %s", b)
+	}
+	if err := config.UnmarshalYAML([]byte("count: 1\nrun: {cmd: [x]}\n"), &w); err == nil || !strings.Contains(err.Error(), "cmd") {
+		t.Fatalf("misspelt key: %v", err)
+	}
+}
+
+// FuzzWorkloadYAML decodes arbitrary spec files: decoding and validation
+// never panic, and a valid workload, normalized, writes back to a file that
+// reads back the same and valid.
+func FuzzWorkloadYAML(f *testing.F) {
+	f.Add([]byte("run: {command: [web]}\ncount: 3\nports: [{name: http}]\nconstraints: [zone=a]\n"))
+	f.Add([]byte("run: {command: [web], env: {A: b}}\nrestart: {delay: 1s}\nupdate: {auto_rollback: false}\non_node_loss: at_most_one\n"))
+	f.Add([]byte("count: -1\nspread: Zone\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var w Workload
+		if config.UnmarshalYAML(data, &w) != nil {
+			return
+		}
+		if w.Validate() != nil {
+			return
+		}
+		w.Normalize()
+		if err := w.Validate(); err != nil {
+			t.Fatalf("valid before Normalize, not after: %v", err)
+		}
+		checkRoundTrip(t, w)
+	})
+}
+
+// checkRoundTrip checks that w writes to YAML that reads back the same
+// (compared as JSON: an empty list or map reads back as nil) and valid.
+func checkRoundTrip(t *testing.T, w Workload) {
+	t.Helper()
 	out, err := yaml.Marshal(w)
 	if err != nil {
 		t.Fatal(err)
@@ -173,14 +209,8 @@ on_node_loss: at_most_one
 	if err := config.UnmarshalYAML(out, &back); err != nil {
 		t.Fatalf("%v in\n%s", err, out)
 	}
-	if !reflect.DeepEqual(back, w) {
-		t.Fatalf("round trip:\n%s\ngave %+v\nwant %+v", out, back, w)
-	}
-	// An empty workload writes nothing (it is embedded in every service spec).
-	if b, _ := json.Marshal(Workload{}); string(b) != "{}" {
-		t.Fatalf("zero workload marshals to %s", b)
-	}
-	if err := config.UnmarshalYAML([]byte("count: 1\nrun: {cmd: [x]}\n"), &w); err == nil || !strings.Contains(err.Error(), "cmd") {
-		t.Fatalf("misspelt key: %v", err)
+	again, _ := json.Marshal(back)
+	if want, _ := json.Marshal(w); back.Validate() != nil || string(again) != string(want) {
+		t.Fatalf("round trip of\n%s\ngave %s\nwant %s", out, again, want)
 	}
 }

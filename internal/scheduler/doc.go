@@ -35,7 +35,7 @@
 // When there are more instances than count (scale down), Plan stops first
 // those on lost nodes, then, one at a time, one on the most crowded spread
 // value, then on the node with most of the service, then on the most
-// loaded node, preferring instances that have not started yet.
+// loaded node; between equals, one that has not started yet.
 //
 // # Constraints
 //

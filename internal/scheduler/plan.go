@@ -274,57 +274,22 @@ func (p *planner) service(name string, w Workload, list []Alloc) {
 	p.spreadN = slices.Grow(p.spreadN[:0], len(si.values))[:len(si.values)]
 	clear(p.spreadN)
 
-	// Sort the allocs: E live on eligible nodes, D on draining nodes, H
-	// lost and waited for (at_most_one), L lost and replaceable.
-	var live, draining, lost []placed
-	var held []Alloc
-	var heldUntil time.Time
-	for _, a := range list {
-		ni, known := p.index[a.Node]
-		switch {
-		case a.State == StateStopping:
-		case a.State == StateFailed:
-			p.stop(a, fmt.Sprintf("it failed on node %s and was handed back to be placed again", a.Node))
-			if known {
-				p.failedOn[ni] = true
-			}
-		case !known || !p.nodes[ni].Alive || a.State == StateLost:
-			if w.OnNodeLoss == AtMostOne {
-				var lostAt time.Time
-				if known {
-					lostAt = p.nodes[ni].LostAt
-				}
-				if until := lostAt.Add(p.opts.LeaseTTL + p.opts.LossMargin); p.now.Before(until) {
-					held = append(held, a)
-					if heldUntil.IsZero() || until.Before(heldUntil) {
-						heldUntil = until
-					}
-					continue
-				}
-			}
-			lost = append(lost, placed{a, ni})
-		case !p.nodes[ni].Eligible:
-			draining = append(draining, placed{a, ni})
-		default:
-			live = append(live, placed{a, ni})
-			p.svc[ni]++
-			p.spreadN[si.of[ni]]++
-		}
-	}
-
+	g := p.classify(list, &w, si)
+	live, draining, lost, held := g.live, g.draining, g.lost, g.held
 	need := w.Count - len(live) - len(held)
 	if need < 0 {
 		excess := -need
 		for len(held) > 0 && excess > 0 {
-			p.stop(held[0], fmt.Sprintf("scaled down to %d, and its node %s is lost", w.Count, held[0].Node))
+			p.stop(held[0].Alloc, fmt.Sprintf("scaled down to %d, and its node %s is lost", w.Count, held[0].Node))
 			held, excess = held[1:], excess-1
 		}
 		live = p.stopExcess(live, excess, si, w.Count)
 	}
 	if len(held) > 0 {
-		p.unplaced(name, len(held), heldReason(held, heldUntil))
-		if p.res.RetryAt.IsZero() || heldUntil.Before(p.res.RetryAt) {
-			p.res.RetryAt = heldUntil
+		until := slices.MinFunc(held, func(a, b heldAlloc) int { return a.until.Compare(b.until) }).until
+		p.unplaced(name, len(held), heldReason(held, until))
+		if p.res.RetryAt.IsZero() || until.Before(p.res.RetryAt) {
+			p.res.RetryAt = until
 		}
 	}
 
@@ -363,11 +328,65 @@ func (p *planner) service(name string, w Workload, list []Alloc) {
 
 	if unmet > 0 {
 		reason := p.explain(&w, cons)
-		if n := keep + len(draining) - move; n > 0 {
+		switch n := keep + len(draining) - move; {
+		case n == 1:
+			reason += "; meanwhile 1 still runs on a lost or draining node"
+		case n > 1:
 			reason += fmt.Sprintf("; meanwhile %d still run on lost or draining nodes", n)
 		}
 		p.unplaced(name, unmet, reason)
 	}
+}
+
+// groups are a service's allocs sorted by what Plan does with them.
+type groups struct {
+	live     []placed    // pending or running on live, eligible nodes
+	draining []placed    // pending or running on draining nodes
+	lost     []placed    // on lost nodes, to replace
+	held     []heldAlloc // on lost nodes, waited for (at_most_one)
+}
+
+// heldAlloc is an at_most_one alloc on a lost node, and when the wait for
+// it ends.
+type heldAlloc struct {
+	Alloc
+	until time.Time
+}
+
+// classify sorts a service's allocs into groups, stops the failed ones,
+// and counts the live ones per node and spread value.
+func (p *planner) classify(list []Alloc, w *Workload, si *spreadIndex) groups {
+	var g groups
+	for _, a := range list {
+		ni, known := p.index[a.Node]
+		switch {
+		case a.State == StateStopping:
+		case a.State == StateFailed:
+			p.stop(a, fmt.Sprintf("it failed on node %s and was handed back to be placed again", a.Node))
+			if known {
+				p.failedOn[ni] = true
+			}
+		case !known || !p.nodes[ni].Alive || a.State == StateLost:
+			if w.OnNodeLoss == AtMostOne {
+				var lostAt time.Time
+				if known {
+					lostAt = p.nodes[ni].LostAt
+				}
+				if until := lostAt.Add(p.opts.LeaseTTL + p.opts.LossMargin); p.now.Before(until) {
+					g.held = append(g.held, heldAlloc{a, until})
+					continue
+				}
+			}
+			g.lost = append(g.lost, placed{a, ni})
+		case !p.nodes[ni].Eligible:
+			g.draining = append(g.draining, placed{a, ni})
+		default:
+			g.live = append(g.live, placed{a, ni})
+			p.svc[ni]++
+			p.spreadN[si.of[ni]]++
+		}
+	}
+	return g
 }
 
 // rank orders states for stopping: the ones not serving yet go first.
@@ -378,7 +397,7 @@ func rank(state string) int {
 	return 1
 }
 
-func heldReason(held []Alloc, until time.Time) string {
+func heldReason(held []heldAlloc, until time.Time) string {
 	var nodes []string
 	for _, a := range held {
 		if !slices.Contains(nodes, a.Node) {

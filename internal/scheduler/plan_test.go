@@ -336,7 +336,7 @@ func TestPlan(t *testing.T) {
 			nodes:  []Node{node("n1"), dead(node("n2"), time.Minute)},
 			allocs: []Alloc{sized(running("web-a", "n1"), 0, 3000), sized(running("web-b", "n2"), 0, 3000)},
 			unplaced: []string{
-				"web×1: no node has 3000 MB free (2 nodes checked: n1 1096 MB free, n2 down); meanwhile 1 still run on lost or draining nodes",
+				"web×1: no node has 3000 MB free (2 nodes checked: n1 1096 MB free, n2 down); meanwhile 1 still runs on a lost or draining node",
 			},
 			exact: true,
 		},
@@ -363,12 +363,22 @@ func TestPlan(t *testing.T) {
 			stop:   []string{"web-a"},
 		},
 		{
-			name:   "draining node: no room elsewhere, the instance stays",
+			name:   "draining node: the replacement shares a node when no other may take it",
 			specs:  web(2, constrained("zone=a")),
 			nodes:  []Node{draining(node("n1", "zone=a")), node("n2", "zone=a"), node("n3", "zone=b")},
 			allocs: []Alloc{running("web-a", "n1"), running("web-b", "n2")},
 			place:  []string{"web@n2"},
 			rounds: 2,
+		},
+		{
+			name:   "draining node: no room elsewhere, the instance stays",
+			specs:  web(2, mem(3000)),
+			nodes:  []Node{draining(node("n1")), node("n2")},
+			allocs: []Alloc{sized(running("web-a", "n1"), 0, 3000), sized(running("web-b", "n2"), 0, 3000)},
+			unplaced: []string{
+				"web×1: no node has 3000 MB free (2 nodes checked: n2 1096 MB free, n1 draining); meanwhile 1 still runs on a lost or draining node",
+			},
+			exact: true,
 		},
 		{
 			name:   "a failed instance is placed again, away from its node when another fits",
@@ -668,4 +678,59 @@ func randomAllocs(rng *rand.Rand, nodes []Node, specs map[string]Workload) []All
 		allocs = append(allocs, a)
 	}
 	return allocs
+}
+
+// TestPlanNodeLossAndReturn follows one service through a node's death and
+// return under each on_node_loss policy: the instance count never exceeds
+// count on live nodes, and nothing moves when the node comes back.
+func TestPlanNodeLossAndReturn(t *testing.T) {
+	for _, policy := range []string{Overlap, AtMostOne} {
+		t.Run(policy, func(t *testing.T) {
+			specs := web(3, func(w *Workload) { w.OnNodeLoss = policy })
+			nodes := []Node{node("n1"), node("n2"), node("n3"), node("n4")}
+			opts := testOptions()
+			step := func(now time.Time, allocs []Alloc) (Result, []Alloc) {
+				t.Helper()
+				res := Plan(specs, nodes, allocs, now, opts)
+				return res, apply(allocs, res)
+			}
+			liveOn := func(allocs []Alloc) []string {
+				var out []string
+				for _, a := range allocs {
+					out = append(out, a.Node)
+				}
+				slices.Sort(out)
+				return out
+			}
+
+			_, allocs := step(t0, nil)
+			if got := liveOn(allocs); !slices.Equal(got, []string{"n1", "n2", "n3"}) {
+				t.Fatalf("placed on %v", got)
+			}
+
+			// n2 stops renewing its lease at t0+10s; the store sees it lost at t0+12s.
+			lostAt := t0.Add(10 * time.Second)
+			nodes[1] = Node{Name: "n2", Capacity: nodes[1].Capacity, Eligible: true, LostAt: lostAt}
+			seen := lostAt.Add(testTTL)
+			res, allocs := step(seen, allocs)
+			if policy == AtMostOne {
+				if res.Changes() || res.RetryAt != lostAt.Add(testTTL+testMargin) || len(res.Unplaced) != 1 {
+					t.Fatalf("at_most_one acted before the wait ended: %+v", res)
+				}
+				res, allocs = step(res.RetryAt, allocs)
+			}
+			if len(res.Place) != 1 || res.Place[0].Node != "n4" || len(res.Stop) != 1 || res.Stop[0].Node != "n2" {
+				t.Fatalf("replacement: %+v", res)
+			}
+			if got := liveOn(allocs); !slices.Equal(got, []string{"n1", "n3", "n4"}) {
+				t.Fatalf("after the loss, instances on %v", got)
+			}
+
+			// n2 comes back: it holds no alloc any more, and nothing moves.
+			nodes[1] = node("n2")
+			if res, _ := step(seen.Add(time.Minute), allocs); res.Changes() || len(res.Unplaced) > 0 {
+				t.Fatalf("after the return: %+v", res)
+			}
+		})
+	}
 }

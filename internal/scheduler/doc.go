@@ -6,6 +6,31 @@
 // around it reads the store, calls Plan, and writes the result in one
 // transaction.
 //
+// # The spec
+//
+// A service spec runs instances when it has a run command; run.command is
+// the only required field. The values shown for spread, restart, update,
+// stop_timeout and on_node_loss are the defaults:
+//
+//	run:
+//	  command: [/usr/local/bin/web, --verbose]  # no shell; PATH lookup without a slash
+//	  env: {MODE: prod}                          # PORT and TANDEM_* are set by tandem
+//	  dir: /srv/web                              # absolute
+//	  user: web                                  # or a numeric uid
+//	count: 3                                     # 0 = stopped
+//	ports: [{name: http}]                        # PORT, TANDEM_PORT_HTTP
+//	resources: {cpu_millis: 250, memory_mb: 128} # reserved on the node
+//	constraints: ["zone!=c", gpu]
+//	spread: node
+//	restart: {delay: 500ms, max_delay: 30s}
+//	update: {max_parallel: 1, min_healthy: 2s, auto_rollback: true}
+//	stop_timeout: 10s
+//	on_node_loss: overlap                        # or at_most_one
+//
+// A bad spec is refused whole, with every problem naming its field:
+// "count: -1 is negative", "ports[1].name: "HTTP" is not a lower-case
+// name", "restart.delay: 1m0s is more than restart.max_delay 1s".
+//
 // # Placement rules
 //
 // Each service keeps count instances. Plan adds what is missing and stops
@@ -57,7 +82,9 @@
 // the instance is held (it still counts, and is listed as unplaced with
 // the time it waits for) until the node's last lease renewal + the lease
 // TTL + a margin, when the node has surely stopped it; only then is it
-// replaced, so two copies never run. Result.RetryAt says when to plan
+// replaced, so two copies never run (provided a node stops its
+// at_most_one instances as soon as it cannot renew its lease, which it
+// notices well within the margin). Result.RetryAt says when to plan
 // again. A lost instance for which no replacement fits is kept: a node
 // that comes back resumes it.
 //

@@ -135,6 +135,15 @@ func StartMember(ctx context.Context, mc MemberConfig, log *slog.Logger) (*Membe
 	}
 	cfg.ListenPeerUrls = []url.URL{listen(peerURL.Scheme, mc.PeerPort)}
 	cfg.ListenClientUrls = []url.URL{listen(clientURL.Scheme, mc.StorePort)}
+	// etcd's HTTP endpoints (/health, /metrics, the JSON gateway) get a
+	// loopback port of their own, so the store port serves gRPC alone.
+	// Two gains: requests skip cmux's matching (remote reads over TLS take
+	// half the time), and on close etcd stops gRPC gracefully, waiting for
+	// the requests in flight, where a port shared with HTTP over TLS is
+	// stopped at once with handlers still running: a Status request among
+	// them then reads the closed backend and crashes the process
+	// (etcd-io/etcd#22189), which a member restart (CA rotation) invites.
+	cfg.ListenClientHttpUrls = []url.URL{{Scheme: clientURL.Scheme, Host: "127.0.0.1:0"}}
 	cfg.AdvertisePeerUrls = []url.URL{*peerURL}
 	cfg.AdvertiseClientUrls = []url.URL{*clientURL}
 	if mc.TLS != nil {

@@ -243,3 +243,96 @@ func storePut(ctx context.Context, nd *clustertest.Node, cert tls.Certificate, k
 	}
 	return errors.Join(errors.New("refused"), err)
 }
+
+// TestCARotationWaitsForADownNode: with one voter of three killed (its
+// agent and store member gone at once, like a crash), a rotation holds at
+// its first phase and restarts no store member (the two left must keep
+// their quorum), while the store keeps taking writes; once the node is back
+// it catches up by itself and the rotation ends, with every node on the
+// new CA.
+func TestCARotationWaitsForADownNode(t *testing.T) {
+	c := clustertest.Start(t, 3, clustertest.Options{Mode: clustertest.Processes})
+	ctx := ctxT(t, 4*time.Minute)
+	n1, n3 := c.Nodes[0], c.Nodes[2]
+	n3.Kill()
+	cl := c.ClientFor(n1.API, c.Nodes[1].API)
+	var st wire.CAStatus
+	c.Eventually(30*time.Second, "start a rotation", func() (err error) {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		st, err = cl.RotateCA(rctx)
+		return err
+	})
+	id := st.Rotation.ID
+
+	// Held: trust, with n3 pending; writes pass all along.
+	for i := range 20 {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := cl.Put(rctx, fmt.Sprintf("held/%d", i), []byte("x"), client.WriteOptions{})
+		cancel()
+		if err != nil {
+			t.Fatalf("write %d while the rotation waits for n3: %v", i, err)
+		}
+		time.Sleep(100 * time.Millisecond) // spread the writes over two seconds of waiting
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	st, err := cl.CA(rctx)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Rotation == nil || st.Rotation.ID != id || st.Rotation.Phase != wire.CAPhaseTrust || !strings.Contains(strings.Join(st.Pending, ","), n3.Name) {
+		t.Fatalf("with n3 down the rotation should wait in phase trust for n3: %+v pending %v", st.Rotation, st.Pending)
+	}
+
+	n3.Restart()
+	c.Eventually(2*time.Minute, "the rotation ends", func() error {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		c.ForgetCredentials() // trust n1's bundle of the moment: it holds the new CA from the first phase
+		st, err := c.ClientFor(n3.API).CA(rctx)
+		if err != nil {
+			return err
+		}
+		if st.Rotation.Phase != wire.CAPhaseDone {
+			return fmt.Errorf("phase %s, pending %v", st.Rotation.Phase, st.Pending)
+		}
+		return nil
+	})
+	newCA, err := pki.ParseCerts([]byte(st.Rotation.NewCA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, nd := range c.Nodes {
+		m, err := pki.Dir(filepath.Join(nd.DataDir, "tls")).Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m.CAs) != 1 || !m.CAs[0].Equal(newCA[0]) || m.Cert.Leaf.CheckSignatureFrom(newCA[0]) != nil {
+			t.Errorf("%s does not hold the new CA alone, with a certificate from it", nd.Name)
+		}
+	}
+	c.ForgetCredentials()
+	c.WaitHealthy()
+}
+
+// TestCARotationOneNode: a one-node cluster rotates too (its store pauses
+// for the member's restarts), and keeps its data.
+func TestCARotationOneNode(t *testing.T) {
+	c := clustertest.Start(t, 1, clustertest.Options{Voters: 1})
+	ctx := ctxT(t, 2*time.Minute)
+	nd := c.Nodes[0]
+	cliEnv(t, c)
+	if _, err := c.Client().Put(ctx, "kept", []byte("1"), client.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out := mustTandem(t, "ca", "rotate", "--addr", nd.API, "--wait", "1m")
+	if !strings.Contains(out, "done:") {
+		t.Fatalf("tandem ca rotate:\n%s", out)
+	}
+	c.ForgetCredentials()
+	got, err := c.Client().Get(ctx, "kept", client.ReadOptions{})
+	if err != nil || string(got.Value) != "1" {
+		t.Fatalf("read after the rotation: %+v, %v", got, err)
+	}
+}

@@ -67,15 +67,16 @@ func (h *handler) root(w http.ResponseWriter, r *http.Request) {
 	h.answer(w, asJSON, h.requests.Add(1), 0)
 }
 
-// slow sleeps ?ms=N milliseconds (default 1000, at most Config.MaxSlow),
-// then answers as / does; it gives up if the client goes away.
+// slow sleeps ?ms=N milliseconds (default 1000, or MaxSlow if less; at most
+// Config.MaxSlow), then answers as / does; it gives up if the client goes
+// away.
 func (h *handler) slow(w http.ResponseWriter, r *http.Request) {
 	asJSON, err := wantJSON(r)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	d := time.Second
+	d := min(time.Second, h.cfg.MaxSlow)
 	if v := r.URL.Query().Get("ms"); v != "" {
 		ms, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || ms < 0 || ms > h.cfg.MaxSlow.Milliseconds() {

@@ -207,3 +207,46 @@ func TestCountsConcurrent(t *testing.T) {
 		t.Fatalf("%d distinct numbers, want %d", len(got), n)
 	}
 }
+
+// FuzzHandler sends any path, query and Accept header: the handler answers
+// one of its documented statuses, and JSON it says is JSON.
+func FuzzHandler(f *testing.F) {
+	for _, s := range [][2]string{
+		{"/", ""}, {"/?format=json", ""}, {"/", "application/json;q=0.5, text/*"},
+		{"/healthz", ""}, {"/slow?ms=1", "application/json"}, {"/slow?ms=1e3", ""}, {"/?format=%zz", ""},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, target, accept string) {
+		cfg := testConfig()
+		cfg.MaxSlow, cfg.FailAfter = time.Millisecond, 3
+		h := newHandler(cfg)
+		r, err := http.NewRequest(http.MethodGet, "http://demo"+target, nil)
+		if err != nil {
+			return
+		}
+		r.Header.Set("Accept", accept)
+		for range 5 {
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			switch w.Code {
+			case 200, 500, 503, 400, 404, 301, 307, 308:
+			default:
+				t.Fatalf("GET %q: status %d", target, w.Code)
+			}
+			if w.Header().Get("Content-Type") == "application/json" && !json.Valid(w.Body.Bytes()) {
+				t.Fatalf("GET %q: invalid JSON %q", target, w.Body)
+			}
+		}
+	})
+}
+
+// BenchmarkRoot measures the handler alone on GET /.
+func BenchmarkRoot(b *testing.B) {
+	h := newHandler(testConfig())
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		h.ServeHTTP(httptest.NewRecorder(), r)
+	}
+}

@@ -42,7 +42,9 @@
 // of the group from /proc at every poll, and kills the group with SIGKILL
 // when it exceeds Task.MemoryMB, reporting "memory limit 256 MB exceeded
 // (RSS 300 MB)". A process that grows faster than the poll can go over the
-// limit between two looks. CPU is used for placement only.
+// limit between two looks, and pages shared by several processes of the
+// group (a forking server's workers) count once per process, so the sum errs
+// on the high side. CPU is used for placement only.
 //
 // # Stopping
 //
@@ -66,6 +68,10 @@
 // elsewhere; a start that cannot succeed on this node (an invalid task, an
 // unknown user) fails at once. Events (started, exited, failed, stopped)
 // go to Config.OnEvent.
+//
+// Apply stops a task that left the desired set at once: draining it first
+// (taking it out of every proxy's view, waiting for in-flight requests) is
+// the caller's work, done before the Apply that drops it.
 //
 // # Adoption
 //

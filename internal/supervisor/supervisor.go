@@ -19,8 +19,9 @@ type EventKind string
 const (
 	// EventStarted: a process of the task is running (started or adopted).
 	EventStarted EventKind = "started"
-	// EventExited: the process ended without being asked to, or could not
-	// start; the supervisor restarts it after Event.Delay.
+	// EventExited: the process ended without being asked to (even with
+	// status 0: a service is meant to keep running), or could not start;
+	// the supervisor restarts it after Event.Delay.
 	EventExited EventKind = "exited"
 	// EventFailed: the task keeps failing (or cannot run on this node), and
 	// the supervisor gave it up: hand it back to the scheduler. It stays
@@ -37,6 +38,9 @@ type Event struct {
 	Task Task
 	// Pid is the process's leader (started, exited, stopped).
 	Pid int
+	// Adopted is set on the started event of a process an earlier run of
+	// the agent started, found again by Adopt.
+	Adopted bool
 	// Exit says how the process ended (exited, stopped, and failed when a
 	// run ended it).
 	Exit *Exit
@@ -124,7 +128,7 @@ type Supervisor struct {
 // prev, stop and done are guarded by Supervisor.mu.
 type runner struct {
 	task Task
-	prev *runner // a runner of the same ID still stopping: wait for it
+	prev []*runner // runners of the same ID still stopping: wait for them
 	stop chan struct{}
 	done chan struct{}
 
@@ -232,7 +236,7 @@ func (s *Supervisor) newRunner(t Task, h Handle) *runner {
 	}
 	for old := range s.stopping {
 		if old.task.ID == t.ID {
-			r.prev = old
+			r.prev = append(r.prev, old)
 		}
 	}
 	return r
@@ -447,9 +451,9 @@ func (s *Supervisor) runTask(ctx context.Context, r *runner) {
 		s.mu.Unlock()
 		close(r.done)
 	}()
-	if r.prev != nil {
+	for _, p := range r.prev {
 		select {
-		case <-r.prev.done:
+		case <-p.done:
 		case <-r.stop:
 			return
 		case <-ctx.Done():
@@ -460,6 +464,7 @@ func (s *Supervisor) runTask(ctx context.Context, r *runner) {
 	s.mu.Lock()
 	h := r.handle
 	s.mu.Unlock()
+	adopted := h != nil
 	for {
 		if h == nil {
 			select {
@@ -498,7 +503,8 @@ func (s *Supervisor) runTask(ctx context.Context, r *runner) {
 		s.mu.Lock()
 		r.handle = h
 		s.mu.Unlock()
-		s.emit(Event{Kind: EventStarted, Task: r.task, Pid: pid, Restarts: rs.count})
+		s.emit(Event{Kind: EventStarted, Task: r.task, Pid: pid, Adopted: adopted, Restarts: rs.count})
+		adopted = false
 
 		select {
 		case <-h.Done():

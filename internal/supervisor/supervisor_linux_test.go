@@ -203,6 +203,52 @@ func TestSupervisorApplyStartsStopsReplaces(t *testing.T) {
 	}
 }
 
+func TestSupervisorReplacesOneAtATime(t *testing.T) {
+	d := newExec(t, ExecConfig{})
+	s, rec, _ := runSupervisor(t, d, RestartPolicy{})
+	task := shTask(t, "a", "exec sleep 300")
+	task.StopTimeout = 200 * time.Millisecond
+	var versions []Task
+	for v := range 4 {
+		tv := task
+		tv.Env = map[string]string{"VERSION": fmt.Sprint(v)}
+		versions = append(versions, tv)
+	}
+	if err := s.Apply(versions[:1]); err != nil {
+		t.Fatal(err)
+	}
+	rec.wait(t, "a", EventStarted, 1)
+	// Three changes in a row: the middle versions may never start, and no
+	// two processes of "a" ever run at once.
+	for _, v := range versions[1:] {
+		if err := s.Apply([]Task{v}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "last version not started", func() bool {
+		for _, e := range rec.find("a", EventStarted) {
+			if e.Task.Equal(versions[3]) {
+				return true
+			}
+		}
+		return false
+	})
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	running := 0
+	for _, e := range rec.events {
+		switch e.Kind {
+		case EventStarted:
+			running++
+		case EventStopped:
+			running--
+		}
+		if running > 1 {
+			t.Fatalf("two processes of a at once: %v", rec.events)
+		}
+	}
+}
+
 func TestSupervisorApplyBeforeRun(t *testing.T) {
 	d := newExec(t, ExecConfig{})
 	rec := &recorder{}
@@ -265,7 +311,7 @@ func TestSupervisorAdoptsAfterRestart(t *testing.T) {
 	if alive(pd) {
 		t.Error("Adopt returned with the orphan still running")
 	}
-	if started := rec2.wait(t, "keep", EventStarted, 1); started.Pid != pk {
+	if started := rec2.wait(t, "keep", EventStarted, 1); started.Pid != pk || !started.Adopted {
 		t.Errorf("keep started again as %d instead of adopting %d", started.Pid, pk)
 	}
 	if got := s2.States(); len(got) != 1 || got[0].Pid != pk {
@@ -279,7 +325,7 @@ func TestSupervisorAdoptsAfterRestart(t *testing.T) {
 	if exited.Exit == nil || !exited.Exit.Unknown {
 		t.Errorf("exit of adopted process = %+v", exited.Exit)
 	}
-	if again := rec2.wait(t, "keep", EventStarted, 2); again.Pid == pk {
+	if again := rec2.wait(t, "keep", EventStarted, 2); again.Pid == pk || again.Adopted {
 		t.Error("not restarted")
 	}
 }

@@ -89,6 +89,11 @@
 // (it was reparented when the old agent exited), so its end is noticed by
 // polling /proc and its exit status is unknown.
 //
+// For processes to outlive the agent, whatever runs the agent must not kill
+// them with it: under systemd, the agent's unit needs KillMode=process (the
+// default, control-group, kills every process of the unit's cgroup when the
+// agent stops).
+//
 // # Limitations
 //
 // A process that leaves its process group escapes both the stop sequence

@@ -261,6 +261,38 @@ func TestAdoptAfterAgentRestart(t *testing.T) {
 	}
 }
 
+func TestAdoptedKeepsLoggingAndRotates(t *testing.T) {
+	// The process writes to its log files itself, so the old agent's exit
+	// costs it nothing (no broken pipe), and the new agent rotates them.
+	task := shTask(t, "talker", `while :; do seq 1 2000; sleep 0.02; done`)
+	st := runOldAgent(t, task)
+	t.Cleanup(func() { killGroup(st.Pgid) })
+	d := newExec(t, ExecConfig{LogMaxBytes: 16 << 10, LogBackups: 1})
+	h, err := d.Adopt(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanupStop(t, h)
+	eventually(t, 10*time.Second, "adopted process's log not rotated", func() bool {
+		_, err := os.Stat(task.StdoutPath() + ".1")
+		return err == nil
+	})
+	size := func() int64 {
+		fi, err := os.Stat(task.StdoutPath())
+		if err != nil {
+			return -1
+		}
+		return fi.Size()
+	}
+	before := size()
+	eventually(t, 5*time.Second, "adopted process stopped writing", func() bool { return size() != before })
+	select {
+	case <-h.Done():
+		t.Fatalf("adopted process ended: %+v", h.Exit())
+	default:
+	}
+}
+
 func TestAdoptedExitNoticed(t *testing.T) {
 	task := shTask(t, "survivor", "exec sleep 300")
 	st := runOldAgent(t, task)
@@ -358,6 +390,27 @@ func killGroup(pgid int) {
 		var ws unix.WaitStatus
 		if _, err := unix.Wait4(-pgid, &ws, 0, nil); err != nil && err != unix.EINTR {
 			return
+		}
+	}
+}
+
+// BenchmarkMemoryScan measures one pass over /proc summing the resident
+// memory of process groups, which the driver makes every poll while any
+// task has a memory limit.
+func BenchmarkMemoryScan(b *testing.B) {
+	d, err := NewExec(ExecConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	procs, err := d.fs.AllProcs()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(len(procs)), "procs")
+	groups := map[int]bool{os.Getpid(): true, 1: true}
+	for b.Loop() {
+		if _, err := groupRSS(d.fs, groups); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

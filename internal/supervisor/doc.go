@@ -98,6 +98,8 @@
 //
 // A process that leaves its process group escapes both the stop sequence
 // and the memory accounting; cgroups would close that gap. A group whose
-// leader died while the agent was down is refused by Adopt and whatever
-// else was in it is left running.
+// leader died while the agent was down is refused by Adopt, and whatever
+// else was in it is left running (the error names those pids): after the
+// leader's death the group's number could in principle belong to a later
+// group, so the driver does not signal it.
 package supervisor

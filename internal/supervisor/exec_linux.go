@@ -146,18 +146,41 @@ func (d *Exec) Adopt(s State) (Handle, error) {
 	info, err := readProc(d.fs, s.Pid)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return nil, fmt.Errorf("adopt %s: %w: pid %d has exited", s.Task.ID, ErrGone, s.Pid)
+		return nil, fmt.Errorf("adopt %s: %w: pid %d has exited%s", s.Task.ID, ErrGone, s.Pid, d.remnants(s.Pgid))
 	case err != nil:
 		return nil, fmt.Errorf("adopt %s: %w", s.Task.ID, err)
 	case info.startTime != s.StartTime:
 		return nil, fmt.Errorf("adopt %s: %w: pid %d now belongs to another process (start time %d, not %d)",
 			s.Task.ID, ErrGone, s.Pid, info.startTime, s.StartTime)
 	case info.state == "Z" || info.state == "X":
-		return nil, fmt.Errorf("adopt %s: %w: pid %d has exited", s.Task.ID, ErrGone, s.Pid)
+		return nil, fmt.Errorf("adopt %s: %w: pid %d has exited%s", s.Task.ID, ErrGone, s.Pid, d.remnants(s.Pgid))
 	case info.pgrp != s.Pgid:
 		return nil, fmt.Errorf("adopt %s: pid %d left its process group %d for %d: stop it by hand", s.Task.ID, s.Pid, s.Pgid, info.pgrp)
 	}
 	return d.newHandle(s, false), nil
+}
+
+// remnants describes the processes left in group pgid after its leader
+// exited, for an error message: they cannot be told apart with certainty
+// from a later group that reused the number, so they are not touched.
+func (d *Exec) remnants(pgid int) string {
+	if groupGone(pgid) {
+		return ""
+	}
+	procs, err := d.fs.AllProcs()
+	if err != nil {
+		return ""
+	}
+	var pids []int
+	for _, p := range procs {
+		if st, err := p.Stat(); err == nil && st.PGRP == pgid && st.State != "Z" {
+			pids = append(pids, p.PID)
+		}
+	}
+	if len(pids) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; processes %v are still in its group %d and were left running: check and stop them by hand", pids, pgid)
 }
 
 // openLog opens a log file for appending, creating it if needed.

@@ -336,6 +336,29 @@ func TestAdoptRefusesGoneProcess(t *testing.T) {
 	}
 }
 
+func TestAdoptReportsRemnantsOfDeadLeader(t *testing.T) {
+	task := shTask(t, "remnant", "")
+	task.Command[2] = `sleep 300 & echo $! > ` + task.LogDir + `/bg; exec sleep 300`
+	st := runOldAgent(t, task)
+	t.Cleanup(func() { killGroup(st.Pgid) })
+	bg := readPid(t, task.LogDir+"/bg")
+	unix.Kill(st.Pid, unix.SIGKILL)
+	// The test process is the subreaper that inherited the leader: reap it
+	// as init would.
+	var ws unix.WaitStatus
+	unix.Wait4(st.Pid, &ws, 0, nil)
+
+	d := newExec(t, ExecConfig{})
+	_, err := d.Adopt(st)
+	if !errors.Is(err, ErrGone) || !strings.Contains(err.Error(), "["+strconv.Itoa(bg)+"]") {
+		t.Fatalf("Adopt = %v, want ErrGone naming pid %d", err, bg)
+	}
+	t.Log(err)
+	if !alive(bg) {
+		t.Error("remnant was killed")
+	}
+}
+
 func TestUnknownUser(t *testing.T) {
 	d := newExec(t, ExecConfig{})
 	task := shTask(t, "who", "id")

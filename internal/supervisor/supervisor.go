@@ -62,8 +62,8 @@ type Config struct {
 	Restart RestartPolicy
 	// OnEvent, if set, is called for every event, from the goroutine of the
 	// task concerned: one call at a time per task, concurrently across
-	// tasks. It must not block for long; it may call the Supervisor's
-	// methods.
+	// tasks. It must not block for long. It may call Apply, Status and
+	// States, but not StopAll or Adopt, which wait for task goroutines.
 	OnEvent func(Event)
 	// Logger receives the supervisor's messages; nil discards them.
 	Logger *slog.Logger

@@ -26,7 +26,7 @@ func TestStopKillsWholeTree(t *testing.T) {
 
 	eventually(t, 5*time.Second, "the daemonised sleep is not reparented to the subreaper", func() bool {
 		info, err := readProc(d.fs, daemon)
-		return err == nil && info.pgrp == h.Pid() && ppid(t, daemon) == os.Getpid()
+		return err == nil && info.pgrp == h.Pid() && ppid(daemon) == os.Getpid()
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -49,7 +49,8 @@ func TestStopKillsWholeTree(t *testing.T) {
 	}
 }
 
-func ppid(t *testing.T, pid int) int {
+// ppid returns pid's parent, or -1 if pid is gone.
+func ppid(pid int) int {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return -1

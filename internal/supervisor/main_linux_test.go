@@ -42,7 +42,40 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	goleak.VerifyTestMain(m)
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines left running:", err)
+			code = 1
+		}
+		// Every test stops what it started: no child (orphans come to
+		// this process, the subreaper) may be left, not even a zombie.
+		if kids := children(5 * time.Second); len(kids) > 0 {
+			fmt.Fprintln(os.Stderr, "processes left running by the tests:", kids)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// children waits up to d for this process to have no children, and returns
+// the pids of those left.
+func children(d time.Duration) []int {
+	deadline := time.Now().Add(d)
+	for {
+		var kids []int
+		self := os.Getpid()
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			if pid, err := strconv.Atoi(e.Name()); err == nil && ppid(pid) == self {
+				kids = append(kids, pid)
+			}
+		}
+		if len(kids) == 0 || time.Now().After(deadline) {
+			return kids
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func helperAgent() int {

@@ -35,6 +35,7 @@ const (
 // Event reports a change in one task's life.
 type Event struct {
 	Kind EventKind
+	// Task is the task concerned, with its ports.
 	Task Task
 	// Pid is the process's leader (started, exited, stopped).
 	Pid int
@@ -51,7 +52,8 @@ type Event struct {
 	Restarts int
 	// Delay is the wait before the next start (exited).
 	Delay time.Duration
-	At    time.Time
+	// At is when it happened.
+	At time.Time
 }
 
 // Config configures a Supervisor.

@@ -195,12 +195,18 @@ func TestLogsWrittenAndRotated(t *testing.T) {
 	}
 }
 
+// allocTask is a task that holds allocMB of resident memory, limited to
+// limitMB.
+func allocTask(t *testing.T, allocMB, limitMB int) Task {
+	task := shTask(t, "alloc", "")
+	task.Command, task.Env = helperCommand("alloc:" + strconv.Itoa(allocMB))
+	task.MemoryMB = limitMB
+	return task
+}
+
 func TestMemoryLimit(t *testing.T) {
 	d := newExec(t, ExecConfig{})
-	task := shTask(t, "hog", "")
-	task.Command, task.Env = helperCommand("alloc:200")
-	task.MemoryMB = 50
-	h := start(t, d, task)
+	h := start(t, d, allocTask(t, 200, 50))
 	ex := waitDone(t, h, 20*time.Second)
 	if !strings.HasPrefix(ex.Reason, "memory limit 50 MB exceeded (RSS ") || ex.Signal != "SIGKILL" || ex.Stopped {
 		t.Errorf("exit = %+v (%s), want killed for memory", ex, ex)
@@ -210,9 +216,7 @@ func TestMemoryLimit(t *testing.T) {
 
 func TestMemoryUnderLimitKeepsRunning(t *testing.T) {
 	d := newExec(t, ExecConfig{})
-	task := shTask(t, "modest", "")
-	task.Command, task.Env = helperCommand("alloc:20")
-	task.MemoryMB = 200
+	task := allocTask(t, 20, 200)
 	h := start(t, d, task)
 	eventually(t, 10*time.Second, "helper did not allocate", func() bool {
 		return strings.Contains(readFile(task.StdoutPath()), "allocated")

@@ -274,6 +274,10 @@ type execHandle struct {
 	killReq    chan struct{} // closed to send SIGKILL at once
 	done       chan struct{} // closed once the group is gone
 
+	// checking is held by the poll goroutine while it checks this handle,
+	// and by run to close done: no rotation runs once Done is closed.
+	checking sync.Mutex
+
 	mu        sync.Mutex
 	leaderEnd bool   // leaderExit was sent
 	stopped   bool   // Stop was called first
@@ -400,7 +404,9 @@ func (h *execHandle) run() {
 	h.exit.Reason = h.reason
 	h.exit.Stopped = h.stopped
 	h.mu.Unlock()
+	h.checking.Lock()
 	close(h.done)
+	h.checking.Unlock()
 }
 
 // waitGone polls until no process of the group remains (true), or timeout
@@ -550,22 +556,35 @@ func (d *Exec) check(hs []*execHandle) {
 		}
 	}
 	for _, h := range hs {
-		t := h.state.Task
-		for _, p := range []string{t.StdoutPath(), t.StderrPath()} {
-			if _, err := rotateLog(p, d.cfg.LogMaxBytes, d.cfg.LogBackups); err != nil {
-				d.log.Warn("log rotation", "task", t.ID, "err", err)
-			}
+		d.checkOne(h, rss)
+	}
+}
+
+// checkOne rotates h's logs, enforces its memory limit and, for an adopted
+// process, notices the leader's end; rss holds the groups' resident memory.
+func (d *Exec) checkOne(h *execHandle, rss map[int]int64) {
+	h.checking.Lock()
+	defer h.checking.Unlock()
+	select {
+	case <-h.done:
+		return
+	default:
+	}
+	t := h.state.Task
+	for _, p := range []string{t.StdoutPath(), t.StderrPath()} {
+		if _, err := rotateLog(p, d.cfg.LogMaxBytes, d.cfg.LogBackups); err != nil {
+			d.log.Warn("log rotation", "task", t.ID, "err", err)
 		}
-		if limit := int64(t.MemoryMB) << 20; limit > 0 && rss[h.state.Pgid] > limit {
-			reason := fmt.Sprintf("memory limit %d MB exceeded (RSS %d MB)", t.MemoryMB, rss[h.state.Pgid]>>20)
-			d.log.Info("killing process group", "task", t.ID, "pgid", h.state.Pgid, "reason", reason)
-			h.request(reason, false, true)
-		}
-		if !h.child {
-			info, err := readProc(d.fs, h.state.Pid)
-			if errors.Is(err, os.ErrNotExist) || (err == nil && (info.startTime != h.state.StartTime || info.state == "Z" || info.state == "X")) {
-				h.leaderEnded(Exit{Code: -1, Unknown: true})
-			}
+	}
+	if limit := int64(t.MemoryMB) << 20; limit > 0 && rss[h.state.Pgid] > limit {
+		reason := fmt.Sprintf("memory limit %d MB exceeded (RSS %d MB)", t.MemoryMB, rss[h.state.Pgid]>>20)
+		d.log.Info("killing process group", "task", t.ID, "pgid", h.state.Pgid, "reason", reason)
+		h.request(reason, false, true)
+	}
+	if !h.child {
+		info, err := readProc(d.fs, h.state.Pid)
+		if errors.Is(err, os.ErrNotExist) || (err == nil && (info.startTime != h.state.StartTime || info.state == "Z" || info.state == "X")) {
+			h.leaderEnded(Exit{Code: -1, Unknown: true})
 		}
 	}
 }

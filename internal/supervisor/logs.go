@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 )
 
-// rotateLog rotates the log file at path if it has grown past max bytes: the
-// backups path.1 … path.<keep> move up by one (the oldest is dropped), the
-// file's content is copied to path.1, and the file is truncated to zero.
+// rotateLog rotates the log file at path if it has grown past max bytes: its
+// content is copied aside and the file truncated to zero, then the backups
+// path.1 … path.<keep> move up by one (the oldest is dropped) and the copy
+// becomes path.1. With keep <= 0 the file is only truncated.
 //
 // The process keeps writing to its own descriptor, opened with O_APPEND, so
 // the file is copied and truncated in place rather than renamed: a renamed
@@ -37,7 +39,7 @@ func rotateLog(path string, max int64, keep int) (bool, error) {
 	}
 	// Copy first and truncate at once, so the window in which writes are
 	// lost is as short as possible; then shift the backups.
-	tmp := path + ".rotating"
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".rotating")
 	if err := copyFile(path, tmp); err != nil {
 		os.Remove(tmp)
 		return false, fmt.Errorf("rotate log %s: %w", path, err)

@@ -34,8 +34,10 @@ import (
 	"github.com/tandemhq/tandem/internal/pki"
 	"github.com/tandemhq/tandem/internal/proxy"
 	"github.com/tandemhq/tandem/internal/registry"
+	"github.com/tandemhq/tandem/internal/scheduler"
 	"github.com/tandemhq/tandem/internal/store"
 	"github.com/tandemhq/tandem/internal/view"
+	"github.com/tandemhq/tandem/internal/workload"
 	"github.com/tandemhq/tandem/internal/wire"
 )
 
@@ -71,6 +73,11 @@ type Agent struct {
 func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	for k, v := range cfg.Labels {
+		if err := scheduler.ValidateLabel(k, v); err != nil {
+			return nil, fmt.Errorf("label %s=%s: %w", k, v, err)
+		}
 	}
 	return &Agent{cfg: cfg, log: log.With("node", cfg.Name), ready: make(chan struct{})}, nil
 }
@@ -198,6 +205,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		DNS:      net.JoinHostPort(a.cfg.Advertise, strconv.Itoa(a.cfg.DNSPort)),
 		Proxy:    net.JoinHostPort(a.cfg.Advertise, strconv.Itoa(a.cfg.ProxyPort)),
 		External: len(a.cfg.StoreEndpoints) > 0, Started: time.Now().UTC(), Version: Version,
+		Labels: a.cfg.Labels, Workloads: a.cfg.Workloads,
+	}
+	if a.cfg.Workloads {
+		self.CPUMillis, self.MemoryMB = workload.Capacity()
 	}
 	if self.External {
 		self.PeerURL, self.StoreURL = "", ""
@@ -299,6 +310,24 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return st.RunPeerLinks(gctx) })
 	g.Go(func() error { return v.Run(gctx) })
 	g.Go(func() error { return runner.Run(gctx) })
+	g.Go(func() error {
+		return workload.NewScheduler(st, a.cfg.Name, a.cfg.LeaseTTL.D(), v.Changed, a.log.With("component", "scheduler")).Run(gctx)
+	})
+	if a.cfg.Workloads {
+		lo, hi, err := a.cfg.WorkloadPortRange()
+		if err != nil {
+			return err
+		}
+		wr, err := workload.NewRunner(workload.RunnerConfig{
+			Store: st, Catalog: cat, Node: a.cfg.Name, Address: a.cfg.Advertise,
+			Dir: filepath.Join(a.cfg.DataDir, "workloads"), PortLo: lo, PortHi: hi, NoSubreaper: a.cfg.NoSubreaper,
+			Log: a.log.With("component", "workloads"),
+		})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return wr.Run(gctx) })
+	}
 	// DNS and the proxies answer from the view: they listen only once it
 	// has loaded, so that a node just started refuses connections (clients
 	// go to another node) rather than answering "no such service".

@@ -1,12 +1,14 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -16,6 +18,7 @@ import (
 	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/proxy"
 	"github.com/tandemhq/tandem/internal/registry"
+	"github.com/tandemhq/tandem/internal/scheduler"
 	"github.com/tandemhq/tandem/internal/wire"
 )
 
@@ -25,6 +28,7 @@ func (s *Server) routeServices() {
 	s.handle("GET /v1/services/{svc}", auth.PermRead, s.showService)
 	s.handle("PUT /v1/services/{svc}", auth.PermWrite, s.putService)
 	s.handle("DELETE /v1/services/{svc}", auth.PermWrite, s.deleteService)
+	s.handle("POST /v1/services/{svc}/scale", auth.PermWrite, s.scaleService)
 	s.handle("PUT /v1/services/{svc}/instances/{id}", auth.PermWrite, s.putInstance)
 	s.handle("PUT /v1/services/{svc}/instances/{$}", auth.PermWrite, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "instance id is empty: PUT /v1/services/SERVICE/instances/ID")
@@ -109,7 +113,78 @@ func (s *Server) showService(w http.ResponseWriter, r *http.Request) {
 	if ins == nil {
 		ins = []registry.InstanceHealth{}
 	}
-	writeJSON(w, http.StatusOK, wire.ServiceDetail{Index: rev, Spec: spec, HasSpec: has, Instances: ins})
+	out := wire.ServiceDetail{Index: rev, Spec: spec, HasSpec: has, Instances: ins}
+	if has && spec.Runs() {
+		allocs, unplaced, err := s.allocations(r.Context(), name)
+		if err != nil {
+			s.storeError(w, r, err)
+			return
+		}
+		out.Allocations, out.Unplaced = allocs, unplaced
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// allocations lists a service's allocations with their statuses, and what
+// the scheduler could not place, from this node's store member
+// (serializable: no round trip to the leader).
+func (s *Server) allocations(ctx context.Context, svc string) ([]wire.AllocationInfo, []scheduler.Unplaced, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	resp, err := s.st.Client().Txn(ctx).Then(
+		clientv3.OpGet(keys.AllocsPrefix, clientv3.WithPrefix(), clientv3.WithSerializable()),
+		clientv3.OpGet(keys.AllocStatusPrefix, clientv3.WithPrefix(), clientv3.WithSerializable()),
+		clientv3.OpGet(keys.SchedKey(svc), clientv3.WithSerializable()),
+	).Commit()
+	if err != nil {
+		return nil, nil, err
+	}
+	var sched wire.SchedStatus
+	if kvs := resp.Responses[2].GetResponseRange().Kvs; len(kvs) > 0 {
+		_ = json.Unmarshal(kvs[0].Value, &sched)
+	}
+	status := map[string]*wire.AllocStatus{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		var st wire.AllocStatus
+		if json.Unmarshal(kv.Value, &st) == nil {
+			status[string(kv.Key)] = &st
+		}
+	}
+	out := []wire.AllocationInfo{}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		var a wire.Allocation
+		if json.Unmarshal(kv.Value, &a) != nil || a.Service != svc {
+			continue
+		}
+		out = append(out, wire.AllocationInfo{Allocation: a, Status: status[keys.AllocStatusKey(a.Node, a.ID)]})
+	}
+	slices.SortFunc(out, func(a, b wire.AllocationInfo) int { return cmp.Or(cmp.Compare(a.Node, b.Node), cmp.Compare(a.ID, b.ID)) })
+	return out, sched.Unplaced, nil
+}
+
+// scaleService sets the instance count of a service tandem runs.
+func (s *Server) scaleService(w http.ResponseWriter, r *http.Request) {
+	var req wire.ScaleRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	ctx, cancel, ok := s.requestContext(w, r)
+	if !ok {
+		return
+	}
+	defer cancel()
+	rev, err := s.catalog.Scale(ctx, r.PathValue("svc"), req.Count)
+	if errors.Is(err, catalog.ErrNoService) {
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	}
+	if err != nil {
+		s.catalogError(w, r, err)
+		return
+	}
+	s.readYourWrite(ctx, rev)
+	spec, _ := s.view.Service(r.PathValue("svc"))
+	writeJSON(w, http.StatusOK, spec)
 }
 
 // decodeBody reads a JSON body of at most 1 MiB, refusing unknown fields.

@@ -10,12 +10,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/registry"
+	"github.com/tandemhq/tandem/internal/scheduler"
 	"github.com/tandemhq/tandem/internal/store"
 	"github.com/tandemhq/tandem/internal/view"
 )
@@ -40,17 +42,95 @@ func New(st *store.Store, node string, rules registry.Rules) *Catalog {
 	return &Catalog{st: st, node: node, rules: rules}
 }
 
-// RegisterService stores a service's spec (checks, balancing, ports).
+// RegisterService stores a service's spec (checks, balancing, ports, and
+// what to run). The workload's generation is tandem's: it stays when only
+// the count changes (or nothing), and grows by one when what an instance
+// runs changes, which makes the scheduler replace the instances.
 func (c *Catalog) RegisterService(ctx context.Context, s registry.Service) (int64, error) {
 	if err := s.Validate(c.rules); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	b, _ := json.Marshal(s)
-	resp, err := c.st.Client().Put(ctx, keys.ServiceKey(s.Name), string(b))
-	if err != nil {
-		return 0, err
+	return c.updateService(ctx, s.Name, func(old *registry.Service) (registry.Service, error) {
+		s.Generation = 0
+		if s.Runs() {
+			s.Generation = 1
+			if old != nil && old.Runs() {
+				s.Generation = old.Generation
+				if !sameInstances(old.Workload, s.Workload) {
+					s.Generation++
+				}
+			}
+		}
+		return s, nil
+	})
+}
+
+// ErrNoService is a change to a service that has no spec.
+var ErrNoService = errors.New("no such service")
+
+// Scale sets the instance count of a service tandem runs.
+func (c *Catalog) Scale(ctx context.Context, name string, count int) (int64, error) {
+	return c.updateService(ctx, name, func(old *registry.Service) (registry.Service, error) {
+		if old == nil {
+			return registry.Service{}, fmt.Errorf("%w %q: deploy it first (tandem deploy -f FILE)", ErrNoService, name)
+		}
+		if !old.Runs() {
+			return registry.Service{}, fmt.Errorf("%w: service %q has no run command: tandem does not run its instances, so it cannot scale them", ErrInvalid, name)
+		}
+		s := *old
+		s.Count = count
+		if err := s.Validate(c.rules); err != nil {
+			return registry.Service{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		return s, nil
+	})
+}
+
+// updateService writes what change makes of the stored spec (nil when
+// there is none), in a transaction that fails if the spec changed in
+// between; it tries again a few times.
+func (c *Catalog) updateService(ctx context.Context, name string, change func(*registry.Service) (registry.Service, error)) (int64, error) {
+	k := keys.ServiceKey(name)
+	for try := 0; ; try++ {
+		resp, err := c.st.Client().Get(ctx, k)
+		if err != nil {
+			return 0, err
+		}
+		var old *registry.Service
+		var rev int64
+		if len(resp.Kvs) > 0 {
+			old = &registry.Service{}
+			if err := json.Unmarshal(resp.Kvs[0].Value, old); err != nil {
+				old = nil // a damaged spec is replaced
+			}
+			rev = resp.Kvs[0].ModRevision
+		}
+		s, err := change(old)
+		if err != nil {
+			return 0, err
+		}
+		b, _ := json.Marshal(s)
+		tr, err := c.st.Client().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).
+			Then(clientv3.OpPut(k, string(b))).Commit()
+		if err != nil {
+			return 0, err
+		}
+		if tr.Succeeded {
+			return tr.Header.Revision, nil
+		}
+		if try == 5 {
+			return 0, fmt.Errorf("%w: service %q changed under this request six times in a row; retry", ErrConflict, name)
+		}
 	}
-	return resp.Header.Revision, nil
+}
+
+// sameInstances reports whether two workloads run the same instances:
+// equal apart from the count (and the generation).
+func sameInstances(a, b scheduler.Workload) bool {
+	a.Normalize()
+	b.Normalize()
+	a.Count, b.Count, a.Generation, b.Generation = 0, 0, 0, 0
+	return reflect.DeepEqual(a, b)
 }
 
 // DeleteService removes a service's spec (its instances stay registered).

@@ -49,7 +49,7 @@ SIGINT it stops accepting connections, lets the requests in flight finish
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Addr, "addr", "", "host:port to listen on; port 0 picks a free one (default 127.0.0.1:$PORT, else 127.0.0.1:$TANDEM_PORT_HTTP, else 127.0.0.1:8080)")
+	f.StringVar(&cfg.Addr, "addr", "", "host:port to listen on; port 0 picks a free one (default $TANDEM_ADDRESS:$PORT, else $TANDEM_ADDRESS:$TANDEM_PORT_HTTP, else 127.0.0.1:8080; $TANDEM_ADDRESS defaults to 127.0.0.1)")
 	f.StringVar(&cfg.ID, "id", "", "instance id shown in answers (default $TANDEM_INSTANCE, else the host name and the pid, as host-1234)")
 	f.StringVar(&cfg.Node, "node", "", "node name shown in answers (default $TANDEM_NODE, else the host name)")
 	f.Int64Var(&cfg.FailAfter, "fail-after", cfg.FailAfter, "fail once N requests to / and /slow were counted (health checks are not): from then on they answer 500 and /healthz 503; 0 fails from the start, -1 never")
@@ -71,7 +71,11 @@ func resolveDemoConfig(cfg *demo.Config, getenv func(string) string) error {
 			if p, err := strconv.ParseUint(v, 10, 16); err != nil || p == 0 {
 				return fmt.Errorf("environment variable %s=%q is not a port number: unset it or give --addr", env, v)
 			}
-			cfg.Addr = net.JoinHostPort("127.0.0.1", v)
+			host := "127.0.0.1"
+			if a := getenv("TANDEM_ADDRESS"); a != "" {
+				host = a // the node's address: other nodes' proxies reach the instance there
+			}
+			cfg.Addr = net.JoinHostPort(host, v)
 			break
 		}
 	}

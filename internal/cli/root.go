@@ -133,6 +133,10 @@ func newRoot(out io.Writer) (*cobra.Command, *globals) {
 		clientCmd(g, newNodeCmd(g)),
 		clientCmd(g, newCertCmd(g)),
 		clientCmd(g, newCACmd(g)),
+		clientCmd(g, newDeployCmd(g)),
+		clientCmd(g, newScaleCmd(g)),
+		clientCmd(g, newStopCmd(g)),
+		newDemoCmd(),
 		clientCmd(g, newServiceCmd(g)),
 		clientCmd(g, newTokenCmd(g)),
 	)

@@ -211,6 +211,13 @@ unless --instances is given: then every instance is deregistered first.`,
 				rows = append(rows, []string{in.ID, fmt.Sprintf("%s:%d", in.Address, in.Port), in.Status, in.Node, strings.Join(in.Tags, ","), ago(in.Since), short(in.Output)})
 			}
 			g.table([]string{"ID", "ADDRESS", "HEALTH", "NODE", "TAGS", "SINCE", "OUTPUT"}, rows)
+			if d.Spec.Runs() {
+				fmt.Fprintf(g.out, "\nrun by tandem: count %d, generation %d\n", d.Spec.Count, d.Spec.Generation)
+				printAllocations(g, d.Allocations)
+				for _, u := range d.Unplaced {
+					fmt.Fprintf(g.out, "not placed: %d: %s\n", u.Count, u.Reason)
+				}
+			}
 			return nil
 		},
 	}

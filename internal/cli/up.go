@@ -26,6 +26,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tandemhq/tandem/internal/client"
+	"github.com/tandemhq/tandem/internal/config"
+	"github.com/tandemhq/tandem/internal/registry"
+	"github.com/tandemhq/tandem/internal/scheduler"
+	"github.com/tandemhq/tandem/internal/supervisor"
 )
 
 // LocalNode is one node of a local cluster, as written to DIR/cluster.json.
@@ -63,7 +67,7 @@ func newUpCmd(g *globals) *cobra.Command {
 	var n, basePort, voters int
 	var dir string
 	var extra []string
-	var insecure bool
+	var insecure, demo bool
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run a local cluster of N agents on 127.0.0.1 until Ctrl-C",
@@ -98,7 +102,7 @@ restarts one node of the running cluster.`,
 					voters = 1
 				}
 			}
-			return runUp(cmd.Context(), g.out, dir, n, basePort, voters, cmd.Flags().Changed("base-port"), insecure, extra)
+			return runUp(cmd.Context(), g.out, dir, n, basePort, voters, cmd.Flags().Changed("base-port"), insecure, demo, extra)
 		},
 	}
 	cmd.Flags().IntVar(&n, "nodes", 3, "number of nodes")
@@ -107,6 +111,7 @@ restarts one node of the running cluster.`,
 	cmd.Flags().IntVar(&voters, "voters", 0, "target store voters (default 3, or 1 below 3 nodes)")
 	cmd.Flags().StringSliceVar(&extra, "agent-flag", nil, "extra flag passed to every agent, like --agent-flag=--dead-voter-timeout=5s")
 	cmd.Flags().BoolVar(&insecure, "insecure", false, "run the agents with --insecure: plain HTTP API without tokens, for a throwaway cluster")
+	cmd.Flags().BoolVar(&demo, "demo", true, "deploy the demo service (tandem demo, 3 instances) on a new cluster")
 	cmd.AddCommand(newUpRestartCmd(g))
 	return cmd
 }
@@ -137,7 +142,7 @@ type agentProc struct {
 	done chan struct{}
 }
 
-func runUp(ctx context.Context, stdout io.Writer, dir string, n, basePort, voters int, basePortGiven, insecure bool, extra []string) error {
+func runUp(ctx context.Context, stdout io.Writer, dir string, n, basePort, voters int, basePortGiven, insecure, demo bool, extra []string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	exe, err := os.Executable()
@@ -287,12 +292,16 @@ func runUp(ctx context.Context, stdout io.Writer, dir string, n, basePort, voter
 		verb = "restarted"
 	}
 	fmt.Fprintf(out, "\ncluster %s: %d nodes; state in %s/cluster.json\n", verb, len(c.lc.Nodes), dir)
-	fmt.Fprintf(out, "to use it from another shell: source %s    (then: tandem status)\n\nevents (Ctrl-C stops the cluster):\n", shellQuote(relToWD(envFile)))
 	c.mu.Lock()
-	c.running = true
+	c.running = true // from here an agent that exits is reported
 	c.mu.Unlock()
-
 	go c.serveControl(ctx, ctl)
+	if demo && !restart {
+		if err := c.deployDemo(ctx, cl, min(3, len(c.lc.Nodes))); err != nil {
+			fmt.Fprintf(out, "the demo service did not come up: %v (see the nodes' logs)\n", err)
+		}
+	}
+	fmt.Fprintf(out, "to use it from another shell: source %s    (then: tandem status)\n\nevents (Ctrl-C stops the cluster):\n", shellQuote(relToWD(envFile)))
 	_, rev, err := cl.Events(ctx, 0)
 	if err != nil {
 		rev = 0
@@ -606,8 +615,80 @@ func (c *upCluster) stopAll() {
 		}
 		delete(procs, name)
 	}
+	c.stopInstances()
 	c.finish()
 	fmt.Fprintf(c.out, "cluster stopped in %.1fs\n", time.Since(start).Seconds())
+}
+
+// stopInstances stops the service instances the agents ran, which outlive
+// their agents by design (a restarted agent adopts them): the local
+// cluster stops as a whole. A restart of the cluster starts them again.
+func (c *upCluster) stopInstances() {
+	var live []supervisor.State
+	for _, nd := range c.snapshot().Nodes {
+		b, err := os.ReadFile(filepath.Join(nd.DataDir, "workloads", "processes.json"))
+		if err != nil {
+			continue
+		}
+		var states []supervisor.State
+		if json.Unmarshal(b, &states) != nil {
+			continue
+		}
+		for _, st := range states {
+			if st.Pgid > 0 && st.Alive() {
+				live = append(live, st)
+				_ = syscall.Kill(-st.Pgid, syscall.SIGTERM)
+			}
+		}
+	}
+	// Until every leader is gone (a zombie counts as gone: its parent,
+	// the agent, has exited), SIGKILL after 10 s.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, st := range live {
+		for st.Alive() {
+			if time.Now().After(deadline) {
+				_ = syscall.Kill(-st.Pgid, syscall.SIGKILL)
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// deployDemo runs the demo service (tandem demo) with count instances and
+// waits until they answer, then says how to reach it.
+func (c *upCluster) deployDemo(ctx context.Context, cl *client.Client, count int) error {
+	spec := registry.Service{Name: "demo"}
+	spec.Run.Command = []string{c.exe, "demo"}
+	spec.Count = count
+	spec.Ports = []scheduler.PortSpec{{Name: "http"}}
+	spec.Checks = []registry.Check{{Type: registry.CheckHTTP, HTTP: "/healthz", Interval: config.Duration(time.Second)}}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := cl.PutService(rctx, spec)
+	cancel()
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		d, err := cl.Service(rctx, "demo")
+		cancel()
+		if err == nil {
+			if line, done := deployProgress(d); done {
+				proxy := c.snapshot().Nodes[0].Proxy
+				fmt.Fprintf(c.out, "demo service: %s; try: curl -H 'Host: demo' http://%s/\n", line, proxy)
+				return nil
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			if err == nil {
+				err = fmt.Errorf("not all %d instances passing after a minute", count)
+			}
+			return err
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 }
 
 // finish marks the cluster stopped in cluster.json.

@@ -256,7 +256,7 @@ func startUp(t *testing.T, dir string, n int, base int, insecure bool) (out *syn
 	ctx, cancel := context.WithCancel(context.Background())
 	out = &syncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- runUp(ctx, out, dir, n, base, 3, true, insecure, nil) }()
+	go func() { done <- runUp(ctx, out, dir, n, base, 3, true, insecure, false, nil) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(out.String(), "events (Ctrl-C stops the cluster)") {
 		select {
@@ -354,7 +354,7 @@ func TestUpSecure(t *testing.T) {
 		}
 	}
 
-	err = runUp(ctxT(t), &syncBuffer{}, dir, 3, base, 3, false, true, nil)
+	err = runUp(ctxT(t), &syncBuffer{}, dir, 3, base, 3, false, true, false, nil)
 	if err == nil || exitCode(err) != ExitUsage || !strings.Contains(err.Error(), "is secure: it cannot restart with --insecure") {
 		t.Fatalf("restart with --insecure: %v", err)
 	}
@@ -382,7 +382,7 @@ func TestUpInsecure(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "join.token")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("join.token in an insecure cluster: %v", err)
 	}
-	err = runUp(ctxT(t), &syncBuffer{}, dir, 2, base, 3, false, false, nil)
+	err = runUp(ctxT(t), &syncBuffer{}, dir, 2, base, 3, false, false, false, nil)
 	if err == nil || !strings.Contains(err.Error(), "was started with --insecure") {
 		t.Fatalf("restart without --insecure: %v", err)
 	}

@@ -71,3 +71,10 @@ func (c *Client) RenewTTL(ctx context.Context, svc, id, status, output string) e
 	}
 	return c.call(ctx, http.MethodPut, svcPath(svc, "instances", id, "ttl"), q, []byte(output), nil)
 }
+
+// Scale sets the instance count of a service tandem runs.
+func (c *Client) Scale(ctx context.Context, name string, count int) (registry.Service, error) {
+	b, _ := json.Marshal(wire.ScaleRequest{Count: count})
+	var out registry.Service
+	return out, c.call(ctx, http.MethodPost, svcPath(name)+"/scale", nil, b, &out)
+}

@@ -24,4 +24,12 @@ type NodeRecord struct {
 	Version   string    `json:"version,omitempty"`
 	MemberID  uint64    `json:"member_id,omitempty"`
 	LeftClean bool      `json:"left,omitempty"` // left with 'tandem leave'
+	// Labels describe the node for placement (--label).
+	Labels map[string]string `json:"labels,omitempty"`
+	// CPUMillis and MemoryMB are what the node offers to instances (0:
+	// not limited).
+	CPUMillis int `json:"cpu_millis,omitempty"`
+	MemoryMB  int `json:"memory_mb,omitempty"`
+	// Workloads is true when the node runs instances the scheduler places.
+	Workloads bool `json:"workloads,omitempty"`
 }

@@ -437,6 +437,7 @@ func (nd *Node) start() {
 	if err != nil {
 		c.t.Fatalf("config for %s: %v", nd.Name, err)
 	}
+	cfg.NoSubreaper = true // the test process must not collect other tests' orphans
 	a, err := agent.New(cfg, newLogger(logf))
 	if err != nil {
 		c.t.Fatalf("agent %s: %v", nd.Name, err)
@@ -746,6 +747,11 @@ func (c *Cluster) shutdown() {
 	}
 	for _, nd := range stopping {
 		<-nd.done
+	}
+	// The instances the nodes ran outlive their agents (a restarted agent
+	// adopts them): end them with the cluster.
+	for _, nd := range c.Nodes {
+		nd.KillInstances()
 	}
 	if c.opts.Mode == InProcess {
 		// With processes, the agents' goroutines are not in this process;

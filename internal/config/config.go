@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -76,6 +77,20 @@ type Config struct {
 	// spec, or written straight into the store; such a check stays critical
 	// and says why. This node's API also refuses instances with exec checks.
 	EnableExecChecks bool `json:"enable-exec-checks"`
+	// Labels describe the node for placement (tandem agent --label
+	// zone=a): services' constraints and spread refer to them.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Workloads lets the scheduler place instances on this node (on by
+	// default); a node started with it off runs none.
+	Workloads bool `json:"workloads"`
+	// NoSubreaper keeps the agent from making its process the child
+	// subreaper of its instances' orphans: for agents that run inside
+	// another program (tests), whose orphans it must not collect. Not a
+	// flag.
+	NoSubreaper bool `json:"-"`
+	// WorkloadPorts is the range the node hands its instances' ports from,
+	// like "20000-29999".
+	WorkloadPorts string `json:"workload-ports"`
 	// DNSDomain is the domain DNS answers for, like "tandem.".
 	DNSDomain string `json:"dns-domain"`
 	// ProxyTLSCert and ProxyTLSKey, when both set, make the HTTP proxy serve
@@ -152,6 +167,8 @@ func Default() Config {
 		ElectionTimeout:   Duration(500 * time.Millisecond),
 		RequestTimeout:    Duration(3 * time.Second),
 		LogLevel:          "info",
+		Workloads:         true,
+		WorkloadPorts:     "20000-29999",
 		DNSDomain:         "tandem.",
 		CertTTL:           Duration(30 * 24 * time.Hour),
 	}
@@ -254,7 +271,21 @@ func (c *Config) Validate() error {
 	default:
 		bad("log-level %q: use debug, info, warn or error", c.LogLevel)
 	}
+	if _, _, err := c.WorkloadPortRange(); err != nil {
+		bad("%v", err)
+	}
 	return errors.Join(errs...)
+}
+
+// WorkloadPortRange parses WorkloadPorts.
+func (c *Config) WorkloadPortRange() (lo, hi int, err error) {
+	a, b, ok := strings.Cut(c.WorkloadPorts, "-")
+	lo, err1 := strconv.Atoi(a)
+	hi, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || lo < 1 || hi > 65535 || lo > hi {
+		return 0, 0, fmt.Errorf("workload-ports %q: want a range of ports like 20000-29999", c.WorkloadPorts)
+	}
+	return lo, hi, nil
 }
 
 // Load reads YAML from r over the values already in c, so defaults stay for

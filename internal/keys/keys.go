@@ -104,3 +104,30 @@ func CAAckKey(rotation, node string) string { return CAAcksPrefix(rotation) + no
 // CARestartLock serializes the store members' restarts of a CA rotation,
 // so that only one voter is down at a time.
 const CARestartLock = LockPrefix + "ca-restart"
+
+// AllocsPrefix holds the allocations: what each node must run, written by
+// the scheduler (wire.Allocation), under <node>/<id>.
+const AllocsPrefix = Prefix + "allocs/"
+
+// NodeAllocsPrefix holds node's allocations.
+func NodeAllocsPrefix(node string) string { return AllocsPrefix + node + "/" }
+
+// AllocKey is an allocation of node.
+func AllocKey(node, id string) string { return NodeAllocsPrefix(node) + id }
+
+// AllocStatusPrefix holds what each node reports of its allocations
+// (wire.AllocStatus), under <node>/<id>.
+const AllocStatusPrefix = Prefix + "allocstatus/"
+
+// AllocStatusKey is the status node reports of its allocation id.
+func AllocStatusKey(node, id string) string { return AllocStatusPrefix + node + "/" + id }
+
+// SchedulerElection elects the node that runs the scheduler.
+const SchedulerElection = ElectionPrefix + "scheduler"
+
+// SchedPrefix holds, per service, what the scheduler could not place and
+// why (wire.SchedStatus); absent when everything is placed.
+const SchedPrefix = Prefix + "sched/"
+
+// SchedKey is the scheduler's status of service svc.
+func SchedKey(svc string) string { return SchedPrefix + svc }

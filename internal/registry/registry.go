@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/internal/config"
+	"github.com/tandemhq/tandem/internal/scheduler"
 )
 
 // Health states, from best to worst.
@@ -79,6 +80,10 @@ type Service struct {
 	Timeouts ProxyTimeouts `json:"timeouts,omitzero"`
 	// Outlier tunes passive outlier detection.
 	Outlier OutlierPolicy `json:"outlier,omitzero"`
+	// Workload, when it has a run command, makes tandem run the service's
+	// instances itself (see docs/WORKLOADS.md); its fields sit at the top
+	// level of the spec (run, count, ports, resources, ...).
+	scheduler.Workload
 }
 
 // ProxyTimeouts bound the proxy's requests to a service's instances.
@@ -295,8 +300,17 @@ func (s *Service) Validate(rules Rules) error {
 	if s.LBPort < 0 || s.LBPort > 65535 {
 		errs = append(errs, fmt.Errorf("lb_port %d: want 1-65535, or 0 for none", s.LBPort))
 	}
+	if !s.Workload.IsZero() {
+		w := s.Workload
+		w.Normalize()
+		errs = append(errs, w.Validate())
+	}
 	return errors.Join(errs...)
 }
+
+// Runs reports whether tandem runs the service's instances (its spec has
+// a run command).
+func (s *Service) Runs() bool { return len(s.Run.Command) > 0 }
 
 // Validate checks an instance.
 func (in *Instance) Validate(rules Rules) error {

@@ -24,3 +24,6 @@ func (d *Exec) Start(ctx context.Context, t Task) (Handle, error) { return nil, 
 
 // Adopt returns ErrUnsupported.
 func (d *Exec) Adopt(s State) (Handle, error) { return nil, ErrUnsupported }
+
+// Alive is false on systems other than Linux.
+func (s State) Alive() bool { return false }

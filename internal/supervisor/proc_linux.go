@@ -78,3 +78,21 @@ func groupRSS(fs procfs.FS, pgids map[int]bool) (map[int]int64, error) {
 func groupGone(pgid int) bool {
 	return errors.Is(unix.Kill(-pgid, 0), unix.ESRCH)
 }
+
+// Alive reports whether the process s describes still runs: the same boot,
+// a live leader with the recorded start time, still leading its group. A
+// process that is not the caller's child can be checked (and its group
+// signalled) safely only after this says so: a pid or a group number may
+// have been reused.
+func (s State) Alive() bool {
+	id, err := bootID()
+	if err != nil || id != s.BootID || s.Pid <= 1 {
+		return false
+	}
+	fs, err := procfs.NewFS(procfs.DefaultMountPoint)
+	if err != nil {
+		return false
+	}
+	info, err := readProc(fs, s.Pid)
+	return err == nil && info.startTime == s.StartTime && info.pgrp == s.Pgid && info.state != "Z" && info.state != "X"
+}

@@ -1,6 +1,9 @@
 package wire
 
-import "github.com/tandemhq/tandem/internal/registry"
+import (
+	"github.com/tandemhq/tandem/internal/registry"
+	"github.com/tandemhq/tandem/internal/scheduler"
+)
 
 // ServiceSummary is one row of GET /v1/services.
 type ServiceSummary struct {
@@ -26,4 +29,9 @@ type ServiceDetail struct {
 	Spec      registry.Service          `json:"spec"`
 	HasSpec   bool                      `json:"has_spec"`
 	Instances []registry.InstanceHealth `json:"instances"`
+	// Allocations are the instances tandem runs for the service (when
+	// its spec has a run command), with what their nodes report.
+	Allocations []AllocationInfo `json:"allocations,omitempty"`
+	// Unplaced are the instances the scheduler could not place, with why.
+	Unplaced []scheduler.Unplaced `json:"unplaced,omitempty"`
 }

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/internal/clustertest"
+	"github.com/tandemhq/tandem/internal/supervisor"
 	"github.com/tandemhq/tandem/internal/wire"
 )
 
@@ -293,12 +296,56 @@ func TestUp(t *testing.T) {
 		}
 	}
 	mustTandem(t, "kv", "put", addr, "up/key", "kept")
+	// up deploys the demo service: three instances, answering through
+	// every node's proxy.
+	demoAnswers := func() {
+		t.Helper()
+		for i := range 5 {
+			proxy := fmt.Sprintf("127.0.0.1:%d", base+10*i+4)
+			if err := clustertest.Poll(time.Minute, func() error {
+				req, _ := http.NewRequest("GET", "http://"+proxy+"/", nil)
+				req.Host = "demo"
+				resp, err := proxyClient().Do(req)
+				if err != nil {
+					return err
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 || !strings.Contains(string(b), "demo instance") {
+					return fmt.Errorf("%d %s", resp.StatusCode, b)
+				}
+				return nil
+			}); err != nil {
+				t.Fatalf("the demo through %s: %v\n%s", proxy, err, out)
+			}
+		}
+	}
+	demoAnswers()
+	if err := clustertest.Poll(time.Minute, func() error {
+		if !strings.Contains(out.String(), "demo service: 3/3 running, 3 passing") {
+			return errors.New("no demo line")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("up's output: %v\n%s", err, out)
+	}
 	stop(cmd, out)
+	for i := range 5 {
+		b, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("n%d", i+1), "workloads", "processes.json"))
+		var states []supervisor.State
+		_ = json.Unmarshal(b, &states)
+		for _, st := range states {
+			if st.Alive() {
+				t.Errorf("instance %s (pid %d) still runs after up stopped", st.Task.ID, st.Pid)
+			}
+		}
+	}
 
 	cmd, out = run("cluster restarted")
 	if got := mustTandem(t, "kv", "get", addr, "up/key"); got != "kept\n" {
 		t.Fatalf("after restart: %q", got)
 	}
+	demoAnswers()
 	stop(cmd, out)
 }
 

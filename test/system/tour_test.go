@@ -113,12 +113,17 @@ func TestReadmeTour(t *testing.T) {
 		"needs a token", // curl without a token: 401
 		"has role read", // a read token writing: 403
 		"revoked ",      // token revoke
+		"demo instance", // the demo service answered through a proxy
+		"demo: count 4", // tandem scale
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the tour's output lacks %q", want)
 		}
 	}
-	if t.Failed() {
+	if strings.Contains(got, "request FAILED") {
+		t.Errorf("a request to the demo failed while its node died")
+	}
+	if t.Failed() || os.Getenv("TOUR_DEBUG") != "" {
 		t.Logf("script:\n%s\noutput:\n%s\nup:\n%s", script.String(), got, upOut)
 	}
 }

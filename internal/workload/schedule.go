@@ -1,0 +1,330 @@
+// Package workload runs services' instances: the scheduler (a
+// leader-elected singleton around the pure scheduler.Plan) places them by
+// writing allocations to the store, and each node's Runner starts the
+// processes of the allocations it is given (through internal/supervisor),
+// registers them in the catalog, and stops them when they are no longer
+// wanted.
+package workload
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/tandemhq/tandem/internal/cluster"
+	"github.com/tandemhq/tandem/internal/keys"
+	"github.com/tandemhq/tandem/internal/registry"
+	"github.com/tandemhq/tandem/internal/scheduler"
+	"github.com/tandemhq/tandem/internal/store"
+	"github.com/tandemhq/tandem/internal/wire"
+)
+
+// Capacity is what this machine offers to instances: its CPUs (in
+// thousandths) and its memory (MB, from /proc/meminfo; 0 when unknown).
+func Capacity() (cpuMillis, memoryMB int) {
+	cpuMillis = runtime.NumCPU() * 1000
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return cpuMillis, 0
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.Atoi(f[1])
+			return cpuMillis, kb / 1024
+		}
+	}
+	return cpuMillis, 0
+}
+
+// Scheduler places the instances of the services tandem runs. Any node
+// may run it; one at a time holds its election.
+type Scheduler struct {
+	st       *store.Store
+	name     string
+	leaseTTL time.Duration
+	// changed notifies of a change in the store (the view's Changed).
+	changed func() <-chan struct{}
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// NewScheduler makes the scheduler of node name; changed wakes it when
+// the store changes (view.Changed), leaseTTL is the nodes' lease TTL.
+func NewScheduler(st *store.Store, name string, leaseTTL time.Duration, changed func() <-chan struct{}, log *slog.Logger) *Scheduler {
+	return &Scheduler{st: st, name: name, leaseTTL: leaseTTL, changed: changed, log: log, now: time.Now}
+}
+
+// Run campaigns for the scheduler's election and, while it holds it,
+// plans after every change of the store (and at least every second).
+func (s *Scheduler) Run(ctx context.Context) error {
+	ttl := max(int(s.leaseTTL/time.Second), 1)
+	for ctx.Err() == nil {
+		sess, err := concurrency.NewSession(s.st.Client(), concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
+		if err != nil {
+			sleep(ctx, 500*time.Millisecond)
+			continue
+		}
+		el := concurrency.NewElection(sess, keys.SchedulerElection)
+		if err := el.Campaign(ctx, s.name); err != nil || !holds(ctx, el, sess) {
+			sess.Close()
+			sleep(ctx, 200*time.Millisecond)
+			continue
+		}
+		s.log.Info("this node now runs the scheduler")
+		s.lead(ctx, sess, el)
+		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = el.Resign(rctx)
+		cancel()
+		sess.Close()
+	}
+	return nil
+}
+
+// holds reports whether this node's key, on its live session, leads el.
+func holds(ctx context.Context, el *concurrency.Election, sess *concurrency.Session) bool {
+	select {
+	case <-sess.Done():
+		return false
+	default:
+	}
+	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	resp, err := el.Leader(lctx)
+	return err == nil && len(resp.Kvs) == 1 && clientv3.LeaseID(resp.Kvs[0].Lease) == sess.Lease()
+}
+
+// lead plans while this node holds the election.
+func (s *Scheduler) lead(ctx context.Context, sess *concurrency.Session, el *concurrency.Election) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var retry <-chan time.Time
+	lastErr := ""
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		retryAt, err := s.planOnce(pctx, el)
+		cancel()
+		if err != nil && ctx.Err() == nil && err.Error() != lastErr {
+			s.log.Warn("scheduler: plan", "err", err)
+		}
+		lastErr = ""
+		if err != nil {
+			lastErr = err.Error()
+		}
+		retry = nil
+		if !retryAt.IsZero() {
+			retry = time.After(time.Until(retryAt))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-sess.Done():
+			s.log.Warn("scheduler: lost the election session; campaigning again")
+			return
+		case <-s.changed():
+		case <-retry:
+		case <-tick.C:
+		}
+	}
+}
+
+// snapshot is what one plan reads, at one store revision.
+type snapshot struct {
+	rev      int64
+	services map[string]registry.Service
+	nodes    map[string]cluster.NodeRecord
+	alive    map[string]bool
+	allocs   map[string]allocEntry // by alloc ID
+	sched    map[string]string     // service -> its SchedStatus as stored
+}
+
+type allocEntry struct {
+	a      wire.Allocation
+	rev    int64
+	status *wire.AllocStatus
+}
+
+// read takes the snapshot in one transaction.
+func (s *Scheduler) read(ctx context.Context) (*snapshot, error) {
+	prefixes := []string{keys.ServicesPrefix, keys.NodesPrefix, keys.AlivePrefix, keys.AllocsPrefix, keys.AllocStatusPrefix, keys.SchedPrefix}
+	var ops []clientv3.Op
+	for _, p := range prefixes {
+		ops = append(ops, clientv3.OpGet(p, clientv3.WithPrefix()))
+	}
+	resp, err := s.st.Client().Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, err
+	}
+	sn := &snapshot{rev: resp.Header.Revision, services: map[string]registry.Service{}, nodes: map[string]cluster.NodeRecord{},
+		alive: map[string]bool{}, allocs: map[string]allocEntry{}, sched: map[string]string{}}
+	statuses := map[string]*wire.AllocStatus{}
+	for i, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			k := string(kv.Key)
+			switch i {
+			case 0:
+				var svc registry.Service
+				if json.Unmarshal(kv.Value, &svc) == nil && svc.Runs() {
+					sn.services[svc.Name] = svc
+				}
+			case 1:
+				var rec cluster.NodeRecord
+				if json.Unmarshal(kv.Value, &rec) == nil {
+					sn.nodes[rec.Name] = rec
+				}
+			case 2:
+				sn.alive[strings.TrimPrefix(k, keys.AlivePrefix)] = true
+			case 3:
+				var a wire.Allocation
+				if json.Unmarshal(kv.Value, &a) == nil && a.ID != "" {
+					sn.allocs[a.ID] = allocEntry{a: a, rev: kv.ModRevision}
+				}
+			case 4:
+				var st wire.AllocStatus
+				if json.Unmarshal(kv.Value, &st) == nil {
+					statuses[k] = &st
+				}
+			case 5:
+				sn.sched[strings.TrimPrefix(k, keys.SchedPrefix)] = string(kv.Value)
+			}
+		}
+	}
+	for id, e := range sn.allocs {
+		e.status = statuses[keys.AllocStatusKey(e.a.Node, id)]
+		sn.allocs[id] = e
+	}
+	return sn, nil
+}
+
+// planOnce reads the store, plans, and writes the plan in one transaction
+// that holds only if this node still leads the election and nothing it
+// read changed. It returns when to plan again without a change.
+func (s *Scheduler) planOnce(ctx context.Context, el *concurrency.Election) (time.Time, error) {
+	sn, err := s.read(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	now := s.now()
+	specs := map[string]scheduler.Workload{}
+	for name, svc := range sn.services {
+		w := svc.Workload
+		w.Normalize()
+		specs[name] = w
+	}
+	var nodes []scheduler.Node
+	for name, rec := range sn.nodes {
+		if !rec.Workloads {
+			continue
+		}
+		nodes = append(nodes, scheduler.Node{
+			Name: name, Labels: rec.Labels, Eligible: true, Alive: sn.alive[name], LostAt: rec.LastSeen,
+			Capacity: scheduler.Resources{CPUMillis: rec.CPUMillis, MemoryMB: rec.MemoryMB},
+		})
+	}
+	var allocs []scheduler.Alloc
+	var ops []clientv3.Op
+	for id, e := range sn.allocs {
+		if _, ok := sn.nodes[e.a.Node]; !ok {
+			// The node was removed from the cluster: nothing will ever
+			// stop or report this allocation.
+			ops = append(ops, clientv3.OpDelete(keys.AllocKey(e.a.Node, id)), clientv3.OpDelete(keys.AllocStatusKey(e.a.Node, id)))
+			continue
+		}
+		allocs = append(allocs, scheduler.Alloc{ID: id, Service: e.a.Service, Node: e.a.Node, Generation: e.a.Generation,
+			State: allocState(e), Resources: e.a.Workload.Resources})
+	}
+	res := scheduler.Plan(specs, nodes, allocs, now, scheduler.Options{LeaseTTL: s.leaseTTL, LossMargin: time.Second})
+	for _, p := range res.Place {
+		svc := sn.services[p.Service]
+		a := wire.Allocation{ID: p.ID, Service: p.Service, Node: p.Node, Generation: svc.Generation, Desired: wire.DesiredRun,
+			Created: now.UTC(), Workload: specs[p.Service], Checks: svc.Checks}
+		b, _ := json.Marshal(a)
+		ops = append(ops, clientv3.OpPut(keys.AllocKey(p.Node, p.ID), string(b)))
+	}
+	for _, st := range res.Stop {
+		e := sn.allocs[st.ID]
+		a := e.a
+		a.Desired, a.StopReason = wire.DesiredStop, st.Reason
+		b, _ := json.Marshal(a)
+		ops = append(ops, clientv3.OpPut(keys.AllocKey(a.Node, a.ID), string(b)))
+	}
+	// What cannot be placed, and why, for `tandem service show`: written
+	// when it changes.
+	unplaced := map[string][]scheduler.Unplaced{}
+	for _, u := range res.Unplaced {
+		unplaced[u.Service] = append(unplaced[u.Service], u)
+	}
+	for svc, us := range unplaced {
+		b, _ := json.Marshal(wire.SchedStatus{Unplaced: us})
+		if sn.sched[svc] != string(b) {
+			ops = append(ops, clientv3.OpPut(keys.SchedKey(svc), string(b)))
+		}
+	}
+	for svc := range sn.sched {
+		if _, ok := unplaced[svc]; !ok {
+			ops = append(ops, clientv3.OpDelete(keys.SchedKey(svc)))
+		}
+	}
+	if len(ops) == 0 {
+		return res.RetryAt, nil
+	}
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(el.Key()), "=", el.Rev())}
+	for _, p := range []string{keys.ServicesPrefix, keys.NodesPrefix, keys.AlivePrefix, keys.AllocsPrefix} {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(p), "<", sn.rev+1).WithPrefix())
+	}
+	tr, err := s.st.Client().Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return time.Time{}, err
+	}
+	if !tr.Succeeded {
+		return time.Now(), nil // something changed, or the election was lost: read again
+	}
+	for _, p := range res.Place {
+		s.log.Info("scheduler: placed an instance", "service", p.Service, "id", p.ID, "node", p.Node)
+	}
+	for _, st := range res.Stop {
+		s.log.Info("scheduler: stopping an instance", "service", st.Service, "id", st.ID, "node", st.Node, "why", st.Reason)
+	}
+	for _, u := range res.Unplaced {
+		if _, old := sn.sched[u.Service]; !old {
+			s.log.Warn("scheduler: instances not placed", "service", u.Service, "count", u.Count, "why", u.Reason)
+		}
+	}
+	return res.RetryAt, nil
+}
+
+// allocState is the scheduler's state of an allocation.
+func allocState(e allocEntry) string {
+	if e.a.Desired == wire.DesiredStop {
+		return scheduler.StateStopping
+	}
+	if e.status == nil {
+		return scheduler.StatePending
+	}
+	switch e.status.State {
+	case wire.AllocFailed:
+		return scheduler.StateFailed
+	case wire.AllocStarting:
+		return scheduler.StatePending
+	}
+	return scheduler.StateRunning
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+

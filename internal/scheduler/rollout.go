@@ -1,0 +1,121 @@
+package scheduler
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// rollout is the state of a service's rolling update: some of its
+// instances run an older generation than its spec.
+type rollout struct {
+	gen         int64
+	maxParallel int
+	minHealthy  time.Duration
+	// failed are the new generation's instances that failed. They are
+	// kept, not placed again, while old instances run: they are what says
+	// the update is stuck.
+	failed []Alloc
+}
+
+// rollout returns the state of a rolling update of the service whose
+// allocs are list, or nil when none of them runs an older generation.
+func (p *planner) rollout(list []Alloc, w *Workload) *rollout {
+	for i := range list {
+		a := &list[i]
+		if a.Generation < w.Generation && a.State != StateStopping && a.State != StateFailed {
+			return &rollout{gen: w.Generation, maxParallel: w.Update.MaxParallel, minHealthy: w.Update.MinHealthy.D()}
+		}
+	}
+	return nil
+}
+
+// stuck reports whether the update cannot progress. A nil rollout (no
+// update) is not stuck.
+func (r *rollout) stuck() bool { return r != nil && len(r.failed) > 0 }
+
+// healthy reports whether a has passed its checks for min_healthy at now.
+func (r *rollout) healthy(a *Alloc, now time.Time) bool {
+	return !a.HealthySince.IsZero() && !now.Before(a.HealthySince.Add(r.minHealthy))
+}
+
+// stuckReason says why the update is stuck, naming up to three of the
+// failed instances.
+func (r *rollout) stuckReason() string {
+	var names []string
+	for _, a := range r.failed[:min(len(r.failed), 3)] {
+		names = append(names, a.ID+" on "+a.Node)
+	}
+	list := strings.Join(names, ", ")
+	if len(r.failed) > 3 {
+		list += fmt.Sprintf(" and %d more", len(r.failed)-3)
+	}
+	return fmt.Sprintf("the update to generation %d is stuck: %s failed (%s); the old instances keep running and nothing new is placed until the update is rolled back or a new spec is deployed",
+		r.gen, plural(len(r.failed), "new instance"), list)
+}
+
+// replaceOld stops the old instances that are no longer needed and
+// returns the ones kept. Old instances past count (less the held ones) go
+// first: a scale down. Then, unless the update is stuck, one old instance
+// for each new one healthy for min_healthy: the old ones kept never
+// number more than count less the held and the healthy new ones. The old
+// instance stopped is the one on the most crowded spread value and node,
+// counting new instances only, so the old instance beside a new one goes
+// first and the new generation ends up spread.
+func (p *planner) replaceOld(w *Workload, r *rollout, live, old []placed, held int, si *spreadIndex) []placed {
+	if n := len(old) - max(0, w.Count-held); n > 0 {
+		old = p.stopCrowded(old, n, si, false, fmt.Sprintf("scaled down to %d during the update to generation %d", w.Count, r.gen))
+	}
+	if r.stuck() {
+		return old
+	}
+	healthy := 0
+	for i := range live {
+		a := &live[i].Alloc
+		switch {
+		case r.healthy(a, p.now):
+			healthy++
+		case !a.HealthySince.IsZero():
+			p.retryAt(a.HealthySince.Add(r.minHealthy))
+		}
+	}
+	if n := len(old) - max(0, w.Count-held-healthy); n > 0 {
+		old = p.stopCrowded(old, n, si, false, fmt.Sprintf("replaced by generation %d (%d of %d new instances healthy for %s)",
+			r.gen, healthy, w.Count, r.minHealthy))
+	}
+	return old
+}
+
+// surge places the new instances that will replace old ones: no more than
+// old, the old instances left to replace, and no more than keep
+// max_parallel new instances in flight (not yet healthy for min_healthy),
+// counting the fill instances just placed for missing ones. A surge that
+// finds no room is reported unplaced; no old instance is stopped to make
+// room.
+func (p *planner) surge(name string, w *Workload, cons []constraint, si *spreadIndex, r *rollout, live []placed, old, held, fill int) {
+	if r.stuck() {
+		return
+	}
+	inFlight := 0
+	for i := range live {
+		if !r.healthy(&live[i].Alloc, p.now) {
+			inFlight++
+		}
+	}
+	n := min(r.maxParallel-inFlight-fill, old, w.Count-held-len(live)-fill)
+	if n <= 0 {
+		return
+	}
+	if done := p.placeN(name, w, cons, si, n); done < n {
+		p.unplaced(name, n-done, fmt.Sprintf("the update to generation %d needs room for %s beside the old ones: %s",
+			r.gen, plural(n-done, "more instance"), p.explain(w, cons)))
+	}
+}
+
+// plural writes n and noun, with an s unless n is 1.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

@@ -61,8 +61,9 @@ type Alloc struct {
 	Resources Resources `json:"resources,omitzero"`
 	// HealthySince is since when the instance has passed its checks
 	// without a break; zero while it does not pass (or is not known to).
-	// The loop around Plan fills it from the catalog before each plan;
-	// Plan reads it only during a rolling update.
+	// The loop around Plan fills it from the catalog before each plan.
+	// A rolling update waits for it; otherwise it only chooses, between
+	// equals, which instance stops first.
 	HealthySince time.Time `json:"healthy_since,omitzero"`
 }
 
@@ -347,7 +348,7 @@ func (p *planner) service(name string, w Workload, list []Alloc) {
 			}
 		}
 	}
-	slices.SortStableFunc(draining, func(a, b placed) int { return cmp.Compare(rank(a.State), rank(b.State)) })
+	slices.SortStableFunc(draining, func(a, b placed) int { return cmp.Compare(rank(&a.Alloc), rank(&b.Alloc)) })
 	move := min(len(draining), max(0, running+len(draining)-w.Count))
 	for _, a := range draining[:move] {
 		p.stop(a.Alloc, fmt.Sprintf("node %s is draining and %d instances run elsewhere", a.Node, running))
@@ -456,12 +457,16 @@ func (p *planner) classify(list []Alloc, w *Workload, si *spreadIndex, roll *rol
 	return g
 }
 
-// rank orders states for stopping: the ones not serving yet go first.
-func rank(state string) int {
-	if state == StatePending {
+// rank orders allocs for stopping: the ones not serving go first (not
+// started yet, then not passing their checks).
+func rank(a *Alloc) int {
+	switch {
+	case a.State == StatePending:
 		return 0
+	case a.HealthySince.IsZero():
+		return 1
 	}
-	return 1
+	return 2
 }
 
 func heldReason(held []heldAlloc, until time.Time) string {
@@ -634,7 +639,7 @@ func (p *planner) crowdedFirst(a, b placed, si *spreadIndex) bool {
 	if x, y := p.allocs[a.ni], p.allocs[b.ni]; x != y {
 		return x > y
 	}
-	if x, y := rank(a.State), rank(b.State); x != y {
+	if x, y := rank(&a.Alloc), rank(&b.Alloc); x != y {
 		return x < y
 	}
 	return a.ID > b.ID

@@ -34,9 +34,10 @@ func (p *planner) rollout(list []Alloc, w *Workload) *rollout {
 // update) is not stuck.
 func (r *rollout) stuck() bool { return r != nil && len(r.failed) > 0 }
 
-// healthy reports whether a has passed its checks for min_healthy at now.
+// healthy reports whether a has started and passed its checks for
+// min_healthy at now.
 func (r *rollout) healthy(a *Alloc, now time.Time) bool {
-	return !a.HealthySince.IsZero() && !now.Before(a.HealthySince.Add(r.minHealthy))
+	return a.State != StatePending && !a.HealthySince.IsZero() && !now.Before(a.HealthySince.Add(r.minHealthy))
 }
 
 // stuckReason says why the update is stuck, naming up to three of the
@@ -75,7 +76,7 @@ func (p *planner) replaceOld(w *Workload, r *rollout, live, old []placed, held i
 		switch {
 		case r.healthy(a, p.now):
 			healthy++
-		case !a.HealthySince.IsZero():
+		case a.State != StatePending && !a.HealthySince.IsZero():
 			p.retryAt(a.HealthySince.Add(r.minHealthy))
 		}
 	}

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -9,8 +10,8 @@ import (
 )
 
 // rollSim runs Plan step by step as the loop around it would: plan at now,
-// apply the result (stopped allocs go away; new ones start and, unless
-// start says otherwise, pass their checks from then on), move the clock.
+// apply the result (stopped allocs go away; new and pending ones start
+// and, unless start says otherwise, pass their checks from then on).
 type rollSim struct {
 	t      *testing.T
 	specs  map[string]Workload
@@ -37,6 +38,11 @@ func (s *rollSim) step(after time.Duration) Result {
 		stopped[st.ID] = true
 	}
 	s.allocs = slices.DeleteFunc(s.allocs, func(a Alloc) bool { return stopped[a.ID] })
+	for i := range s.allocs {
+		if s.allocs[i].State == StatePending {
+			s.start(s, &s.allocs[i])
+		}
+	}
 	for _, a := range res.Place {
 		s.start(s, &a)
 		s.allocs = append(s.allocs, a)
@@ -380,5 +386,111 @@ func scale(n int) func(s *rollSim) {
 		w := s.specs["web"]
 		w.Count = n
 		s.specs = map[string]Workload{"web": w}
+	}
+}
+
+// TestRollingUpdateRandom rolls random clusters from generation 1 to 2,
+// new instances passing their checks once started, and checks what holds
+// whatever the input: no plan that replaces an old instance leaves fewer
+// than count instances serving (old ones running, new ones healthy for
+// min_healthy) if count served before; no more than count + max_parallel instances run once that many
+// ran; and the update ends with count instances of generation 2 (and an
+// old one beside each new one that never passes its checks).
+func TestRollingUpdateRandom(t *testing.T) {
+	for seed := range uint64(300) {
+		rng := rand.New(rand.NewPCG(seed, 2))
+		var nodes []Node
+		for _, n := range randomNodes(rng) {
+			n.Eligible = true // a drain stops instances that run, healthy or not
+			nodes = append(nodes, n)
+		}
+		specs := randomSpecs(rng)
+		for name, w := range specs {
+			w.Generation = 2
+			w.Update.MaxParallel = 1 + rng.IntN(3)
+			specs[name] = w
+		}
+		allocs := randomAllocs(rng, nodes, specs)
+		for i := range allocs {
+			allocs[i].Generation = 1 + rng.Int64N(2)
+			if rng.IntN(2) == 0 {
+				allocs[i].HealthySince = t0.Add(-time.Duration(rng.IntN(4)) * time.Second)
+			}
+		}
+		s := newRollSim(t, specs, nodes, allocs)
+		alive := map[string]bool{}
+		for _, n := range nodes {
+			alive[n.Name] = alive[n.Name] || n.Alive
+		}
+		serves := func(a Alloc) bool {
+			w := specs[a.Service]
+			if !alive[a.Node] || a.State != StateRunning {
+				return false
+			}
+			return a.Generation < w.Generation ||
+				!a.HealthySince.IsZero() && !s.now.Before(a.HealthySince.Add(DefaultMinHealthy))
+		}
+		count := func(list []Alloc, svc string, f func(Alloc) bool) int {
+			n := 0
+			for _, a := range list {
+				if a.Service == svc && f(a) {
+					n++
+				}
+			}
+			return n
+		}
+		runs := func(a Alloc) bool { return alive[a.Node] && (a.State == StatePending || a.State == StateRunning) }
+		capped := map[string]bool{}
+		var res Result
+		for round := 0; ; round++ {
+			before := slices.Clone(s.allocs)
+			res = s.step(DefaultMinHealthy)
+			for name, w := range specs {
+				stopped := map[string]bool{}
+				for _, st := range res.Stop {
+					stopped[st.ID] = true
+				}
+				was := count(before, name, serves)
+				still := count(before, name, func(a Alloc) bool { return serves(a) && !stopped[a.ID] })
+				replaced := slices.ContainsFunc(res.Stop, func(st Stop) bool {
+					return st.Service == name && strings.HasPrefix(st.Reason, "replaced by generation")
+				})
+				if replaced && still < min(was, w.Count) {
+					t.Fatalf("seed %d round %d: %s: %d instances served, %d still do after stops %+v", seed, round, name, was, still, res.Stop)
+				}
+				n := count(s.allocs, name, runs)
+				if n <= w.Count+w.Update.MaxParallel {
+					capped[name] = true
+				} else if capped[name] {
+					t.Fatalf("seed %d round %d: %s runs %d instances, count %d, max_parallel %d", seed, round, name, n, w.Count, w.Update.MaxParallel)
+				}
+			}
+			if !res.Changes() && res.RetryAt.IsZero() {
+				break
+			}
+			if round == 40 {
+				t.Fatalf("seed %d: no fixed point after 40 rounds: %+v", seed, res)
+			}
+		}
+		unplaced := map[string]bool{}
+		for _, u := range res.Unplaced {
+			unplaced[u.Service] = true
+		}
+		for _, x := range res.Stuck {
+			unplaced[x.Service] = true
+		}
+		for name, w := range specs {
+			if unplaced[name] {
+				continue
+			}
+			n := count(s.allocs, name, func(a Alloc) bool { return runs(a) && a.Generation == 2 })
+			old := count(s.allocs, name, func(a Alloc) bool { return runs(a) && a.Generation != 2 })
+			// A new instance that never passes its checks keeps an old one.
+			sick := count(s.allocs, name, func(a Alloc) bool { return runs(a) && a.Generation == 2 && !serves(a) })
+			if n != w.Count || old > sick {
+				t.Fatalf("seed %d: %s runs %d new (%d not healthy) and %d old instances, count %d, with nothing unplaced or stuck: %v",
+					seed, name, n, sick, old, w.Count, s.allocs)
+			}
+		}
 	}
 }

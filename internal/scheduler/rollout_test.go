@@ -328,6 +328,46 @@ func TestRollingUpdate(t *testing.T) {
 			},
 			final: []string{"2:web-1@n1"},
 		},
+		{
+			name:  "stuck, and an old instance's node dies: not replaced by the failing generation",
+			specs: web(3, gen2), nodes: append(threeNodes(), node("n4")), allocs: threeOld(),
+			start: failFirst(),
+			steps: []rollStep{
+				{place: []string{"web@n4"}},
+				{do: kill("n2"), stuck: "web g2: ", unplaced: []string{
+					"web×1: the update to generation 2 is stuck: 1 new instance failed (web-1 on n4); the old instances keep running and nothing new is placed until the update is rolled back or a new spec is deployed; meanwhile 1 still runs on a lost or draining node",
+				}},
+			},
+			final: []string{"1:web-a@n1", "1:web-b@n2", "1:web-c@n3", "2:web-1@n4"},
+		},
+		{
+			name:  "a new instance stops passing its checks: no more old ones stop until it passes again for min_healthy",
+			specs: web(3, gen2), nodes: threeNodes(), allocs: threeOld(),
+			steps: []rollStep{
+				{place: []string{"web@n1"}},
+				{after: minH, place: []string{"web@n2"}, stop: []string{"web-a: replaced"}},
+				{do: sick("web-1"), after: minH},
+				{do: cured("web-1"), retry: minH},
+				{after: minH, place: []string{"web@n3"}, stop: []string{"web-b: replaced"}},
+				{after: minH, stop: []string{"web-c: replaced"}},
+				{after: minH},
+			},
+			final: []string{"2:web-1@n1", "2:web-2@n2", "2:web-3@n3"},
+		},
+		{
+			name:  "a node drains mid-update: its old instance is replaced by the new generation once that runs",
+			specs: web(3, gen2), nodes: append(threeNodes(), node("n4")), allocs: threeOld(),
+			steps: []rollStep{
+				{place: []string{"web@n4"}},
+				// web-1, placed to replace an old one, stands in for web-a.
+				{do: drain("n1"), stop: []string{"web-a: node n1 is draining and 3 instances run elsewhere"}, retry: minH},
+				{after: minH, place: []string{"web@n2"}},
+				{after: minH, place: []string{"web@n3"}, stop: []string{"web-b: replaced"}},
+				{after: minH, stop: []string{"web-c: replaced"}},
+				{after: minH},
+			},
+			final: []string{"2:web-1@n4", "2:web-2@n2", "2:web-3@n3"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -491,6 +531,33 @@ func TestRollingUpdateRandom(t *testing.T) {
 				t.Fatalf("seed %d: %s runs %d new (%d not healthy) and %d old instances, count %d, with nothing unplaced or stuck: %v",
 					seed, name, n, sick, old, w.Count, s.allocs)
 			}
+		}
+	}
+}
+
+func drain(name string) func(s *rollSim) {
+	return func(s *rollSim) {
+		for i := range s.nodes {
+			if s.nodes[i].Name == name {
+				s.nodes[i].Eligible = false
+			}
+		}
+	}
+}
+
+// sick makes alloc id fail its checks; cured makes it pass them from now.
+func sick(id string) func(s *rollSim) {
+	return func(s *rollSim) { s.setHealthy(id, time.Time{}) }
+}
+
+func cured(id string) func(s *rollSim) {
+	return func(s *rollSim) { s.setHealthy(id, s.now) }
+}
+
+func (s *rollSim) setHealthy(id string, since time.Time) {
+	for i := range s.allocs {
+		if s.allocs[i].ID == id {
+			s.allocs[i].HealthySince = since
 		}
 	}
 }

@@ -411,14 +411,23 @@ func rollBack(s *rollSim) {
 	s.specs = map[string]Workload{"web": w}
 }
 
-func kill(name string) func(s *rollSim) {
+// onNode changes node name.
+func onNode(name string, change func(s *rollSim, n *Node)) func(s *rollSim) {
 	return func(s *rollSim) {
 		for i := range s.nodes {
 			if s.nodes[i].Name == name {
-				s.nodes[i].Alive, s.nodes[i].LostAt = false, s.now
+				change(s, &s.nodes[i])
 			}
 		}
 	}
+}
+
+func kill(name string) func(s *rollSim) {
+	return onNode(name, func(s *rollSim, n *Node) { n.Alive, n.LostAt = false, s.now })
+}
+
+func drain(name string) func(s *rollSim) {
+	return onNode(name, func(_ *rollSim, n *Node) { n.Eligible = false })
 }
 
 func scale(n int) func(s *rollSim) {
@@ -530,16 +539,6 @@ func TestRollingUpdateRandom(t *testing.T) {
 			if n != w.Count || old > sick {
 				t.Fatalf("seed %d: %s runs %d new (%d not healthy) and %d old instances, count %d, with nothing unplaced or stuck: %v",
 					seed, name, n, sick, old, w.Count, s.allocs)
-			}
-		}
-	}
-}
-
-func drain(name string) func(s *rollSim) {
-	return func(s *rollSim) {
-		for i := range s.nodes {
-			if s.nodes[i].Name == name {
-				s.nodes[i].Eligible = false
 			}
 		}
 	}

@@ -115,16 +115,16 @@
 //     generation ends up spread as placement would spread it. New
 //     instances are spread counting the new generation only.
 //   - A new instance that does not pass its checks keeps its old one
-//     running: the update waits, as long as it takes. Plan has no deadline
-//     for it; the loop around it (or tandem deploy) may give up and roll
-//     back. Result.RetryAt asks for a plan when the next new instance
-//     reaches min_healthy.
-//   - A new instance that failed (its node gave up restarting it) stops
-//     the update: Plan keeps it, in state failed, rather than placing it
+//     running: the update waits. Result.RetryAt asks for a plan when the
+//     next new instance reaches min_healthy.
+//   - A new instance that failed (its node gave up restarting it), or,
+//     when Options.HealthyDeadline is set, one not healthy for min_healthy
+//     that long after it was placed (Alloc.PlacedAt), stops the update.
+//     Plan keeps a failed one, in state failed, rather than placing it
 //     again, stops no more old instances, places nothing of the new
 //     generation (an instance lost meanwhile is not replaced either, and
 //     is listed as unplaced with the reason), and reports the service in
-//     Result.Stuck with the failed instances. The loop around Plan rolls back when update.auto_rollback
+//     Result.Stuck with the failed or late instances. The loop around Plan rolls back when update.auto_rollback
 //     is on: it writes the previous spec as a new generation, which Plan
 //     rolls out like any other (the failed instances, now of an older
 //     generation, are stopped). Otherwise the update stays stuck until a

@@ -65,6 +65,10 @@ type Alloc struct {
 	// A rolling update waits for it; otherwise it only chooses, between
 	// equals, which instance stops first.
 	HealthySince time.Time `json:"healthy_since,omitzero"`
+	// PlacedAt is when Plan placed the instance (the now of that plan).
+	// A rolling update gives a new instance Options.HealthyDeadline from
+	// then to become healthy.
+	PlacedAt time.Time `json:"placed_at,omitzero"`
 }
 
 // Stop is an alloc to stop, and why.
@@ -90,11 +94,12 @@ type Result struct {
 	Unplaced []Unplaced `json:"unplaced,omitempty"`
 	// RetryAt, when not zero, is when a wait ends (an at_most_one
 	// instance of a lost node may be replaced then, or a new instance of
-	// a rolling update will have been healthy for min_healthy): plan
-	// again at that time even if nothing else changes.
+	// a rolling update will have been healthy for min_healthy, or reaches
+	// Options.HealthyDeadline): plan again at that time even if nothing
+	// else changes.
 	RetryAt time.Time `json:"retry_at,omitzero"`
 	// Stuck lists the rolling updates that cannot progress: instances of
-	// the new generation failed. Plan stops no more old instances of such
+	// the new generation failed (or were late: Options.HealthyDeadline). Plan stops no more old instances of such
 	// a service and places none of the new generation; the loop around it
 	// rolls back (writes the previous spec as a new generation) when the
 	// spec's update.auto_rollback is on.
@@ -108,7 +113,10 @@ type UpdateStuck struct {
 	Generation int64  `json:"generation"`
 	// Failed is how many instances of the generation failed (were handed
 	// back by their node after crashing too often).
-	Failed int    `json:"failed"`
+	Failed int `json:"failed"`
+	// Late is how many were not healthy for update.min_healthy within
+	// Options.HealthyDeadline of their placement.
+	Late   int    `json:"late,omitempty"`
 	Reason string `json:"reason"`
 }
 
@@ -126,6 +134,11 @@ type Options struct {
 	// NewID returns the ID of a new alloc of service; it must never
 	// repeat. The default is "<service>-" and 16 random hex digits.
 	NewID func(service string) string
+	// HealthyDeadline is how long a new instance of a rolling update has,
+	// from its placement, to pass its checks for update.min_healthy; one
+	// that has not by then makes the update stuck, as a failed one does.
+	// Zero gives no deadline: the update waits as long as it takes.
+	HealthyDeadline time.Duration
 }
 
 func randomID(service string) string {
@@ -303,7 +316,8 @@ func (p *planner) service(name string, w Workload, list []Alloc) {
 	live, draining, lost, held := g.live, g.draining, g.lost, g.held
 	old, allowance := g.old, 0
 	if roll.stuck() {
-		p.res.Stuck = append(p.res.Stuck, UpdateStuck{Service: name, Generation: roll.gen, Failed: len(roll.failed), Reason: roll.stuckReason()})
+		p.res.Stuck = append(p.res.Stuck, UpdateStuck{Service: name, Generation: roll.gen,
+			Failed: len(roll.failed), Late: len(roll.lateOnes), Reason: roll.stuckReason()})
 	}
 	if roll != nil {
 		old = p.replaceOld(&w, roll, live, old, len(held), si)
@@ -449,6 +463,9 @@ func (p *planner) classify(list []Alloc, w *Workload, si *spreadIndex, roll *rol
 		case roll != nil && a.Generation < roll.gen:
 			g.old = append(g.old, placed{a, ni})
 		default:
+			if roll != nil && roll.late(&a, p.now) {
+				roll.lateOnes = append(roll.lateOnes, a)
+			}
 			g.live = append(g.live, placed{a, ni})
 			p.svc[ni]++
 			p.spreadN[si.of[ni]]++
@@ -581,6 +598,7 @@ func (p *planner) place(service string, w *Workload, ni int, si *spreadIndex) {
 		Generation: w.Generation,
 		State:      StatePending,
 		Resources:  w.Resources,
+		PlacedAt:   p.now,
 	})
 	p.used[ni].CPUMillis += w.Resources.CPUMillis
 	p.used[ni].MemoryMB += w.Resources.MemoryMB

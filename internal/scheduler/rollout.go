@@ -12,10 +12,14 @@ type rollout struct {
 	gen         int64
 	maxParallel int
 	minHealthy  time.Duration
+	deadline    time.Duration // Options.HealthyDeadline
 	// failed are the new generation's instances that failed. They are
 	// kept, not placed again, while old instances run: they are what says
 	// the update is stuck.
 	failed []Alloc
+	// lateOnes are the new generation's instances that are not healthy
+	// for min_healthy past the deadline.
+	lateOnes []Alloc
 }
 
 // rollout returns the state of a rolling update of the service whose
@@ -24,7 +28,8 @@ func (p *planner) rollout(list []Alloc, w *Workload) *rollout {
 	for i := range list {
 		a := &list[i]
 		if a.Generation < w.Generation && a.State != StateStopping && a.State != StateFailed {
-			return &rollout{gen: w.Generation, maxParallel: w.Update.MaxParallel, minHealthy: w.Update.MinHealthy.D()}
+			return &rollout{gen: w.Generation, maxParallel: w.Update.MaxParallel, minHealthy: w.Update.MinHealthy.D(),
+				deadline: p.opts.HealthyDeadline}
 		}
 	}
 	return nil
@@ -32,7 +37,7 @@ func (p *planner) rollout(list []Alloc, w *Workload) *rollout {
 
 // stuck reports whether the update cannot progress. A nil rollout (no
 // update) is not stuck.
-func (r *rollout) stuck() bool { return r != nil && len(r.failed) > 0 }
+func (r *rollout) stuck() bool { return r != nil && len(r.failed)+len(r.lateOnes) > 0 }
 
 // healthy reports whether a has started and passed its checks for
 // min_healthy at now.
@@ -40,19 +45,38 @@ func (r *rollout) healthy(a *Alloc, now time.Time) bool {
 	return a.State != StatePending && !a.HealthySince.IsZero() && !now.Before(a.HealthySince.Add(r.minHealthy))
 }
 
+// late reports whether a, of the new generation, is not healthy for
+// min_healthy past the deadline from its placement.
+func (r *rollout) late(a *Alloc, now time.Time) bool {
+	return r.deadline > 0 && !a.PlacedAt.IsZero() && !now.Before(a.PlacedAt.Add(r.deadline)) && !r.healthy(a, now)
+}
+
 // stuckReason says why the update is stuck, naming up to three of the
-// failed instances.
+// failed and of the late instances.
 func (r *rollout) stuckReason() string {
+	var why []string
+	if len(r.failed) > 0 {
+		why = append(why, fmt.Sprintf("%s failed (%s)", plural(len(r.failed), "new instance"), someOf(r.failed)))
+	}
+	if len(r.lateOnes) > 0 {
+		why = append(why, fmt.Sprintf("%s not healthy for %s within %s of placement (%s)",
+			plural(len(r.lateOnes), "new instance"), r.minHealthy, r.deadline, someOf(r.lateOnes)))
+	}
+	return fmt.Sprintf("the update to generation %d is stuck: %s; the old instances keep running and nothing new is placed until the update is rolled back or a new spec is deployed",
+		r.gen, strings.Join(why, ", and "))
+}
+
+// someOf names up to three of list, by ID and node.
+func someOf(list []Alloc) string {
 	var names []string
-	for _, a := range r.failed[:min(len(r.failed), 3)] {
+	for _, a := range list[:min(len(list), 3)] {
 		names = append(names, a.ID+" on "+a.Node)
 	}
-	list := strings.Join(names, ", ")
-	if len(r.failed) > 3 {
-		list += fmt.Sprintf(" and %d more", len(r.failed)-3)
+	out := strings.Join(names, ", ")
+	if len(list) > 3 {
+		out += fmt.Sprintf(" and %d more", len(list)-3)
 	}
-	return fmt.Sprintf("the update to generation %d is stuck: %s failed (%s); the old instances keep running and nothing new is placed until the update is rolled back or a new spec is deployed",
-		r.gen, plural(len(r.failed), "new instance"), list)
+	return out
 }
 
 // replaceOld stops the old instances that are no longer needed and
@@ -73,11 +97,15 @@ func (p *planner) replaceOld(w *Workload, r *rollout, live, old []placed, held i
 	healthy := 0
 	for i := range live {
 		a := &live[i].Alloc
-		switch {
-		case r.healthy(a, p.now):
+		if r.healthy(a, p.now) {
 			healthy++
-		case a.State != StatePending && !a.HealthySince.IsZero():
+			continue
+		}
+		if a.State != StatePending && !a.HealthySince.IsZero() {
 			p.retryAt(a.HealthySince.Add(r.minHealthy))
+		}
+		if r.deadline > 0 && !a.PlacedAt.IsZero() {
+			p.retryAt(a.PlacedAt.Add(r.deadline))
 		}
 	}
 	if n := len(old) - max(0, w.Count-held-healthy); n > 0 {

@@ -159,6 +159,7 @@ func TestRollingUpdate(t *testing.T) {
 		nodes  []Node
 		allocs []Alloc
 		start  func(s *rollSim, a *Alloc)
+		limit  time.Duration // Options.HealthyDeadline
 		steps  []rollStep
 		final  []string // the service web's allocs at the end, as rollSim.gens
 	}
@@ -212,6 +213,31 @@ func TestRollingUpdate(t *testing.T) {
 				{after: time.Hour},
 			},
 			final: []string{"1:web-a@n1", "1:web-b@n2", "1:web-c@n3", "2:web-1@n1"},
+		},
+		{
+			name:  "with a deadline, a new instance that never becomes healthy makes the update stuck",
+			specs: web(3, gen2), nodes: threeNodes(), allocs: threeOld(),
+			start: neverHealthy, limit: time.Minute,
+			steps: []rollStep{
+				{place: []string{"web@n1"}},
+				{after: minH, retry: time.Minute - minH},
+				{after: time.Minute - minH, stuck: "web g2: the update to generation 2 is stuck: 1 new instance not healthy for 2s within 1m0s of placement (web-1 on n1); the old"},
+				// Generation 2 is old now: one too many, and the first to go.
+				{do: rollBack, place: []string{"web@n2"}, stop: []string{"web-1: scaled down to 3 during the update to generation 3"}},
+			},
+			final: []string{"1:web-a@n1", "1:web-b@n2", "1:web-c@n3", "3:web-2@n2"},
+		},
+		{
+			name:  "with a deadline, an update that makes it in time is not stuck",
+			specs: web(2, gen2), nodes: threeNodes(), allocs: threeOld()[:2],
+			limit: minH,
+			steps: []rollStep{
+				{place: []string{"web@n3"}},
+				{after: minH, place: []string{"web@n1"}, stop: []string{"web-b: replaced"}},
+				{after: minH, stop: []string{"web-a: replaced"}},
+				{after: minH},
+			},
+			final: []string{"2:web-1@n3", "2:web-2@n1"},
 		},
 		{
 			name:  "new instances fail: stuck, no old one stopped, nothing placed",
@@ -375,6 +401,7 @@ func TestRollingUpdate(t *testing.T) {
 			if tt.start != nil {
 				s.start = tt.start
 			}
+			s.opts.HealthyDeadline = tt.limit
 			for i, st := range tt.steps {
 				s.expect(i, st)
 			}

@@ -110,10 +110,12 @@
 //     catalog). So while old instances remain, at most count +
 //     max_parallel instances run.
 //   - For each new instance healthy for min_healthy, it stops one old
-//     instance ("replaced by generation 3"): the one beside the most new
-//     instances (on the most crowded spread value, then node), so the new
-//     generation ends up spread as placement would spread it. New
-//     instances are spread counting the new generation only.
+//     instance ("replaced by generation 3"): one that does not serve (not
+//     started, or not passing its checks) if there is one, else the one
+//     beside the most new instances (on the most crowded spread value, then
+//     node), so the new generation ends up spread as placement would
+//     spread it. New instances are spread counting the new generation
+//     only.
 //   - A new instance that does not pass its checks keeps its old one
 //     running: the update waits. Result.RetryAt asks for a plan when the
 //     next new instance reaches min_healthy.
@@ -144,9 +146,10 @@
 //
 // Count is the total of old and new instances during an update. A scale
 // up places the missing instances at once (of the new generation). A
-// scale down stops the old instances past count at once, and new ones as
-// in any scale down, except up to max_parallel in flight while old ones
-// remain to be replaced. The update ends when no old instance is left, and
+// scale down stops the old instances past count at once, then new ones
+// past count (but up to max_parallel in flight while old ones remain to
+// be replaced), those in flight first, so that no instance that just
+// replaced an old one goes. The update ends when no old instance is left, and
 // then count new instances run; planning again changes nothing.
 //
 // # Unplaced instances

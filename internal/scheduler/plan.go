@@ -99,10 +99,11 @@ type Result struct {
 	// else changes.
 	RetryAt time.Time `json:"retry_at,omitzero"`
 	// Stuck lists the rolling updates that cannot progress: instances of
-	// the new generation failed (or were late: Options.HealthyDeadline). Plan stops no more old instances of such
-	// a service and places none of the new generation; the loop around it
-	// rolls back (writes the previous spec as a new generation) when the
-	// spec's update.auto_rollback is on.
+	// the new generation failed (or were late: Options.HealthyDeadline).
+	// Plan stops no more old instances of such a service and places none
+	// of the new generation; the loop around it rolls back (writes the
+	// previous spec as a new generation) when the spec's
+	// update.auto_rollback is on.
 	Stuck []UpdateStuck `json:"stuck,omitempty"`
 }
 
@@ -328,6 +329,9 @@ func (p *planner) service(name string, w Workload, list []Alloc) {
 		for len(held) > 0 && excess > 0 {
 			p.stop(held[0].Alloc, fmt.Sprintf("scaled down to %d, and its node %s is lost", w.Count, held[0].Node))
 			held, excess = held[1:], excess-1
+		}
+		if roll != nil {
+			live, excess = p.stopInFlight(roll, live, excess, si, w.Count)
 		}
 		live = p.stopExcess(live, excess, si, w.Count)
 	}
@@ -622,7 +626,7 @@ func (p *planner) stopExcess(live []placed, excess int, si *spreadIndex, count i
 
 // stopCrowded stops n of list, one at a time from the most crowded spread
 // value, then the node with most of the service, then the most loaded
-// node; pending ones before running ones. Counted says whether list is
+// node; between equals, those not serving first (see rank). Counted says whether list is
 // counted in p.svc and p.spreadN (and so must be taken out as it stops).
 // It returns the rest.
 func (p *planner) stopCrowded(list []placed, n int, si *spreadIndex, counted bool, reason string) []placed {

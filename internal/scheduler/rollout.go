@@ -84,12 +84,13 @@ func someOf(list []Alloc) string {
 // first: a scale down. Then, unless the update is stuck, one old instance
 // for each new one healthy for min_healthy: the old ones kept never
 // number more than count less the held and the healthy new ones. The old
-// instance stopped is the one on the most crowded spread value and node,
-// counting new instances only, so the old instance beside a new one goes
-// first and the new generation ends up spread.
+// instance stopped is one that does not serve, if any; else the one on the
+// most crowded spread value and node, counting new instances only, so the
+// old instance beside a new one goes first and the new generation ends up
+// spread.
 func (p *planner) replaceOld(w *Workload, r *rollout, live, old []placed, held int, si *spreadIndex) []placed {
 	if n := len(old) - max(0, w.Count-held); n > 0 {
-		old = p.stopCrowded(old, n, si, false, fmt.Sprintf("scaled down to %d during the update to generation %d", w.Count, r.gen))
+		old = p.stopOld(old, n, si, fmt.Sprintf("scaled down to %d during the update to generation %d", w.Count, r.gen))
 	}
 	if r.stuck() {
 		return old
@@ -109,10 +110,50 @@ func (p *planner) replaceOld(w *Workload, r *rollout, live, old []placed, held i
 		}
 	}
 	if n := len(old) - max(0, w.Count-held-healthy); n > 0 {
-		old = p.stopCrowded(old, n, si, false, fmt.Sprintf("replaced by generation %d (%d of %d new instances healthy for %s)",
+		old = p.stopOld(old, n, si, fmt.Sprintf("replaced by generation %d (%d of %d new instances healthy for %s)",
 			r.gen, healthy, w.Count, r.minHealthy))
 	}
 	return old
+}
+
+// stopOld stops n of the old instances, those not serving first (not
+// started, then not passing their checks: see rank), and between equals
+// as stopCrowded does. It returns the rest.
+func (p *planner) stopOld(old []placed, n int, si *spreadIndex, reason string) []placed {
+	var kept []placed
+	for r := range 3 {
+		var group []placed
+		for _, a := range old {
+			if rank(&a.Alloc) == r {
+				group = append(group, a)
+			}
+		}
+		k := min(n, len(group))
+		kept = append(kept, p.stopCrowded(group, k, si, false, reason)...)
+		n -= k
+	}
+	return kept
+}
+
+// stopInFlight stops up to n of the new instances in flight (not healthy
+// for min_healthy) of live, as a scale down does, before any healthy one:
+// an old instance may have been stopped for a healthy one in this plan.
+// It returns the rest of live and how many of n are left to stop.
+func (p *planner) stopInFlight(r *rollout, live []placed, n int, si *spreadIndex, count int) ([]placed, int) {
+	var ok, flight []placed
+	for _, a := range live {
+		if r.healthy(&a.Alloc, p.now) {
+			ok = append(ok, a)
+		} else {
+			flight = append(flight, a)
+		}
+	}
+	k := min(n, len(flight))
+	if k == 0 {
+		return live, n
+	}
+	flight = p.stopCrowded(flight, k, si, true, fmt.Sprintf("scaled down to %d", count))
+	return append(ok, flight...), n - k
 }
 
 // surge places the new instances that will replace old ones: no more than

@@ -142,7 +142,9 @@
 //     a failed old instance, a scale up, a draining node's instance), are
 //     placed at once and of the new generation, whatever max_parallel
 //     says; they count as in flight until healthy. A new instance in flight
-//     stands in for an old one that is lost meanwhile.
+//     stands in for an old one that is lost meanwhile. An instance held on
+//     a lost node (at_most_one) serves nothing, so it never lets an old
+//     instance stop; a held new one counts as in flight.
 //
 // Count is the total of old and new instances during an update. A scale
 // up places the missing instances at once (of the new generation). A
@@ -151,6 +153,10 @@
 // be replaced), those in flight first, so that no instance that just
 // replaced an old one goes. The update ends when no old instance is left, and
 // then count new instances run; planning again changes nothing.
+//
+// on_node_loss: at_most_one is about lost nodes only: a rolling update
+// still runs each new instance beside the old one it replaces, so the old
+// and the new version run at once for a while.
 //
 // # Unplaced instances
 //

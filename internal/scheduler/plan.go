@@ -321,8 +321,8 @@ func (p *planner) service(name string, w Workload, list []Alloc) {
 			Failed: len(roll.failed), Late: len(roll.lateOnes), Reason: roll.stuckReason()})
 	}
 	if roll != nil {
-		old = p.replaceOld(&w, roll, live, old, len(held), si)
-		allowance = min(len(live), roll.maxParallel, len(old))
+		old = p.replaceOld(&w, roll, live, old, si)
+		allowance = min(len(live)+roll.heldNew(held), roll.maxParallel, len(old))
 	}
 	need := w.Count - len(live) - len(old) - len(held)
 	if excess := -need - allowance; excess > 0 {
@@ -348,7 +348,7 @@ func (p *planner) service(name string, w Workload, list []Alloc) {
 	}
 	unmet := need - done
 	if roll != nil && unmet == 0 {
-		p.surge(name, &w, cons, si, roll, live, len(old), len(held), need)
+		p.surge(name, &w, cons, si, roll, live, len(old), roll.heldNew(held), need)
 	}
 
 	// Lost allocs stand in for instances that could not be placed: a

@@ -80,16 +80,17 @@ func someOf(list []Alloc) string {
 }
 
 // replaceOld stops the old instances that are no longer needed and
-// returns the ones kept. Old instances past count (less the held ones) go
-// first: a scale down. Then, unless the update is stuck, one old instance
-// for each new one healthy for min_healthy: the old ones kept never
-// number more than count less the held and the healthy new ones. The old
+// returns the ones kept. Old instances past count go first: a scale down.
+// Then, unless the update is stuck, one old instance for each new one
+// healthy for min_healthy: the old ones kept never number more than count
+// less the healthy new ones. (Held instances, on lost nodes, serve
+// nothing: they never stand in for an old one.) The old
 // instance stopped is one that does not serve, if any; else the one on the
 // most crowded spread value and node, counting new instances only, so the
 // old instance beside a new one goes first and the new generation ends up
 // spread.
-func (p *planner) replaceOld(w *Workload, r *rollout, live, old []placed, held int, si *spreadIndex) []placed {
-	if n := len(old) - max(0, w.Count-held); n > 0 {
+func (p *planner) replaceOld(w *Workload, r *rollout, live, old []placed, si *spreadIndex) []placed {
+	if n := len(old) - w.Count; n > 0 {
 		old = p.stopOld(old, n, si, fmt.Sprintf("scaled down to %d during the update to generation %d", w.Count, r.gen))
 	}
 	if r.stuck() {
@@ -109,7 +110,7 @@ func (p *planner) replaceOld(w *Workload, r *rollout, live, old []placed, held i
 			p.retryAt(a.PlacedAt.Add(r.deadline))
 		}
 	}
-	if n := len(old) - max(0, w.Count-held-healthy); n > 0 {
+	if n := len(old) - max(0, w.Count-healthy); n > 0 {
 		old = p.stopOld(old, n, si, fmt.Sprintf("replaced by generation %d (%d of %d new instances healthy for %s)",
 			r.gen, healthy, w.Count, r.minHealthy))
 	}
@@ -157,22 +158,22 @@ func (p *planner) stopInFlight(r *rollout, live []placed, n int, si *spreadIndex
 }
 
 // surge places the new instances that will replace old ones: no more than
-// old, the old instances left to replace, and no more than keep
-// max_parallel new instances in flight (not yet healthy for min_healthy),
-// counting the fill instances just placed for missing ones. A surge that
-// finds no room is reported unplaced; no old instance is stopped to make
-// room.
-func (p *planner) surge(name string, w *Workload, cons []constraint, si *spreadIndex, r *rollout, live []placed, old, held, fill int) {
+// old, the old instances left to replace, no more new instances than
+// count, and no more than keep max_parallel new instances in flight (not
+// yet healthy for min_healthy; those held on lost nodes, and the fill
+// instances just placed for missing ones, count). A surge that finds no
+// room is reported unplaced; no old instance is stopped to make room.
+func (p *planner) surge(name string, w *Workload, cons []constraint, si *spreadIndex, r *rollout, live []placed, old, heldNew, fill int) {
 	if r.stuck() {
 		return
 	}
-	inFlight := 0
+	inFlight := heldNew + fill
 	for i := range live {
 		if !r.healthy(&live[i].Alloc, p.now) {
 			inFlight++
 		}
 	}
-	n := min(r.maxParallel-inFlight-fill, old, w.Count-held-len(live)-fill)
+	n := min(r.maxParallel-inFlight, old, w.Count-len(live)-heldNew-fill)
 	if n <= 0 {
 		return
 	}
@@ -188,4 +189,16 @@ func plural(n int, noun string) string {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// heldNew counts the held instances of the new generation: in flight,
+// as far as the update is concerned.
+func (r *rollout) heldNew(held []heldAlloc) int {
+	n := 0
+	for _, a := range held {
+		if a.Generation >= r.gen {
+			n++
+		}
+	}
+	return n
 }

@@ -317,6 +317,21 @@ func TestRollingUpdate(t *testing.T) {
 			final: []string{"2:web-1@n4", "2:web-2@n1", "2:web-3@n3"},
 		},
 		{
+			name:  "at_most_one: the new instance's node dies: it is held, the old ones keep running",
+			specs: web(3, gen2, atMostOne), nodes: append(threeNodes(), node("n4")), allocs: threeOld(),
+			steps: []rollStep{
+				{place: []string{"web@n4"}},
+				// n4 is lost at t0; its instance is held until t0 + TTL + margin.
+				{do: kill("n4"), after: minH, unplaced: []string{"web×1: on_node_loss is at_most_one: waiting until 12:00:03.000Z"}, retry: testTTL + testMargin - minH},
+				{after: testTTL + testMargin - minH, place: []string{"web@n1"}, stop: []string{"web-1: node n4 is lost and has surely stopped it"}},
+				{after: minH, place: []string{"web@n2"}, stop: []string{"web-a: replaced"}},
+				{after: minH, place: []string{"web@n3"}, stop: []string{"web-b: replaced"}},
+				{after: minH, stop: []string{"web-c: replaced"}},
+				{after: minH},
+			},
+			final: []string{"2:web-2@n1", "2:web-3@n2", "2:web-4@n3"},
+		},
+		{
 			name:  "the node of the new instance dies mid-update: placed again, no old one stopped",
 			specs: web(3, gen2), nodes: append(threeNodes(), node("n4")), allocs: threeOld(),
 			steps: []rollStep{
@@ -496,10 +511,26 @@ func TestRollingUpdateRandom(t *testing.T) {
 			}
 		}
 		s := newRollSim(t, specs, nodes, allocs)
+		if rng.IntN(2) == 0 {
+			s.opts.HealthyDeadline = 5 * DefaultMinHealthy
+		}
+		// Most new instances pass their checks once started; some never
+		// do, some fail.
+		s.start = func(s *rollSim, a *Alloc) {
+			a.State = StateRunning
+			switch rng.IntN(20) {
+			case 0:
+			case 1:
+				a.State = StateFailed
+			default:
+				a.HealthySince = s.now
+			}
+		}
 		alive := map[string]bool{}
 		for _, n := range nodes {
 			alive[n.Name] = alive[n.Name] || n.Alive
 		}
+		victim, killAt := nodes[rng.IntN(len(nodes))].Name, rng.IntN(8)
 		serves := func(a Alloc) bool {
 			w := specs[a.Service]
 			if !alive[a.Node] || a.State != StateRunning || a.HealthySince.IsZero() {
@@ -520,6 +551,10 @@ func TestRollingUpdateRandom(t *testing.T) {
 		capped := map[string]bool{}
 		var res Result
 		for round := 0; ; round++ {
+			if round == killAt {
+				kill(victim)(s)
+				alive[victim] = false
+			}
 			before := slices.Clone(s.allocs)
 			res = s.step(DefaultMinHealthy)
 			for name, w := range specs {
@@ -542,7 +577,7 @@ func TestRollingUpdateRandom(t *testing.T) {
 					t.Fatalf("seed %d round %d: %s runs %d instances, count %d, max_parallel %d", seed, round, name, n, w.Count, w.Update.MaxParallel)
 				}
 			}
-			if !res.Changes() && res.RetryAt.IsZero() {
+			if !res.Changes() && res.RetryAt.IsZero() && slices.Equal(before, s.allocs) {
 				break
 			}
 			if round == 40 {

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -481,13 +482,15 @@ func scale(n int) func(s *rollSim) {
 	}
 }
 
-// TestRollingUpdateRandom rolls random clusters from generation 1 to 2,
-// new instances passing their checks once started, and checks what holds
-// whatever the input: no plan that replaces an old instance leaves fewer
-// than count instances serving (running and passing their checks, for
-// min_healthy if new) if count served before; no more than count + max_parallel instances run once that many
-// ran; and the update ends with count instances of generation 2 (and old
-// ones beside them only while a new one does not pass its checks).
+// TestRollingUpdateRandom rolls random clusters from generation 1 to 2 and
+// checks what holds whatever the input: no plan that replaces an old
+// instance leaves fewer than count instances serving (running and passing
+// their checks, for min_healthy if new) if count served before; no more
+// than count + max_parallel instances run once that many ran; and the
+// update ends with count instances of generation 2 (and old ones beside
+// them only while a new one does not pass its checks). Most new instances
+// pass their checks once started, some never do, some fail; a node may
+// die and a service may be scaled on the way.
 func TestRollingUpdateRandom(t *testing.T) {
 	for seed := range uint64(300) {
 		rng := rand.New(rand.NewPCG(seed, 2))
@@ -531,6 +534,7 @@ func TestRollingUpdateRandom(t *testing.T) {
 			alive[n.Name] = alive[n.Name] || n.Alive
 		}
 		victim, killAt := nodes[rng.IntN(len(nodes))].Name, rng.IntN(8)
+		rescaled, scaleAt := "s"+strconv.Itoa(rng.IntN(4)), rng.IntN(8)
 		serves := func(a Alloc) bool {
 			w := specs[a.Service]
 			if !alive[a.Node] || a.State != StateRunning || a.HealthySince.IsZero() {
@@ -554,6 +558,10 @@ func TestRollingUpdateRandom(t *testing.T) {
 			if round == killAt {
 				kill(victim)(s)
 				alive[victim] = false
+			}
+			if w, ok := specs[rescaled]; ok && round == scaleAt {
+				w.Count = rng.IntN(6)
+				specs[rescaled] = w
 			}
 			before := slices.Clone(s.allocs)
 			res = s.step(DefaultMinHealthy)

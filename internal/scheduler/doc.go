@@ -126,11 +126,11 @@
 //     again, stops no more old instances, places nothing of the new
 //     generation (an instance lost meanwhile is not replaced either, and
 //     is listed as unplaced with the reason), and reports the service in
-//     Result.Stuck with the failed or late instances. The loop around Plan rolls back when update.auto_rollback
-//     is on: it writes the previous spec as a new generation, which Plan
-//     rolls out like any other (the failed instances, now of an older
-//     generation, are stopped). Otherwise the update stays stuck until a
-//     new spec is deployed.
+//     Result.Stuck with the failed or late instances. The loop around Plan
+//     rolls back when update.auto_rollback is on: it writes the previous
+//     spec as a new generation, which Plan rolls out like any other (the
+//     failed instances, now of an older generation, are stopped).
+//     Otherwise the update stays stuck until a new spec is deployed.
 //   - When no node has room for a new instance beside the old ones, the
 //     new instance is reported unplaced ("the update to generation 3 needs
 //     room for 1 more instance beside the old ones: ...") and nothing is
@@ -142,17 +142,18 @@
 //     a failed old instance, a scale up, a draining node's instance), are
 //     placed at once and of the new generation, whatever max_parallel
 //     says; they count as in flight until healthy. A new instance in flight
-//     stands in for an old one that is lost meanwhile. An instance held on
-//     a lost node (at_most_one) serves nothing, so it never lets an old
-//     instance stop; a held new one counts as in flight.
+//     stands in for an old one that is lost meanwhile, and a draining
+//     node's instance stops once enough others run, as in any drain. An
+//     instance held on a lost node (at_most_one) serves nothing, so it
+//     never lets an old instance stop; a held new one counts as in flight.
 //
 // Count is the total of old and new instances during an update. A scale
 // up places the missing instances at once (of the new generation). A
 // scale down stops the old instances past count at once, then new ones
 // past count (but up to max_parallel in flight while old ones remain to
 // be replaced), those in flight first, so that no instance that just
-// replaced an old one goes. The update ends when no old instance is left, and
-// then count new instances run; planning again changes nothing.
+// replaced an old one goes. The update ends when no old instance is left,
+// and then count new instances run; planning again changes nothing.
 //
 // on_node_loss: at_most_one is about lost nodes only: a rolling update
 // still runs each new instance beside the old one it replaces, so the old

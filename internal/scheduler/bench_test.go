@@ -77,3 +77,21 @@ func BenchmarkPlan10kNodeLoss(b *testing.B) {
 	}
 	b.ReportMetric(float64(placed), "replaced")
 }
+
+// BenchmarkPlan10kRolling plans the cluster when every service has a new
+// generation: each service places its first new instance.
+func BenchmarkPlan10kRolling(b *testing.B) {
+	specs, nodes := benchCluster()
+	allocs := apply(nil, Plan(specs, nodes, nil, t0, benchOptions()))
+	for name, w := range specs {
+		w.Generation++
+		specs[name] = w
+	}
+	var placed int
+	for b.Loop() {
+		placed = len(Plan(specs, nodes, allocs, t0, benchOptions()).Place)
+	}
+	if placed != len(specs) {
+		b.Fatalf("placed %d, want one per service", placed)
+	}
+}

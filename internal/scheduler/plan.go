@@ -59,6 +59,16 @@ type Alloc struct {
 	State string `json:"state"`
 	// Resources the instance reserves on its node.
 	Resources Resources `json:"resources,omitzero"`
+	// HealthySince is since when the instance has passed its checks
+	// without a break; zero while it does not pass (or is not known to).
+	// The loop around Plan fills it from the catalog before each plan.
+	// A rolling update waits for it; otherwise it only chooses, between
+	// equals, which instance stops first.
+	HealthySince time.Time `json:"healthy_since,omitzero"`
+	// PlacedAt is when Plan placed the instance (the now of that plan).
+	// A rolling update gives a new instance Options.HealthyDeadline from
+	// then to become healthy.
+	PlacedAt time.Time `json:"placed_at,omitzero"`
 }
 
 // Stop is an alloc to stop, and why.
@@ -83,9 +93,32 @@ type Result struct {
 	Stop     []Stop     `json:"stop,omitempty"`
 	Unplaced []Unplaced `json:"unplaced,omitempty"`
 	// RetryAt, when not zero, is when a wait ends (an at_most_one
-	// instance of a lost node may be replaced then): plan again at that
-	// time even if nothing else changes.
+	// instance of a lost node may be replaced then, or a new instance of
+	// a rolling update will have been healthy for min_healthy, or reaches
+	// Options.HealthyDeadline): plan again at that time even if nothing
+	// else changes.
 	RetryAt time.Time `json:"retry_at,omitzero"`
+	// Stuck lists the rolling updates that cannot progress: instances of
+	// the new generation failed (or were late: Options.HealthyDeadline).
+	// Plan stops no more old instances of such a service and places none
+	// of the new generation; the loop around it rolls back (writes the
+	// previous spec as a new generation) when the spec's
+	// update.auto_rollback is on.
+	Stuck []UpdateStuck `json:"stuck,omitempty"`
+}
+
+// UpdateStuck says that the rolling update of a service to a generation
+// cannot progress, and why.
+type UpdateStuck struct {
+	Service    string `json:"service"`
+	Generation int64  `json:"generation"`
+	// Failed is how many instances of the generation failed (were handed
+	// back by their node after crashing too often).
+	Failed int `json:"failed"`
+	// Late is how many were not healthy for update.min_healthy within
+	// Options.HealthyDeadline of their placement.
+	Late   int    `json:"late,omitempty"`
+	Reason string `json:"reason"`
 }
 
 // Changes reports whether the result adds or stops anything.
@@ -102,6 +135,11 @@ type Options struct {
 	// NewID returns the ID of a new alloc of service; it must never
 	// repeat. The default is "<service>-" and 16 random hex digits.
 	NewID func(service string) string
+	// HealthyDeadline is how long a new instance of a rolling update has,
+	// from its placement, to pass its checks for update.min_healthy; one
+	// that has not by then makes the update stuck, as a failed one does.
+	// Zero gives no deadline: the update waits as long as it takes.
+	HealthyDeadline time.Duration
 }
 
 func randomID(service string) string {
@@ -274,38 +312,44 @@ func (p *planner) service(name string, w Workload, list []Alloc) {
 	p.spreadN = slices.Grow(p.spreadN[:0], len(si.values))[:len(si.values)]
 	clear(p.spreadN)
 
-	g := p.classify(list, &w, si)
+	roll := p.rollout(list, &w)
+	g := p.classify(list, &w, si, roll)
 	live, draining, lost, held := g.live, g.draining, g.lost, g.held
-	need := w.Count - len(live) - len(held)
-	if need < 0 {
-		excess := -need
+	old, allowance := g.old, 0
+	if roll.stuck() {
+		p.res.Stuck = append(p.res.Stuck, UpdateStuck{Service: name, Generation: roll.gen,
+			Failed: len(roll.failed), Late: len(roll.lateOnes), Reason: roll.stuckReason()})
+	}
+	if roll != nil {
+		old = p.replaceOld(&w, roll, live, old, si)
+		allowance = min(len(live)+roll.heldNew(held), roll.maxParallel, len(old))
+	}
+	need := w.Count - len(live) - len(old) - len(held)
+	if excess := -need - allowance; excess > 0 {
 		for len(held) > 0 && excess > 0 {
 			p.stop(held[0].Alloc, fmt.Sprintf("scaled down to %d, and its node %s is lost", w.Count, held[0].Node))
 			held, excess = held[1:], excess-1
+		}
+		if roll != nil {
+			live, excess = p.stopInFlight(roll, live, excess, si, w.Count)
 		}
 		live = p.stopExcess(live, excess, si, w.Count)
 	}
 	if len(held) > 0 {
 		until := slices.MinFunc(held, func(a, b heldAlloc) int { return a.until.Compare(b.until) }).until
 		p.unplaced(name, len(held), heldReason(held, until))
-		if p.res.RetryAt.IsZero() || until.Before(p.res.RetryAt) {
-			p.res.RetryAt = until
-		}
+		p.retryAt(until)
 	}
 
+	need = max(0, need)
 	done := 0
-	if need > 0 {
-		cands := p.candidates(cons)
-		for done < need {
-			best := p.best(cands, w.Resources, si)
-			if best < 0 {
-				break
-			}
-			p.place(name, &w, best, si)
-			done++
-		}
+	if !roll.stuck() {
+		done = p.placeN(name, &w, cons, si, need)
 	}
-	unmet := max(0, need-done)
+	unmet := need - done
+	if roll != nil && unmet == 0 {
+		p.surge(name, &w, cons, si, roll, live, len(old), roll.heldNew(held), need)
+	}
 
 	// Lost allocs stand in for instances that could not be placed: a
 	// node that comes back resumes them. The others are replaced.
@@ -315,12 +359,14 @@ func (p *planner) service(name string, w Workload, list []Alloc) {
 	}
 	// A draining node's instance stops only once enough others run.
 	running := 0
-	for _, a := range live {
-		if a.State != StatePending {
-			running++
+	for _, list := range [][]placed{live, old} {
+		for _, a := range list {
+			if a.State != StatePending {
+				running++
+			}
 		}
 	}
-	slices.SortStableFunc(draining, func(a, b placed) int { return cmp.Compare(rank(a.State), rank(b.State)) })
+	slices.SortStableFunc(draining, func(a, b placed) int { return cmp.Compare(rank(&a.Alloc), rank(&b.Alloc)) })
 	move := min(len(draining), max(0, running+len(draining)-w.Count))
 	for _, a := range draining[:move] {
 		p.stop(a.Alloc, fmt.Sprintf("node %s is draining and %d instances run elsewhere", a.Node, running))
@@ -328,6 +374,9 @@ func (p *planner) service(name string, w Workload, list []Alloc) {
 
 	if unmet > 0 {
 		reason := p.explain(&w, cons)
+		if roll.stuck() {
+			reason = roll.stuckReason()
+		}
 		switch n := keep + len(draining) - move; {
 		case n == 1:
 			reason += "; meanwhile 1 still runs on a lost or draining node"
@@ -338,9 +387,35 @@ func (p *planner) service(name string, w Workload, list []Alloc) {
 	}
 }
 
+// placeN places up to n instances of a service, one at a time on the best
+// node, and returns how many it placed.
+func (p *planner) placeN(name string, w *Workload, cons []constraint, si *spreadIndex, n int) int {
+	if n <= 0 {
+		return 0
+	}
+	cands := p.candidates(cons)
+	for done := 0; done < n; done++ {
+		best := p.best(cands, w.Resources, si)
+		if best < 0 {
+			return done
+		}
+		p.place(name, w, best, si)
+	}
+	return n
+}
+
+// retryAt makes the result ask to be planned again at t, if no earlier
+// time is asked already.
+func (p *planner) retryAt(t time.Time) {
+	if p.res.RetryAt.IsZero() || t.Before(p.res.RetryAt) {
+		p.res.RetryAt = t
+	}
+}
+
 // groups are a service's allocs sorted by what Plan does with them.
 type groups struct {
-	live     []placed    // pending or running on live, eligible nodes
+	live     []placed    // pending or running on live, eligible nodes (during a rolling update: of the new generation)
+	old      []placed    // during a rolling update: like live, of an older generation
 	draining []placed    // pending or running on draining nodes
 	lost     []placed    // on lost nodes, to replace
 	held     []heldAlloc // on lost nodes, waited for (at_most_one)
@@ -353,15 +428,24 @@ type heldAlloc struct {
 	until time.Time
 }
 
-// classify sorts a service's allocs into groups, stops the failed ones,
-// and counts the live ones per node and spread value.
-func (p *planner) classify(list []Alloc, w *Workload, si *spreadIndex) groups {
+// classify sorts a service's allocs into groups, stops the failed ones
+// (but keeps those of a rolling update's new generation, in roll), and
+// counts the live ones per node and spread value (during a rolling update,
+// only those of the new generation: the old ones are going away).
+func (p *planner) classify(list []Alloc, w *Workload, si *spreadIndex, roll *rollout) groups {
 	var g groups
 	for _, a := range list {
 		ni, known := p.index[a.Node]
 		switch {
 		case a.State == StateStopping:
 		case a.State == StateFailed:
+			if roll != nil && a.Generation >= roll.gen {
+				roll.failed = append(roll.failed, a)
+				if known {
+					p.failedOn[ni] = true
+				}
+				break
+			}
 			p.stop(a, fmt.Sprintf("it failed on node %s and was handed back to be placed again", a.Node))
 			if known {
 				p.failedOn[ni] = true
@@ -380,7 +464,12 @@ func (p *planner) classify(list []Alloc, w *Workload, si *spreadIndex) groups {
 			g.lost = append(g.lost, placed{a, ni})
 		case !p.nodes[ni].Eligible:
 			g.draining = append(g.draining, placed{a, ni})
+		case roll != nil && a.Generation < roll.gen:
+			g.old = append(g.old, placed{a, ni})
 		default:
+			if roll != nil && roll.late(&a, p.now) {
+				roll.lateOnes = append(roll.lateOnes, a)
+			}
 			g.live = append(g.live, placed{a, ni})
 			p.svc[ni]++
 			p.spreadN[si.of[ni]]++
@@ -389,12 +478,16 @@ func (p *planner) classify(list []Alloc, w *Workload, si *spreadIndex) groups {
 	return g
 }
 
-// rank orders states for stopping: the ones not serving yet go first.
-func rank(state string) int {
-	if state == StatePending {
+// rank orders allocs for stopping: the ones not serving go first (not
+// started yet, then not passing their checks).
+func rank(a *Alloc) int {
+	switch {
+	case a.State == StatePending:
 		return 0
+	case a.HealthySince.IsZero():
+		return 1
 	}
-	return 1
+	return 2
 }
 
 func heldReason(held []heldAlloc, until time.Time) string {
@@ -509,6 +602,7 @@ func (p *planner) place(service string, w *Workload, ni int, si *spreadIndex) {
 		Generation: w.Generation,
 		State:      StatePending,
 		Resources:  w.Resources,
+		PlacedAt:   p.now,
 	})
 	p.used[ni].CPUMillis += w.Resources.CPUMillis
 	p.used[ni].MemoryMB += w.Resources.MemoryMB
@@ -517,9 +611,8 @@ func (p *planner) place(service string, w *Workload, ni int, si *spreadIndex) {
 	p.spreadN[si.of[ni]]++
 }
 
-// stopExcess stops excess of the live allocs, one at a time from the most
-// crowded spread value, then the node with most of the service, then the
-// most loaded node; pending ones before running ones. It returns the rest.
+// stopExcess stops excess of the live allocs (see stopCrowded), all of
+// them if excess covers them. It returns the rest.
 func (p *planner) stopExcess(live []placed, excess int, si *spreadIndex, count int) []placed {
 	reason := fmt.Sprintf("scaled down to %d", count)
 	if excess >= len(live) {
@@ -528,20 +621,31 @@ func (p *planner) stopExcess(live []placed, excess int, si *spreadIndex, count i
 		}
 		return nil
 	}
-	for ; excess > 0; excess-- {
+	return p.stopCrowded(live, excess, si, true, reason)
+}
+
+// stopCrowded stops n of list, one at a time from the most crowded spread
+// value, then the node with most of the service, then the most loaded
+// node; between equals, those not serving first (see rank). Counted says whether list is
+// counted in p.svc and p.spreadN (and so must be taken out as it stops).
+// It returns the rest.
+func (p *planner) stopCrowded(list []placed, n int, si *spreadIndex, counted bool, reason string) []placed {
+	for ; n > 0 && len(list) > 0; n-- {
 		bi := 0
-		for i := 1; i < len(live); i++ {
-			if p.crowdedFirst(live[i], live[bi], si) {
+		for i := 1; i < len(list); i++ {
+			if p.crowdedFirst(list[i], list[bi], si) {
 				bi = i
 			}
 		}
-		a := live[bi]
+		a := list[bi]
 		p.stop(a.Alloc, reason)
-		p.svc[a.ni]--
-		p.spreadN[si.of[a.ni]]--
-		live = slices.Delete(live, bi, bi+1)
+		if counted {
+			p.svc[a.ni]--
+			p.spreadN[si.of[a.ni]]--
+		}
+		list = slices.Delete(list, bi, bi+1)
 	}
-	return live
+	return list
 }
 
 func (p *planner) crowdedFirst(a, b placed, si *spreadIndex) bool {
@@ -557,7 +661,7 @@ func (p *planner) crowdedFirst(a, b placed, si *spreadIndex) bool {
 	if x, y := p.allocs[a.ni], p.allocs[b.ni]; x != y {
 		return x > y
 	}
-	if x, y := rank(a.State), rank(b.State); x != y {
+	if x, y := rank(&a.Alloc), rank(&b.Alloc); x != y {
 		return x < y
 	}
 	return a.ID > b.ID

@@ -673,7 +673,7 @@ func randomAllocs(rng *rand.Rand, nodes []Node, specs map[string]Workload) []All
 	states := []string{StatePending, StateRunning, StateRunning, StateFailed, StateLost, StateStopping}
 	for i := range rng.IntN(12) {
 		svc := fmt.Sprintf("s%d", rng.IntN(5)) // s4 may have no spec
-		a := Alloc{ID: fmt.Sprintf("%s-x%d", svc, i), Service: svc, Node: fmt.Sprintf("n%d", rng.IntN(len(nodes)+1)),
+		a := Alloc{ID: fmt.Sprintf("%s-x%d", svc, i), Service: svc, Node: fmt.Sprintf("n%d", rng.IntN(len(nodes)+1)), Generation: 1,
 			State: states[rng.IntN(len(states))], Resources: specs[svc].Resources}
 		allocs = append(allocs, a)
 	}

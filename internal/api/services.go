@@ -18,7 +18,6 @@ import (
 	"github.com/tandemhq/tandem/internal/keys"
 	"github.com/tandemhq/tandem/internal/proxy"
 	"github.com/tandemhq/tandem/internal/registry"
-	"github.com/tandemhq/tandem/internal/scheduler"
 	"github.com/tandemhq/tandem/internal/wire"
 )
 
@@ -115,12 +114,12 @@ func (s *Server) showService(w http.ResponseWriter, r *http.Request) {
 	}
 	out := wire.ServiceDetail{Index: rev, Spec: spec, HasSpec: has, Instances: ins}
 	if has && spec.Runs() {
-		allocs, unplaced, err := s.allocations(r.Context(), name)
+		allocs, sched, err := s.allocations(r.Context(), name)
 		if err != nil {
 			s.storeError(w, r, err)
 			return
 		}
-		out.Allocations, out.Unplaced = allocs, unplaced
+		out.Allocations, out.Unplaced, out.Stuck = allocs, sched.Unplaced, sched.Stuck
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -128,7 +127,7 @@ func (s *Server) showService(w http.ResponseWriter, r *http.Request) {
 // allocations lists a service's allocations with their statuses, and what
 // the scheduler could not place, from this node's store member
 // (serializable: no round trip to the leader).
-func (s *Server) allocations(ctx context.Context, svc string) ([]wire.AllocationInfo, []scheduler.Unplaced, error) {
+func (s *Server) allocations(ctx context.Context, svc string) ([]wire.AllocationInfo, wire.SchedStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	resp, err := s.st.Client().Txn(ctx).Then(
@@ -136,10 +135,10 @@ func (s *Server) allocations(ctx context.Context, svc string) ([]wire.Allocation
 		clientv3.OpGet(keys.AllocStatusPrefix, clientv3.WithPrefix(), clientv3.WithSerializable()),
 		clientv3.OpGet(keys.SchedKey(svc), clientv3.WithSerializable()),
 	).Commit()
-	if err != nil {
-		return nil, nil, err
-	}
 	var sched wire.SchedStatus
+	if err != nil {
+		return nil, sched, err
+	}
 	if kvs := resp.Responses[2].GetResponseRange().Kvs; len(kvs) > 0 {
 		_ = json.Unmarshal(kvs[0].Value, &sched)
 	}
@@ -159,7 +158,7 @@ func (s *Server) allocations(ctx context.Context, svc string) ([]wire.Allocation
 		out = append(out, wire.AllocationInfo{Allocation: a, Status: status[keys.AllocStatusKey(a.Node, a.ID)]})
 	}
 	slices.SortFunc(out, func(a, b wire.AllocationInfo) int { return cmp.Or(cmp.Compare(a.Node, b.Node), cmp.Compare(a.ID, b.ID)) })
-	return out, sched.Unplaced, nil
+	return out, sched, nil
 }
 
 // scaleService sets the instance count of a service tandem runs.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -45,8 +46,14 @@ func NewRunner(st *store.Store, v *view.View, self health.Node, lease func() (cl
 }
 
 type running struct {
-	cancel  context.CancelFunc
-	version [2]int64 // what it was started from; a change restarts it
+	cancel context.CancelFunc
+	// instRev is the registration's revision and checks the checks it was
+	// started with: a change of either restarts it. A change of the
+	// service's spec that leaves the checks alone (a new count, a rolling
+	// update's new generation) does not, so the instance keeps its health
+	// instead of starting over from its initial state.
+	instRev int64
+	checks  []registry.Check
 }
 
 // Run starts and stops per-instance checkers as instances come and go.
@@ -73,7 +80,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			want[o.Service+"/"+o.ID] = o
 		}
 		for key, a := range active {
-			if o, ok := want[key]; !ok || o.Version != a.version {
+			if o, ok := want[key]; !ok || o.Version[0] != a.instRev || !reflect.DeepEqual(registry.EffectiveChecks(o.Instance, o.Spec), a.checks) {
 				a.cancel()
 				delete(active, key)
 			}
@@ -83,8 +90,8 @@ func (r *Runner) Run(ctx context.Context) error {
 				continue
 			}
 			ictx, cancel := context.WithCancel(ctx)
-			active[key] = &running{cancel: cancel, version: o.Version}
 			in, checks := o.Instance, registry.EffectiveChecks(o.Instance, o.Spec)
+			active[key] = &running{cancel: cancel, instRev: o.Version[0], checks: checks}
 			wg.Go(func() { r.runInstance(ictx, in, checks) })
 		}
 		select {

@@ -104,7 +104,7 @@ func followDeploy(ctx context.Context, g *globals, name string, wait time.Durati
 			line = "(asking for progress: " + err.Error() + ")"
 		} else {
 			line, done = deployProgress(d)
-			if err := notRolled(d); err != nil {
+			if err := stuck(d); err != nil {
 				return err
 			}
 		}
@@ -166,25 +166,15 @@ func deployProgress(d *wire.ServiceDetail) (string, bool) {
 	return line, passing == want && old == 0
 }
 
-// notRolled reports a spec whose new generation cannot reach its
-// instances: they all run an older one, and rolling updates are not built.
-func notRolled(d *wire.ServiceDetail) error {
-	old, cur := 0, 0
-	for _, a := range d.Allocations {
-		if a.Desired != wire.DesiredRun {
-			continue
-		}
-		if a.Generation == d.Spec.Generation {
-			cur++
-		} else {
-			old++
+// stuck reports a rolling update of the service's current generation
+// that cannot go on.
+func stuck(d *wire.ServiceDetail) error {
+	for _, st := range d.Stuck {
+		if st.Generation == d.Spec.Generation {
+			return fmt.Errorf("service %s: the update to generation %d is stuck: %s; the old instances keep serving; deploy the previous spec again to roll back (automatic rollback is not built yet)", d.Spec.Name, st.Generation, st.Reason)
 		}
 	}
-	if cur > 0 || old < d.Spec.Count || d.Spec.Count == 0 {
-		return nil
-	}
-	return fmt.Errorf("service %s: the new spec (generation %d) is stored, but its %d instances run an older generation and replacing them (rolling updates) is not built yet; 'tandem stop %s' then 'tandem scale %s %d' replaces them, with a gap (docs/WORKLOADS.md)",
-		d.Spec.Name, d.Spec.Generation, old, d.Spec.Name, d.Spec.Name, d.Spec.Count)
+	return nil
 }
 
 func newScaleCmd(g *globals) *cobra.Command {

@@ -217,6 +217,9 @@ unless --instances is given: then every instance is deregistered first.`,
 				for _, u := range d.Unplaced {
 					fmt.Fprintf(g.out, "not placed: %d: %s\n", u.Count, u.Reason)
 				}
+				for _, st := range d.Stuck {
+					fmt.Fprintf(g.out, "update to generation %d stuck: %s\n", st.Generation, st.Reason)
+				}
 			}
 			return nil
 		},

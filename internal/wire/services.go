@@ -34,4 +34,6 @@ type ServiceDetail struct {
 	Allocations []AllocationInfo `json:"allocations,omitempty"`
 	// Unplaced are the instances the scheduler could not place, with why.
 	Unplaced []scheduler.Unplaced `json:"unplaced,omitempty"`
+	// Stuck are rolling updates of the service that cannot go on, with why.
+	Stuck []scheduler.UpdateStuck `json:"stuck,omitempty"`
 }

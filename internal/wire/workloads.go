@@ -63,5 +63,7 @@ type ScaleRequest struct {
 
 // SchedStatus is what the scheduler could not place of a service, and why.
 type SchedStatus struct {
-	Unplaced []scheduler.Unplaced `json:"unplaced"`
+	Unplaced []scheduler.Unplaced `json:"unplaced,omitempty"`
+	// Stuck are rolling updates that cannot go on (new instances failed).
+	Stuck []scheduler.UpdateStuck `json:"stuck,omitempty"`
 }

@@ -147,6 +147,8 @@ type snapshot struct {
 	alive    map[string]bool
 	allocs   map[string]allocEntry // by alloc ID
 	sched    map[string]string     // service -> its SchedStatus as stored
+	// passingSince is, by instance id, since when it passes its checks.
+	passingSince map[string]time.Time
 }
 
 type allocEntry struct {
@@ -157,7 +159,7 @@ type allocEntry struct {
 
 // read takes the snapshot in one transaction.
 func (s *Scheduler) read(ctx context.Context) (*snapshot, error) {
-	prefixes := []string{keys.ServicesPrefix, keys.NodesPrefix, keys.AlivePrefix, keys.AllocsPrefix, keys.AllocStatusPrefix, keys.SchedPrefix}
+	prefixes := []string{keys.ServicesPrefix, keys.NodesPrefix, keys.AlivePrefix, keys.AllocsPrefix, keys.AllocStatusPrefix, keys.SchedPrefix, keys.HealthPrefix}
 	var ops []clientv3.Op
 	for _, p := range prefixes {
 		ops = append(ops, clientv3.OpGet(p, clientv3.WithPrefix()))
@@ -167,7 +169,7 @@ func (s *Scheduler) read(ctx context.Context) (*snapshot, error) {
 		return nil, err
 	}
 	sn := &snapshot{rev: resp.Header.Revision, services: map[string]registry.Service{}, nodes: map[string]cluster.NodeRecord{},
-		alive: map[string]bool{}, allocs: map[string]allocEntry{}, sched: map[string]string{}}
+		alive: map[string]bool{}, allocs: map[string]allocEntry{}, sched: map[string]string{}, passingSince: map[string]time.Time{}}
 	statuses := map[string]*wire.AllocStatus{}
 	for i, r := range resp.Responses {
 		for _, kv := range r.GetResponseRange().Kvs {
@@ -197,6 +199,11 @@ func (s *Scheduler) read(ctx context.Context) (*snapshot, error) {
 				}
 			case 5:
 				sn.sched[strings.TrimPrefix(k, keys.SchedPrefix)] = string(kv.Value)
+			case 6:
+				var h registry.Health
+				if json.Unmarshal(kv.Value, &h) == nil && h.Status == registry.Passing {
+					sn.passingSince[k[strings.LastIndex(k, "/")+1:]] = h.Since
+				}
 			}
 		}
 	}
@@ -242,9 +249,9 @@ func (s *Scheduler) planOnce(ctx context.Context, el *concurrency.Election) (tim
 			continue
 		}
 		allocs = append(allocs, scheduler.Alloc{ID: id, Service: e.a.Service, Node: e.a.Node, Generation: e.a.Generation,
-			State: allocState(e), Resources: e.a.Workload.Resources})
+			State: allocState(e), Resources: e.a.Workload.Resources, PlacedAt: e.a.Created, HealthySince: sn.passingSince[id]})
 	}
-	res := scheduler.Plan(specs, nodes, allocs, now, scheduler.Options{LeaseTTL: s.leaseTTL, LossMargin: time.Second})
+	res := scheduler.Plan(specs, nodes, allocs, now, scheduler.Options{LeaseTTL: s.leaseTTL, LossMargin: time.Second, HealthyDeadline: healthyDeadline})
 	for _, p := range res.Place {
 		svc := sn.services[p.Service]
 		a := wire.Allocation{ID: p.ID, Service: p.Service, Node: p.Node, Generation: svc.Generation, Desired: wire.DesiredRun,
@@ -261,18 +268,27 @@ func (s *Scheduler) planOnce(ctx context.Context, el *concurrency.Election) (tim
 	}
 	// What cannot be placed, and why, for `tandem service show`: written
 	// when it changes.
-	unplaced := map[string][]scheduler.Unplaced{}
-	for _, u := range res.Unplaced {
-		unplaced[u.Service] = append(unplaced[u.Service], u)
+	status := map[string]*wire.SchedStatus{}
+	get := func(svc string) *wire.SchedStatus {
+		if status[svc] == nil {
+			status[svc] = &wire.SchedStatus{}
+		}
+		return status[svc]
 	}
-	for svc, us := range unplaced {
-		b, _ := json.Marshal(wire.SchedStatus{Unplaced: us})
+	for _, u := range res.Unplaced {
+		get(u.Service).Unplaced = append(get(u.Service).Unplaced, u)
+	}
+	for _, st := range res.Stuck {
+		get(st.Service).Stuck = append(get(st.Service).Stuck, st)
+	}
+	for svc, st := range status {
+		b, _ := json.Marshal(st)
 		if sn.sched[svc] != string(b) {
 			ops = append(ops, clientv3.OpPut(keys.SchedKey(svc), string(b)))
 		}
 	}
 	for svc := range sn.sched {
-		if _, ok := unplaced[svc]; !ok {
+		if _, ok := status[svc]; !ok {
 			ops = append(ops, clientv3.OpDelete(keys.SchedKey(svc)))
 		}
 	}
@@ -303,6 +319,10 @@ func (s *Scheduler) planOnce(ctx context.Context, el *concurrency.Election) (tim
 	}
 	return res.RetryAt, nil
 }
+
+// healthyDeadline is how long a new instance of a rolling update has to
+// pass its checks for update.min_healthy before the update counts as stuck.
+const healthyDeadline = 5 * time.Minute
 
 // allocState is the scheduler's state of an allocation.
 func allocState(e allocEntry) string {

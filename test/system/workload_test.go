@@ -20,16 +20,21 @@ import (
 // demoSpec is a service file that runs `tandem demo` count times.
 func demoSpec(t *testing.T, name string, count int, extra string) string {
 	t.Helper()
+	return demoSpecRun(t, name, count, fmt.Sprintf("{command: [%q, demo]}", clustertest.Binary(t)), extra)
+}
+
+// demoSpecRun is demoSpec with its run: given (YAML flow).
+func demoSpecRun(t *testing.T, name string, count int, run, extra string) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), name+".yaml")
 	spec := fmt.Sprintf(`services:
   - name: %s
-    run:
-      command: [%q, demo]
+    run: %s
     count: %d
     ports: [{name: http}]
     checks:
       - {type: http, http: /healthz, interval: 200ms, timeout: 1s}
-%s`, name, clustertest.Binary(t), count, extra)
+%s`, name, run, count, extra)
 	if err := os.WriteFile(path, []byte(spec), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -220,9 +225,7 @@ func TestDeployRefusesABadSpecWhole(t *testing.T) {
 }
 
 // TestWorkloadsSayWhatTheyCannotDo: an instance no node can take is listed
-// by `service show` with the reason, naming the constraint; a changed
-// command, which needs a rolling update (not built yet), makes deploy fail
-// saying so instead of waiting.
+// by `service show` with the reason, naming the constraint.
 func TestWorkloadsSayWhatTheyCannotDo(t *testing.T) {
 	c := clustertest.Start(t, 1, clustertest.Options{Voters: 1})
 	cliEnv(t, c)
@@ -238,10 +241,100 @@ func TestWorkloadsSayWhatTheyCannotDo(t *testing.T) {
 		}
 		return nil
 	})
+}
 
-	mustTandem(t, "deploy", "-f", demoSpec(t, "web", 1, ""), addr, "--wait", "1m")
-	_, err := tandem(t, "deploy", "-f", demoSpec(t, "web", 1, "    stop_timeout: 3s\n"), addr, "--wait", "1m")
-	if err == nil || !strings.Contains(err.Error(), "rolling updates") {
-		t.Fatalf("deploy of a changed spec: %v", err)
+// TestRollingUpdate: a changed spec replaces three instances one at a
+// time, each new one passing before an old one stops, while clients GET
+// through every node's proxy: no request fails. Then a new version that
+// cannot start leaves the update stuck: deploy says so, the instances of
+// the last good version keep serving, and none of them was stopped.
+func TestRollingUpdate(t *testing.T) {
+	c := clustertest.Start(t, 3, clustertest.Options{})
+	cliEnv(t, c)
+	ctx := ctxT(t, 4*time.Minute)
+	addr := "--addr=" + c.Nodes[0].API + "," + c.Nodes[1].API
+	mustTandem(t, "deploy", "-f", demoSpec(t, "web", 3, ""), addr, "--wait", "1m")
+
+	stop := make(chan struct{})
+	type result struct{ ok, failed int; errs []string }
+	results := make(chan result, len(c.Nodes))
+	for _, nd := range c.Nodes {
+		go func() {
+			var r result
+			for {
+				select {
+				case <-stop:
+					results <- r
+					return
+				default:
+				}
+				if _, err := getDemo(nd, "web"); err != nil {
+					r.failed++
+					if len(r.errs) < 3 {
+						r.errs = append(r.errs, nd.Name+": "+err.Error())
+					}
+				} else {
+					r.ok++
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	out := mustTandem(t, "deploy", "-f", demoSpecRun(t, "web", 3, fmt.Sprintf("{command: [%q, demo], env: {VERSION: '2'}}", clustertest.Binary(t)), ""), addr, "--wait", "2m")
+	close(stop)
+	var total result
+	for range c.Nodes {
+		r := <-results
+		total.ok += r.ok
+		total.failed += r.failed
+		total.errs = append(total.errs, r.errs...)
+	}
+	t.Logf("rolling update:\n%s\n%d GETs through the proxies, %d failed", out, total.ok+total.failed, total.failed)
+	if total.failed > 0 || total.ok < 100 {
+		t.Fatalf("%d of %d GETs failed during the rolling update: %v", total.failed, total.ok+total.failed, total.errs)
+	}
+	d, err := c.Client().Service(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Spec.Generation != 2 || len(d.Allocations) != 3 {
+		t.Fatalf("after the update: generation %d, %d allocations", d.Spec.Generation, len(d.Allocations))
+	}
+	good := map[string]bool{}
+	for _, a := range d.Allocations {
+		if a.Generation != 2 {
+			t.Fatalf("%s still runs generation %d", a.ID, a.Generation)
+		}
+		good[a.ID] = true
+	}
+
+	// A version that cannot start: the update is stuck, the good ones stay.
+	_, err = tandem(t, "deploy", "-f", demoSpecRun(t, "web", 3, fmt.Sprintf("{command: [%q, demo, --no-such-flag]}", clustertest.Binary(t)), ""), addr, "--wait", "2m")
+	if err == nil || !strings.Contains(err.Error(), "stuck") {
+		t.Fatalf("deploy of a version that cannot start: %v", err)
+	}
+	by, err := runningByNode(ctx, c, "web")
+	if err == nil {
+		t.Fatalf("the failed instance should still be listed (failed), not all running: %v", by)
+	}
+	d, err = c.Client().Service(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id := range good {
+		found := false
+		for _, a := range d.Allocations {
+			if a.ID == id && a.Desired == wire.DesiredRun {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("instance %s of the good version was stopped by a stuck update", id)
+		}
+	}
+	for _, nd := range c.Nodes {
+		if _, err := getDemo(nd, "web"); err != nil {
+			t.Errorf("web through %s after the stuck update: %v", nd.Name, err)
+		}
 	}
 }

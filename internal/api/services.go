@@ -119,7 +119,7 @@ func (s *Server) showService(w http.ResponseWriter, r *http.Request) {
 			s.storeError(w, r, err)
 			return
 		}
-		out.Allocations, out.Unplaced, out.Stuck = allocs, sched.Unplaced, sched.Stuck
+		out.Allocations, out.Unplaced, out.Stuck, out.RolledBack = allocs, sched.Unplaced, sched.Stuck, sched.RolledBack
 	}
 	writeJSON(w, http.StatusOK, out)
 }

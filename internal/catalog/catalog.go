@@ -19,6 +19,7 @@ import (
 	"github.com/tandemhq/tandem/internal/registry"
 	"github.com/tandemhq/tandem/internal/scheduler"
 	"github.com/tandemhq/tandem/internal/store"
+	"github.com/tandemhq/tandem/internal/wire"
 	"github.com/tandemhq/tandem/internal/view"
 )
 
@@ -50,18 +51,22 @@ func (c *Catalog) RegisterService(ctx context.Context, s registry.Service) (int6
 	if err := s.Validate(c.rules); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	return c.updateService(ctx, s.Name, func(old *registry.Service) (registry.Service, error) {
+	return c.updateServiceOps(ctx, s.Name, func(old *registry.Service) (registry.Service, []clientv3.Op, error) {
 		s.Generation = 0
+		var ops []clientv3.Op
 		if s.Runs() {
 			s.Generation = 1
 			if old != nil && old.Runs() {
 				s.Generation = old.Generation
 				if !sameInstances(old.Workload, s.Workload) {
 					s.Generation++
+					// What an automatic rollback goes back to.
+					b, _ := json.Marshal(wire.WorkloadHistory{Generation: old.Generation, Workload: old.Workload})
+					ops = append(ops, clientv3.OpPut(keys.HistoryKey(s.Name), string(b)))
 				}
 			}
 		}
-		return s, nil
+		return s, ops, nil
 	})
 }
 
@@ -90,6 +95,15 @@ func (c *Catalog) Scale(ctx context.Context, name string, count int) (int64, err
 // there is none), in a transaction that fails if the spec changed in
 // between; it tries again a few times.
 func (c *Catalog) updateService(ctx context.Context, name string, change func(*registry.Service) (registry.Service, error)) (int64, error) {
+	return c.updateServiceOps(ctx, name, func(old *registry.Service) (registry.Service, []clientv3.Op, error) {
+		s, err := change(old)
+		return s, nil, err
+	})
+}
+
+// updateServiceOps is updateService whose change also gives operations to
+// commit with the spec.
+func (c *Catalog) updateServiceOps(ctx context.Context, name string, change func(*registry.Service) (registry.Service, []clientv3.Op, error)) (int64, error) {
 	k := keys.ServiceKey(name)
 	for try := 0; ; try++ {
 		resp, err := c.st.Client().Get(ctx, k)
@@ -105,13 +119,13 @@ func (c *Catalog) updateService(ctx context.Context, name string, change func(*r
 			}
 			rev = resp.Kvs[0].ModRevision
 		}
-		s, err := change(old)
+		s, extra, err := change(old)
 		if err != nil {
 			return 0, err
 		}
 		b, _ := json.Marshal(s)
 		tr, err := c.st.Client().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).
-			Then(clientv3.OpPut(k, string(b))).Commit()
+			Then(append([]clientv3.Op{clientv3.OpPut(k, string(b))}, extra...)...).Commit()
 		if err != nil {
 			return 0, err
 		}

@@ -94,6 +94,7 @@ func followDeploy(ctx context.Context, g *globals, name string, wait time.Durati
 	start := time.Now()
 	deadline := start.Add(wait)
 	last := ""
+	var deployed int64 // the generation this deploy made, once read
 	for {
 		rctx, cancel := g.ctx(ctx)
 		d, err := g.client().Service(rctx, name)
@@ -103,6 +104,12 @@ func followDeploy(ctx context.Context, g *globals, name string, wait time.Durati
 		if err != nil {
 			line = "(asking for progress: " + err.Error() + ")"
 		} else {
+			if deployed == 0 {
+				deployed = d.Spec.Generation
+			}
+			if rb := d.RolledBack; rb != nil && rb.From == deployed {
+				return fmt.Errorf("service %s: the update to generation %d got stuck (%s), and tandem rolled it back: the spec of generation %d runs again, as generation %d", name, rb.From, rb.Reason, rb.Back, rb.To)
+			}
 			line, done = deployProgress(d)
 			if err := stuck(d); err != nil {
 				return err
@@ -171,7 +178,7 @@ func deployProgress(d *wire.ServiceDetail) (string, bool) {
 func stuck(d *wire.ServiceDetail) error {
 	for _, st := range d.Stuck {
 		if st.Generation == d.Spec.Generation {
-			return fmt.Errorf("service %s: the update to generation %d is stuck: %s; the old instances keep serving; deploy the previous spec again to roll back (automatic rollback is not built yet)", d.Spec.Name, st.Generation, st.Reason)
+			return fmt.Errorf("service %s: the update to generation %d is stuck: %s; the old instances keep serving; with update.auto_rollback off, deploy the previous spec again to roll back", d.Spec.Name, st.Generation, st.Reason)
 		}
 	}
 	return nil

@@ -220,6 +220,9 @@ unless --instances is given: then every instance is deregistered first.`,
 				for _, st := range d.Stuck {
 					fmt.Fprintf(g.out, "update to generation %d stuck: %s\n", st.Generation, st.Reason)
 				}
+				if rb := d.RolledBack; rb != nil {
+					fmt.Fprintf(g.out, "rolled back: the update to generation %d got stuck (%s); the spec of generation %d runs again as generation %d\n", rb.From, rb.Reason, rb.Back, rb.To)
+				}
 			}
 			return nil
 		},

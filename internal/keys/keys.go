@@ -131,3 +131,10 @@ const SchedPrefix = Prefix + "sched/"
 
 // SchedKey is the scheduler's status of service svc.
 func SchedKey(svc string) string { return SchedPrefix + svc }
+
+// HistoryKey holds the last spec of service svc that an update replaced
+// (wire.WorkloadHistory): what an automatic rollback goes back to.
+func HistoryKey(svc string) string { return Prefix + "history/" + svc }
+
+// HistoryPrefix holds every service's HistoryKey.
+const HistoryPrefix = Prefix + "history/"

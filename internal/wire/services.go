@@ -36,4 +36,7 @@ type ServiceDetail struct {
 	Unplaced []scheduler.Unplaced `json:"unplaced,omitempty"`
 	// Stuck are rolling updates of the service that cannot go on, with why.
 	Stuck []scheduler.UpdateStuck `json:"stuck,omitempty"`
+	// RolledBack is the automatic rollback that made the current
+	// generation, if one did.
+	RolledBack *Rollback `json:"rolled_back,omitempty"`
 }

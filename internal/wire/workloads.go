@@ -63,7 +63,25 @@ type ScaleRequest struct {
 
 // SchedStatus is what the scheduler could not place of a service, and why.
 type SchedStatus struct {
+	// RolledBack, when set, is the automatic rollback that made the
+	// service's current generation.
+	RolledBack *Rollback `json:"rolled_back,omitempty"`
 	Unplaced []scheduler.Unplaced `json:"unplaced,omitempty"`
 	// Stuck are rolling updates that cannot go on (new instances failed).
 	Stuck []scheduler.UpdateStuck `json:"stuck,omitempty"`
+}
+
+// WorkloadHistory is the spec a service ran before its last update.
+type WorkloadHistory struct {
+	Generation int64              `json:"generation"`
+	Workload   scheduler.Workload `json:"workload"`
+}
+
+// Rollback says that the update to generation From got stuck and the
+// scheduler wrote the spec of generation Back again, as generation To.
+type Rollback struct {
+	From   int64  `json:"from"`
+	Back   int64  `json:"back"`
+	To     int64  `json:"to"`
+	Reason string `json:"reason"`
 }

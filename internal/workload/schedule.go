@@ -149,6 +149,8 @@ type snapshot struct {
 	sched    map[string]string     // service -> its SchedStatus as stored
 	// passingSince is, by instance id, since when it passes its checks.
 	passingSince map[string]time.Time
+	// history is, by service, the spec its last update replaced.
+	history map[string]wire.WorkloadHistory
 }
 
 type allocEntry struct {
@@ -159,7 +161,7 @@ type allocEntry struct {
 
 // read takes the snapshot in one transaction.
 func (s *Scheduler) read(ctx context.Context) (*snapshot, error) {
-	prefixes := []string{keys.ServicesPrefix, keys.NodesPrefix, keys.AlivePrefix, keys.AllocsPrefix, keys.AllocStatusPrefix, keys.SchedPrefix, keys.HealthPrefix}
+	prefixes := []string{keys.ServicesPrefix, keys.NodesPrefix, keys.AlivePrefix, keys.AllocsPrefix, keys.AllocStatusPrefix, keys.SchedPrefix, keys.HealthPrefix, keys.HistoryPrefix}
 	var ops []clientv3.Op
 	for _, p := range prefixes {
 		ops = append(ops, clientv3.OpGet(p, clientv3.WithPrefix()))
@@ -169,7 +171,7 @@ func (s *Scheduler) read(ctx context.Context) (*snapshot, error) {
 		return nil, err
 	}
 	sn := &snapshot{rev: resp.Header.Revision, services: map[string]registry.Service{}, nodes: map[string]cluster.NodeRecord{},
-		alive: map[string]bool{}, allocs: map[string]allocEntry{}, sched: map[string]string{}, passingSince: map[string]time.Time{}}
+		alive: map[string]bool{}, allocs: map[string]allocEntry{}, sched: map[string]string{}, passingSince: map[string]time.Time{}, history: map[string]wire.WorkloadHistory{}}
 	statuses := map[string]*wire.AllocStatus{}
 	for i, r := range resp.Responses {
 		for _, kv := range r.GetResponseRange().Kvs {
@@ -199,6 +201,11 @@ func (s *Scheduler) read(ctx context.Context) (*snapshot, error) {
 				}
 			case 5:
 				sn.sched[strings.TrimPrefix(k, keys.SchedPrefix)] = string(kv.Value)
+			case 7:
+				var h wire.WorkloadHistory
+				if json.Unmarshal(kv.Value, &h) == nil {
+					sn.history[strings.TrimPrefix(k, keys.HistoryPrefix)] = h
+				}
 			case 6:
 				var h registry.Health
 				if json.Unmarshal(kv.Value, &h) == nil && h.Status == registry.Passing {
@@ -281,6 +288,20 @@ func (s *Scheduler) planOnce(ctx context.Context, el *concurrency.Election) (tim
 	for _, st := range res.Stuck {
 		get(st.Service).Stuck = append(get(st.Service).Stuck, st)
 	}
+	// A rollback, once made, stays on show while its generation runs.
+	for svc, raw := range sn.sched {
+		var old wire.SchedStatus
+		if json.Unmarshal([]byte(raw), &old) == nil && old.RolledBack != nil && sn.services[svc].Generation == old.RolledBack.To {
+			get(svc).RolledBack = old.RolledBack
+		}
+	}
+	for _, st := range res.Stuck {
+		if op, rb := s.rollback(sn, st); op != nil {
+			ops = append(ops, op...)
+			get(st.Service).RolledBack = rb
+			get(st.Service).Stuck = nil
+		}
+	}
 	for svc, st := range status {
 		b, _ := json.Marshal(st)
 		if sn.sched[svc] != string(b) {
@@ -318,6 +339,27 @@ func (s *Scheduler) planOnce(ctx context.Context, el *concurrency.Election) (tim
 		}
 	}
 	return res.RetryAt, nil
+}
+
+// rollback writes back the spec a stuck update replaced, as a new
+// generation, when the service's update policy asks for it (the default)
+// and that spec is known. The history is removed with it, so a rollback
+// that gets stuck too is not rolled back again: it waits for the operator.
+func (s *Scheduler) rollback(sn *snapshot, st scheduler.UpdateStuck) ([]clientv3.Op, *wire.Rollback) {
+	svc, ok := sn.services[st.Service]
+	h, known := sn.history[st.Service]
+	if !ok || !known || st.Generation != svc.Generation || h.Generation >= svc.Generation || !svc.Update.Rollback() {
+		return nil, nil
+	}
+	back := svc
+	count := svc.Count
+	back.Workload = h.Workload
+	back.Count = count
+	back.Generation = svc.Generation + 1
+	rb := &wire.Rollback{From: svc.Generation, Back: h.Generation, To: back.Generation, Reason: st.Reason}
+	b, _ := json.Marshal(back)
+	s.log.Warn("scheduler: a rolling update is stuck; rolling back", "service", svc.Name, "from", rb.From, "back_to", rb.Back, "as", rb.To, "why", st.Reason)
+	return []clientv3.Op{clientv3.OpPut(keys.ServiceKey(svc.Name), string(b)), clientv3.OpDelete(keys.HistoryKey(svc.Name))}, rb
 }
 
 // healthyDeadline is how long a new instance of a rolling update has to

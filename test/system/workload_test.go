@@ -246,8 +246,8 @@ func TestWorkloadsSayWhatTheyCannotDo(t *testing.T) {
 // TestRollingUpdate: a changed spec replaces three instances one at a
 // time, each new one passing before an old one stops, while clients GET
 // through every node's proxy: no request fails. Then a new version that
-// cannot start leaves the update stuck: deploy says so, the instances of
-// the last good version keep serving, and none of them was stopped.
+// cannot start gets stuck and rolled back by itself (deploy says so), and
+// with auto_rollback off it stays stuck while the good instances serve.
 func TestRollingUpdate(t *testing.T) {
 	c := clustertest.Start(t, 3, clustertest.Options{})
 	cliEnv(t, c)
@@ -300,41 +300,53 @@ func TestRollingUpdate(t *testing.T) {
 	if d.Spec.Generation != 2 || len(d.Allocations) != 3 {
 		t.Fatalf("after the update: generation %d, %d allocations", d.Spec.Generation, len(d.Allocations))
 	}
-	good := map[string]bool{}
 	for _, a := range d.Allocations {
 		if a.Generation != 2 {
 			t.Fatalf("%s still runs generation %d", a.ID, a.Generation)
 		}
-		good[a.ID] = true
 	}
 
-	// A version that cannot start: the update is stuck, the good ones stay.
+	// A version that cannot start: the update gets stuck and is rolled back
+	// by itself, and the good version answers throughout.
 	_, err = tandem(t, "deploy", "-f", demoSpecRun(t, "web", 3, fmt.Sprintf("{command: [%q, demo, --no-such-flag]}", clustertest.Binary(t)), ""), addr, "--wait", "2m")
-	if err == nil || !strings.Contains(err.Error(), "stuck") {
+	if err == nil || !strings.Contains(err.Error(), "rolled it back") {
 		t.Fatalf("deploy of a version that cannot start: %v", err)
 	}
-	by, err := runningByNode(ctx, c, "web")
-	if err == nil {
-		t.Fatalf("the failed instance should still be listed (failed), not all running: %v", by)
-	}
-	d, err = c.Client().Service(ctx, "web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for id := range good {
-		found := false
+	c.Eventually(2*time.Minute, "the rollback runs three instances of generation 4", func() error {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		d, err := c.Client().Service(rctx, "web")
+		if err != nil {
+			return err
+		}
+		if d.Spec.Generation != 4 || d.RolledBack == nil || d.RolledBack.From != 3 || d.RolledBack.Back != 2 {
+			return fmt.Errorf("generation %d, rolled back %+v", d.Spec.Generation, d.RolledBack)
+		}
+		if len(d.Spec.Run.Command) != 2 {
+			return fmt.Errorf("the spec after the rollback runs %v", d.Spec.Run.Command)
+		}
 		for _, a := range d.Allocations {
-			if a.ID == id && a.Desired == wire.DesiredRun {
-				found = true
+			if a.Generation != 4 {
+				return fmt.Errorf("%s runs generation %d", a.ID, a.Generation)
 			}
 		}
-		if !found {
-			t.Errorf("instance %s of the good version was stopped by a stuck update", id)
+		_, err = runningByNode(ctx, c, "web")
+		return err
+	})
+	for _, nd := range c.Nodes {
+		if _, err := getDemo(nd, "web"); err != nil {
+			t.Errorf("web through %s after the rollback: %v", nd.Name, err)
 		}
+	}
+
+	// With auto_rollback off, a stuck update waits and deploy says so.
+	_, err = tandem(t, "deploy", "-f", demoSpecRun(t, "web", 3, fmt.Sprintf("{command: [%q, demo, --no-such-flag]}", clustertest.Binary(t)), "    update: {auto_rollback: false}\n"), addr, "--wait", "2m")
+	if err == nil || !strings.Contains(err.Error(), "is stuck") {
+		t.Fatalf("deploy of a version that cannot start, without rollback: %v", err)
 	}
 	for _, nd := range c.Nodes {
 		if _, err := getDemo(nd, "web"); err != nil {
-			t.Errorf("web through %s after the stuck update: %v", nd.Name, err)
+			t.Errorf("web through %s while the update is stuck: %v", nd.Name, err)
 		}
 	}
 }

@@ -37,8 +37,8 @@ import (
 	"github.com/tandemhq/tandem/internal/scheduler"
 	"github.com/tandemhq/tandem/internal/store"
 	"github.com/tandemhq/tandem/internal/view"
-	"github.com/tandemhq/tandem/internal/workload"
 	"github.com/tandemhq/tandem/internal/wire"
+	"github.com/tandemhq/tandem/internal/workload"
 )
 
 // shutdownGrace is how long parts get to stop cleanly (revoke the liveness

@@ -157,7 +157,9 @@ func (s *Server) allocations(ctx context.Context, svc string) ([]wire.Allocation
 		}
 		out = append(out, wire.AllocationInfo{Allocation: a, Status: status[keys.AllocStatusKey(a.Node, a.ID)]})
 	}
-	slices.SortFunc(out, func(a, b wire.AllocationInfo) int { return cmp.Or(cmp.Compare(a.Node, b.Node), cmp.Compare(a.ID, b.ID)) })
+	slices.SortFunc(out, func(a, b wire.AllocationInfo) int {
+		return cmp.Or(cmp.Compare(a.Node, b.Node), cmp.Compare(a.ID, b.ID))
+	})
 	return out, sched, nil
 }
 

@@ -19,8 +19,8 @@ import (
 	"github.com/tandemhq/tandem/internal/registry"
 	"github.com/tandemhq/tandem/internal/scheduler"
 	"github.com/tandemhq/tandem/internal/store"
-	"github.com/tandemhq/tandem/internal/wire"
 	"github.com/tandemhq/tandem/internal/view"
+	"github.com/tandemhq/tandem/internal/wire"
 )
 
 // Errors callers test for.

@@ -65,8 +65,8 @@ type ScaleRequest struct {
 type SchedStatus struct {
 	// RolledBack, when set, is the automatic rollback that made the
 	// service's current generation.
-	RolledBack *Rollback `json:"rolled_back,omitempty"`
-	Unplaced []scheduler.Unplaced `json:"unplaced,omitempty"`
+	RolledBack *Rollback            `json:"rolled_back,omitempty"`
+	Unplaced   []scheduler.Unplaced `json:"unplaced,omitempty"`
 	// Stuck are rolling updates that cannot go on (new instances failed).
 	Stuck []scheduler.UpdateStuck `json:"stuck,omitempty"`
 }

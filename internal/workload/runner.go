@@ -40,7 +40,7 @@ type RunnerConfig struct {
 	PortLo, PortHi int
 	// NoSubreaper: see config.Config.NoSubreaper.
 	NoSubreaper bool
-	Log            *slog.Logger
+	Log         *slog.Logger
 }
 
 // Runner runs the allocations the scheduler gives this node.

@@ -256,7 +256,10 @@ func TestRollingUpdate(t *testing.T) {
 	mustTandem(t, "deploy", "-f", demoSpec(t, "web", 3, ""), addr, "--wait", "1m")
 
 	stop := make(chan struct{})
-	type result struct{ ok, failed int; errs []string }
+	type result struct {
+		ok, failed int
+		errs       []string
+	}
 	results := make(chan result, len(c.Nodes))
 	for _, nd := range c.Nodes {
 		go func() {

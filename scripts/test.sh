@@ -30,7 +30,13 @@ fi
 
 command -v go >/dev/null || { echo "Go is not installed: install Go 1.26 from the Go module proxy's toolchain or your distribution" >&2; exit 1; }
 
-echo "== go vet"
+echo "== gofmt and go vet"
+unformatted=$(gofmt -l cmd internal test)
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change these files (run gofmt -w on them):"
+  echo "$unformatted"
+  exit 1
+fi
 go vet ./...
 echo "== unit tests (race detector)"
 go test -race -count=1 -timeout 20m ./internal/...

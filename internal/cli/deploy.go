@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -50,13 +49,9 @@ nothing is stored then.`,
 			if file == "" {
 				return usageError{errors.New("give the file with -f FILE")}
 			}
-			data, err := os.ReadFile(file)
+			f, err := readServiceFile(file)
 			if err != nil {
-				return err
-			}
-			f, err := LoadServiceFile(data)
-			if err != nil {
-				return fmt.Errorf("%s: %w (nothing was stored)", file, err)
+				return fmt.Errorf("%w (nothing was stored)", err)
 			}
 			cl := g.client()
 			var run []string

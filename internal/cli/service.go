@@ -63,6 +63,19 @@ func LoadServiceFile(data []byte) (*ServiceFile, error) {
 	return &f, nil
 }
 
+// readServiceFile reads and checks the service file of -f FILE.
+func readServiceFile(file string) (*ServiceFile, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	f, err := LoadServiceFile(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return f, nil
+}
+
 func newServiceCmd(g *globals) *cobra.Command {
 	svc := &cobra.Command{Use: "service", Short: "Register, inspect and watch services and their instances"}
 
@@ -75,13 +88,9 @@ func newServiceCmd(g *globals) *cobra.Command {
 			if file == "" {
 				return errors.New("give the file with -f FILE")
 			}
-			data, err := os.ReadFile(file)
+			f, err := readServiceFile(file)
 			if err != nil {
-				return err
-			}
-			f, err := LoadServiceFile(data)
-			if err != nil {
-				return fmt.Errorf("%s: %w (nothing was registered)", file, err)
+				return fmt.Errorf("%w (nothing was registered)", err)
 			}
 			cl := g.client()
 			for _, s := range f.Services {

@@ -28,7 +28,7 @@ func (m *Manager) RunAutopilot(ctx context.Context) error {
 			continue
 		}
 		el := concurrency.NewElection(sess, keys.AutopilotElection)
-		if err := el.Campaign(ctx, m.Self().Name); err != nil || !m.holds(ctx, el, sess) {
+		if err := el.Campaign(ctx, m.Self().Name); err != nil || !HoldsElection(ctx, el, sess) {
 			sess.Close()
 			sleep(ctx, 200*time.Millisecond)
 			continue
@@ -43,11 +43,12 @@ func (m *Manager) RunAutopilot(ctx context.Context) error {
 	return nil
 }
 
-// holds reports whether this node's key, on its live session, leads the
-// election. Campaign also returns when the session's lease ran out while it
-// waited (the keys before it were deleted, its own with them); this node
-// must not then announce itself as the holder.
-func (m *Manager) holds(ctx context.Context, el *concurrency.Election, sess *concurrency.Session) bool {
+// HoldsElection reports whether this node's key, on its live session,
+// leads the election. Campaign also returns when the session's lease ran
+// out while it waited (the keys before it were deleted, its own with
+// them); the node must not then act as the holder. Every singleton task
+// (autopilot, the scheduler) checks it after Campaign.
+func HoldsElection(ctx context.Context, el *concurrency.Election, sess *concurrency.Session) bool {
 	select {
 	case <-sess.Done():
 		return false

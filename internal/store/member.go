@@ -281,10 +281,12 @@ func (m *Member) Close() {
 	})
 }
 
-// ClientTLS returns the TLS configuration with which this member's node
-// dials the other members' client ports: its own certificate and CA. It
-// is nil for a member without TLS. The certificate and key are read on
-// each handshake, as the member's listeners do, so renewals apply.
+// ClientTLS returns a TLS configuration for dialing members' client ports
+// as this member's node, built from its TLS files: the certificate and key
+// are read on each handshake (renewals apply), the CA bundle once (a CA
+// rotation does not). The agent dials with its pki.Keeper instead, which
+// follows both; this is for tests and tools. It is nil for a member
+// without TLS.
 func (m *Member) ClientTLS() (*tls.Config, error) {
 	info := m.Etcd.Config().ClientTLSInfo
 	if info.Empty() {

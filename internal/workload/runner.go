@@ -339,11 +339,8 @@ func (r *Runner) onEvent(e supervisor.Event) {
 		r.cfg.Log.Warn("workloads: an instance keeps failing; handing it back to the scheduler", "id", e.Task.ID, "err", st.Error, "last_exit", st.LastExit)
 	case supervisor.EventStopped:
 		r.deregister(ctx, e.Task.Service, e.Task.ID)
-		if !known || a.Desired == wire.DesiredStop {
-			if known {
-				go r.forget(ctx, a)
-			}
-			return
+		if known && a.Desired == wire.DesiredStop {
+			go r.forget(ctx, a)
 		}
 		return
 	}

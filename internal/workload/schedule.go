@@ -77,7 +77,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			continue
 		}
 		el := concurrency.NewElection(sess, keys.SchedulerElection)
-		if err := el.Campaign(ctx, s.name); err != nil || !holds(ctx, el, sess) {
+		if err := el.Campaign(ctx, s.name); err != nil || !cluster.HoldsElection(ctx, el, sess) {
 			sess.Close()
 			sleep(ctx, 200*time.Millisecond)
 			continue
@@ -90,19 +90,6 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		sess.Close()
 	}
 	return nil
-}
-
-// holds reports whether this node's key, on its live session, leads el.
-func holds(ctx context.Context, el *concurrency.Election, sess *concurrency.Session) bool {
-	select {
-	case <-sess.Done():
-		return false
-	default:
-	}
-	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	resp, err := el.Leader(lctx)
-	return err == nil && len(resp.Kvs) == 1 && clientv3.LeaseID(resp.Kvs[0].Lease) == sess.Lease()
 }
 
 // lead plans while this node holds the election.

@@ -91,8 +91,10 @@ func (s *Server) authenticate(r *http.Request) (auth.Principal, error) {
 // lookupToken reads a token record from the view, which every node keeps
 // current by watch (so a revocation reaches every node within
 // milliseconds, and tokens keep working on a node cut off from the
-// majority). A token the view does not hold is read from the store, so a
-// token used on another node right after it was made is found.
+// majority). A token the view does not hold is read from the store with a
+// linearizable read, so a token used on another node right after it was
+// made is found even when this node's member has not applied the write
+// yet; a node that cannot reach the majority falls back to its local copy.
 func (s *Server) lookupToken(id string) (auth.Record, bool) {
 	if s.view != nil {
 		if rec, ok := s.view.Token(id); ok {
@@ -100,8 +102,13 @@ func (s *Server) lookupToken(id string) (auth.Record, bool) {
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	resp, err := s.st.Client().Get(ctx, keys.TokenKey(id), clientv3.WithSerializable())
+	resp, err := s.st.Client().Get(ctx, keys.TokenKey(id))
+	cancel()
+	if err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		resp, err = s.st.Client().Get(ctx, keys.TokenKey(id), clientv3.WithSerializable())
+		cancel()
+	}
 	if err != nil || len(resp.Kvs) == 0 {
 		return auth.Record{}, false
 	}

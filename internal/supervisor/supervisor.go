@@ -28,7 +28,8 @@ const (
 	// given up until Apply drops it or changes it.
 	EventFailed EventKind = "failed"
 	// EventStopped: the process was stopped because the task is no longer
-	// desired (Apply, StopAll).
+	// desired (Apply, StopAll). A task dropped while it had no process
+	// (backing off, given up) gets one too, without a Pid.
 	EventStopped EventKind = "stopped"
 )
 
@@ -447,10 +448,20 @@ func permanent(err error) bool {
 // running.
 func (s *Supervisor) runTask(ctx context.Context, r *runner) {
 	defer s.wg.Done()
+	stoppedSent := false
 	defer func() {
 		s.mu.Lock()
 		delete(s.stopping, r)
+		st := r.status
 		s.mu.Unlock()
+		// A task told to stop while it had no process (backing off,
+		// given up, waiting for its predecessor) still ends with
+		// EventStopped: whoever dropped it waits for that event. It is
+		// sent before done closes, so it comes before the events of a
+		// task of the same ID that waits for this one.
+		if !stoppedSent && ctx.Err() == nil && isClosed(r.stop) {
+			s.emit(Event{Kind: EventStopped, Task: r.task, Exit: st.LastExit, Restarts: st.Restarts})
+		}
 		close(r.done)
 	}()
 	for _, p := range r.prev {
@@ -521,6 +532,7 @@ func (s *Supervisor) runTask(ctx context.Context, r *runner) {
 			s.setStatus(r, func(st *TaskStatus) { st.Pid, st.LastExit = 0, &ex })
 			s.clearHandle(r)
 			s.emit(Event{Kind: EventStopped, Task: r.task, Pid: pid, Exit: &ex, Restarts: rs.count})
+			stoppedSent = true
 			return
 		case <-ctx.Done():
 			return
@@ -565,6 +577,16 @@ func (s *Supervisor) giveUp(ctx context.Context, r *runner, rs *restarts, ex *Ex
 	select {
 	case <-r.stop:
 	case <-ctx.Done():
+	}
+}
+
+// isClosed reports whether ch is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -127,11 +127,34 @@ func TestSupervisorRestartsThenGivesUp(t *testing.T) {
 	if st := s.Status(); st[0].State != TaskFailed {
 		t.Errorf("status after re-applying = %+v", st)
 	}
-	// Dropping it ends it.
+	// Dropping it ends it, with a stopped event (no process) that says
+	// how it last ended.
 	if err := s.Apply(nil); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "failed task not dropped", func() bool { return len(s.Status()) == 0 })
+	if stopped := rec.wait(t, "crash", EventStopped, 1); stopped.Pid != 0 || stopped.Exit == nil || stopped.Exit.Code != 2 {
+		t.Errorf("stopped event of the given-up task = %+v", stopped)
+	}
+}
+
+// TestSupervisorStopInBackoff drops a task while it waits to restart: it
+// ends with a stopped event and is not started again.
+func TestSupervisorStopInBackoff(t *testing.T) {
+	d := newExec(t, ExecConfig{})
+	s, rec, _ := runSupervisor(t, d, RestartPolicy{Delay: time.Minute, MaxDelay: time.Minute, MaxFailures: 3})
+	if err := s.Apply([]Task{shTask(t, "crash", "exit 3")}); err != nil {
+		t.Fatal(err)
+	}
+	rec.wait(t, "crash", EventExited, 1)
+	if err := s.Apply(nil); err != nil {
+		t.Fatal(err)
+	}
+	rec.wait(t, "crash", EventStopped, 1)
+	eventually(t, 5*time.Second, "task in backoff not dropped", func() bool { return len(s.Status()) == 0 })
+	if got, want := rec.kinds("crash"), "started exited stopped"; got != want {
+		t.Errorf("events %q, want %q", got, want)
+	}
 }
 
 func TestSupervisorFirstRestartWithinASecond(t *testing.T) {

@@ -12,8 +12,10 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -282,8 +284,12 @@ func (s *Scheduler) planOnce(ctx context.Context, el *concurrency.Election) (tim
 			get(svc).RolledBack = old.RolledBack
 		}
 	}
+	stopping := map[string]bool{}
+	for _, st := range res.Stop {
+		stopping[st.ID] = true
+	}
 	for _, st := range res.Stuck {
-		if op, rb := s.rollback(sn, st); op != nil {
+		if op, rb := s.rollback(sn, st, stopping); op != nil {
 			ops = append(ops, op...)
 			get(st.Service).RolledBack = rb
 			get(st.Service).Stuck = nil
@@ -332,7 +338,14 @@ func (s *Scheduler) planOnce(ctx context.Context, el *concurrency.Election) (tim
 // generation, when the service's update policy asks for it (the default)
 // and that spec is known. The history is removed with it, so a rollback
 // that gets stuck too is not rolled back again: it waits for the operator.
-func (s *Scheduler) rollback(sn *snapshot, st scheduler.UpdateStuck) ([]clientv3.Op, *wire.Rollback) {
+//
+// The instances still running the spec written back are relabelled with
+// the new generation (all but those being stopped, which this plan
+// rewrites already): they run exactly what it says, so the rollback
+// replaces only the failed update's instances instead of restarting the
+// good ones. The relabelling does not restart them: a process is
+// restarted only when what it runs changes.
+func (s *Scheduler) rollback(sn *snapshot, st scheduler.UpdateStuck, stopping map[string]bool) ([]clientv3.Op, *wire.Rollback) {
 	svc, ok := sn.services[st.Service]
 	h, known := sn.history[st.Service]
 	if !ok || !known || st.Generation != svc.Generation || h.Generation >= svc.Generation || !svc.Update.Rollback() {
@@ -345,8 +358,19 @@ func (s *Scheduler) rollback(sn *snapshot, st scheduler.UpdateStuck) ([]clientv3
 	back.Generation = svc.Generation + 1
 	rb := &wire.Rollback{From: svc.Generation, Back: h.Generation, To: back.Generation, Reason: st.Reason}
 	b, _ := json.Marshal(back)
+	ops := []clientv3.Op{clientv3.OpPut(keys.ServiceKey(svc.Name), string(b)), clientv3.OpDelete(keys.HistoryKey(svc.Name))}
+	for _, id := range slices.Sorted(maps.Keys(sn.allocs)) {
+		a := sn.allocs[id].a
+		if a.Service != svc.Name || a.Generation != h.Generation || a.Desired != wire.DesiredRun || stopping[id] {
+			continue
+		}
+		a.Generation = back.Generation
+		a.Workload.Generation = back.Generation
+		ab, _ := json.Marshal(a)
+		ops = append(ops, clientv3.OpPut(keys.AllocKey(a.Node, id), string(ab)))
+	}
 	s.log.Warn("scheduler: a rolling update is stuck; rolling back", "service", svc.Name, "from", rb.From, "back_to", rb.Back, "as", rb.To, "why", st.Reason)
-	return []clientv3.Op{clientv3.OpPut(keys.ServiceKey(svc.Name), string(b)), clientv3.OpDelete(keys.HistoryKey(svc.Name))}, rb
+	return ops, rb
 }
 
 // healthyDeadline is how long a new instance of a rolling update has to

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -303,10 +305,12 @@ func TestRollingUpdate(t *testing.T) {
 	if d.Spec.Generation != 2 || len(d.Allocations) != 3 {
 		t.Fatalf("after the update: generation %d, %d allocations", d.Spec.Generation, len(d.Allocations))
 	}
+	good := map[string]bool{}
 	for _, a := range d.Allocations {
 		if a.Generation != 2 {
 			t.Fatalf("%s still runs generation %d", a.ID, a.Generation)
 		}
+		good[a.ID] = true
 	}
 
 	// A version that cannot start: the update gets stuck and is rolled back
@@ -331,6 +335,11 @@ func TestRollingUpdate(t *testing.T) {
 		for _, a := range d.Allocations {
 			if a.Generation != 4 {
 				return fmt.Errorf("%s runs generation %d", a.ID, a.Generation)
+			}
+			// The good instances are kept, relabelled: a rollback does
+			// not replace what already runs the spec it writes back.
+			if !good[a.ID] {
+				return fmt.Errorf("%s is not one of the instances of generation 2 (%v)", a.ID, slices.Sorted(maps.Keys(good)))
 			}
 		}
 		_, err = runningByNode(ctx, c, "web")

@@ -46,6 +46,19 @@ func (p RestartPolicy) withDefaults() RestartPolicy {
 	return p
 }
 
+// forTask is p with the task's own restart delays, where it gives them.
+// A first delay above the policy's cap raises the cap to it.
+func (p RestartPolicy) forTask(t Task) RestartPolicy {
+	if t.RestartDelay > 0 {
+		p.Delay = t.RestartDelay
+	}
+	if t.RestartMaxDelay > 0 {
+		p.MaxDelay = t.RestartMaxDelay
+	}
+	p.MaxDelay = max(p.MaxDelay, p.Delay)
+	return p
+}
+
 // Validate reports a policy that cannot work.
 func (p RestartPolicy) Validate() error {
 	p = p.withDefaults()

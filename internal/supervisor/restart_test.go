@@ -63,3 +63,22 @@ func TestRestartPolicyDefaultsAndValidate(t *testing.T) {
 		t.Error("negative max failures accepted")
 	}
 }
+
+func TestRestartPolicyForTask(t *testing.T) {
+	p := RestartPolicy{}.withDefaults()
+	for _, tt := range []struct {
+		name            string
+		task            Task
+		delay, maxDelay time.Duration
+	}{
+		{"the node's policy", Task{}, 500 * time.Millisecond, 30 * time.Second},
+		{"both given", Task{RestartDelay: 2 * time.Second, RestartMaxDelay: 5 * time.Second}, 2 * time.Second, 5 * time.Second},
+		{"delay above the node's cap", Task{RestartDelay: time.Minute}, time.Minute, time.Minute},
+		{"cap only", Task{RestartMaxDelay: 2 * time.Second}, 500 * time.Millisecond, 2 * time.Second},
+	} {
+		got := p.forTask(tt.task)
+		if got.Delay != tt.delay || got.MaxDelay != tt.maxDelay || got.MaxFailures != p.MaxFailures {
+			t.Errorf("%s: %+v, want delay %s, max %s", tt.name, got, tt.delay, tt.maxDelay)
+		}
+	}
+}

@@ -433,7 +433,7 @@ func (t Task) Equal(u Task) bool {
 	return t.ID == u.ID && t.Service == u.Service && slices.Equal(t.Command, u.Command) &&
 		maps.Equal(t.Env, u.Env) && t.Dir == u.Dir && t.User == u.User && slices.Equal(t.Ports, u.Ports) &&
 		t.MemoryMB == u.MemoryMB && t.CPUMillis == u.CPUMillis && t.LogDir == u.LogDir &&
-		t.StopTimeout == u.StopTimeout
+		t.StopTimeout == u.StopTimeout && t.RestartDelay == u.RestartDelay && t.RestartMaxDelay == u.RestartMaxDelay
 }
 
 // permanent reports a start error that another attempt on this node will
@@ -473,7 +473,7 @@ func (s *Supervisor) runTask(ctx context.Context, r *runner) {
 			return
 		}
 	}
-	rs := newRestarts(s.policy)
+	rs := newRestarts(s.policy.forTask(r.task))
 	s.mu.Lock()
 	h := r.handle
 	s.mu.Unlock()

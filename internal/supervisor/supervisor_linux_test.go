@@ -393,3 +393,19 @@ func pids(states []State) []int {
 	}
 	return out
 }
+
+// TestSupervisorTaskRestartDelay: a task's own restart delay replaces the
+// supervisor's.
+func TestSupervisorTaskRestartDelay(t *testing.T) {
+	d := newExec(t, ExecConfig{})
+	s, rec, _ := runSupervisor(t, d, RestartPolicy{Delay: 50 * time.Millisecond, MaxDelay: time.Second})
+	task := shTask(t, "slow", "exit 1")
+	task.RestartDelay, task.RestartMaxDelay = 3*time.Second, 10*time.Second
+	if err := s.Apply([]Task{task}); err != nil {
+		t.Fatal(err)
+	}
+	// ±20% randomisation around the task's 3 s.
+	if e := rec.wait(t, "slow", EventExited, 1); e.Delay < 2400*time.Millisecond || e.Delay > 3600*time.Millisecond {
+		t.Errorf("first restart in %s, want about 3s", e.Delay)
+	}
+}

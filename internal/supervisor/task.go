@@ -71,6 +71,11 @@ type Task struct {
 	// StopTimeout is the grace between SIGTERM and SIGKILL when the task is
 	// stopped; zero means DefaultStopTimeout.
 	StopTimeout time.Duration `json:"stop_timeout,omitempty"`
+	// RestartDelay and RestartMaxDelay, when not zero, replace the
+	// supervisor's RestartPolicy.Delay and MaxDelay for this task (the
+	// spec's restart: {delay, max_delay}).
+	RestartDelay    time.Duration `json:"restart_delay,omitempty"`
+	RestartMaxDelay time.Duration `json:"restart_max_delay,omitempty"`
 }
 
 // Port is one named port allocated to an instance.
@@ -105,6 +110,10 @@ func (t Task) Validate() error {
 		return bad("cpu_millis %d is negative", t.CPUMillis)
 	case t.StopTimeout < 0:
 		return bad("stop_timeout %s is negative", t.StopTimeout)
+	case t.RestartDelay < 0 || t.RestartMaxDelay < 0:
+		return bad("restart delays must not be negative")
+	case t.RestartDelay > 0 && t.RestartMaxDelay > 0 && t.RestartMaxDelay < t.RestartDelay:
+		return bad("restart max delay %s is below the first delay %s", t.RestartMaxDelay, t.RestartDelay)
 	}
 	for k := range t.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") {

@@ -223,6 +223,7 @@ func (r *Runner) taskLocked(a wire.Allocation) (supervisor.Task, error) {
 		ID: a.ID, Service: a.Service, Command: w.Run.Command, Env: env, Dir: w.Run.Dir, User: w.Run.User,
 		MemoryMB: w.Resources.MemoryMB, CPUMillis: w.Resources.CPUMillis,
 		LogDir: filepath.Join(r.cfg.Dir, "logs"), StopTimeout: w.StopTimeout.D(),
+		RestartDelay: w.Restart.Delay.D(), RestartMaxDelay: w.Restart.MaxDelay.D(),
 	}
 	for _, p := range w.Ports {
 		t.Ports = append(t.Ports, supervisor.Port{Name: p.Name, Number: ports[p.Name]})

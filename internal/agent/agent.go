@@ -321,6 +321,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		wr, err := workload.NewRunner(workload.RunnerConfig{
 			Store: st, Catalog: cat, Node: a.cfg.Name, Address: a.cfg.Advertise,
 			Dir: filepath.Join(a.cfg.DataDir, "workloads"), PortLo: lo, PortHi: hi, NoSubreaper: a.cfg.NoSubreaper,
+			User: workloadUser(a.cfg.WorkloadUser), DenyRoot: !a.cfg.WorkloadAllowRoot,
 			Log: a.log.With("component", "workloads"),
 		})
 		if err != nil {
@@ -551,4 +552,14 @@ func whenSynced(ctx context.Context, v *view.View, run func(context.Context) err
 	case <-ctx.Done():
 		return nil
 	}
+}
+
+// workloadUser is the user that runs instances naming none: the one
+// configured, else nobody for an agent running as root (so a deployed
+// command never gets root by default), else the agent's own.
+func workloadUser(configured string) string {
+	if configured == "" && os.Getuid() == 0 {
+		return "nobody"
+	}
+	return configured
 }

@@ -77,6 +77,8 @@ Settings come from, lowest first: defaults, the data dir's node.json, the
 	f.StringToStringVar(&fl.Labels, "label", nil, "a node label for placement, like zone=a (repeat for more)")
 	f.BoolVar(&fl.Workloads, "workloads", fl.Workloads, "run the service instances the scheduler places here (--workloads=false: none)")
 	f.StringVar(&fl.WorkloadPorts, "workload-ports", fl.WorkloadPorts, "range of ports this node hands to its instances")
+	f.StringVar(&fl.WorkloadUser, "workload-user", fl.WorkloadUser, "user that runs instances whose spec names no run.user (default: nobody when the agent runs as root, else the agent's user)")
+	f.BoolVar(&fl.WorkloadAllowRoot, "workload-allow-root", fl.WorkloadAllowRoot, "let instances run as root (off: an instance that would run as root is refused on this node)")
 	f.StringVar(&fl.DNSDomain, "dns-domain", fl.DNSDomain, "domain DNS answers for")
 	f.IntVar(&fl.DNSTTL, "dns-ttl", fl.DNSTTL, "TTL of DNS answers, seconds")
 	f.StringVar(&fl.ProxyTLSCert, "proxy-tls-cert", "", "PEM certificate: the HTTP proxy serves TLS (with --proxy-tls-key)")

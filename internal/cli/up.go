@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -356,6 +357,11 @@ func (c *upCluster) start(i int, join []string) error {
 		args = append(args, "--insecure")
 	case len(join) > 0:
 		args = append(args, "--token-file", filepath.Join(c.dir, "join.token"))
+	}
+	// A local cluster runs its instances as the user who started it (the
+	// demo is this very binary, which may sit where nobody cannot reach).
+	if u, err := user.Current(); err == nil {
+		args = append(args, "--workload-user", u.Username, "--workload-allow-root")
 	}
 	args = append(args, c.extra...)
 

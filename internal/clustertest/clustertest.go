@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -397,6 +398,12 @@ func (nd *Node) args() []string {
 	}
 	for _, e := range c.opts.StoreEndpoints {
 		args = append(args, "--store-endpoints", e)
+	}
+	// Test instances run as the test's own user: their programs and files
+	// are under temporary directories only it may enter. A test of the
+	// defaults overrides these in Flags or NodeFlags.
+	if u, err := user.Current(); err == nil {
+		args = append(args, "--workload-user", u.Username, "--workload-allow-root")
 	}
 	args = append(args, c.opts.Flags...)
 	return append(args, c.opts.NodeFlags[nd.Name]...)

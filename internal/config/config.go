@@ -88,6 +88,14 @@ type Config struct {
 	// another program (tests), whose orphans it must not collect. Not a
 	// flag.
 	NoSubreaper bool `json:"-"`
+	// WorkloadUser runs the instances whose spec names no run.user; empty
+	// means "nobody" when the agent runs as root, else the agent's own
+	// user.
+	WorkloadUser string `json:"workload-user"`
+	// WorkloadAllowRoot lets instances run as root. Off, an instance that
+	// would run as root (its run.user is root, or it names none and
+	// WorkloadUser is root) is refused on this node and handed back.
+	WorkloadAllowRoot bool `json:"workload-allow-root"`
 	// WorkloadPorts is the range the node hands its instances' ports from,
 	// like "20000-29999".
 	WorkloadPorts string `json:"workload-ports"`

@@ -20,6 +20,13 @@ type ExecConfig struct {
 	// NoFile is the RLIMIT_NOFILE (soft and hard) given to each process,
 	// capped at the agent's own hard limit; zero means 65536.
 	NoFile uint64
+	// User runs a task that names no user as this user (a name or a
+	// numeric uid); empty means the agent's own user.
+	User string
+	// DenyRoot refuses to run a task as root (uid 0), whether it names
+	// root or names no user on an agent that runs as root with no User:
+	// Start fails with ErrRootDenied.
+	DenyRoot bool
 	// Logger receives the driver's own messages; nil discards them.
 	Logger *slog.Logger
 }

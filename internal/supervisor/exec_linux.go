@@ -62,9 +62,16 @@ func (d *Exec) Start(ctx context.Context, t Task) (Handle, error) {
 	if base["PATH"] == "" {
 		base["PATH"] = "/usr/local/bin:/usr/bin:/bin"
 	}
-	cred, err := credential(t.User, base)
+	name := t.User
+	if name == "" {
+		name = d.cfg.User
+	}
+	cred, err := credential(name, base)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", t.ID, err)
+	}
+	if d.cfg.DenyRoot && (cred == nil && os.Getuid() == 0 || cred != nil && cred.Uid == 0) {
+		return nil, fmt.Errorf("start %s: it would run as root, and %w: give the service a run.user, or start this node's agent with --workload-allow-root", t.ID, ErrRootDenied)
 	}
 	if t.Dir != "" {
 		if fi, err := os.Stat(t.Dir); err != nil || !fi.IsDir() {

@@ -391,6 +391,33 @@ func TestRunsAsUser(t *testing.T) {
 	}
 }
 
+// TestDenyRoot: a driver that denies root refuses a task naming root and
+// one naming no user when it has no User, and runs a task naming no user
+// as its User.
+func TestDenyRoot(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to switch users")
+	}
+	deny := newExec(t, ExecConfig{DenyRoot: true})
+	for _, u := range []string{"", "root", "0"} {
+		task := shTask(t, "who", "id")
+		task.User = u
+		_, err := deny.Start(context.Background(), task)
+		if !errors.Is(err, ErrRootDenied) || !strings.Contains(err.Error(), "--workload-allow-root") {
+			t.Errorf("user %q: Start = %v, want ErrRootDenied saying how to allow it", u, err)
+		}
+	}
+	d := newExec(t, ExecConfig{DenyRoot: true, User: "nobody"})
+	task := shTask(t, "who", `echo "$(id -u) $USER"`)
+	h := start(t, d, task)
+	if ex := waitDone(t, h, 5*time.Second); ex.Code != 0 {
+		t.Fatalf("exit = %+v: %s", ex, readFile(task.StderrPath()))
+	}
+	if got := readFile(task.StdoutPath()); got != "65534 nobody\n" {
+		t.Errorf("stdout = %q, want the driver's user", got)
+	}
+}
+
 func TestStartErrors(t *testing.T) {
 	d := newExec(t, ExecConfig{})
 	for name, mod := range map[string]func(*Task){

@@ -439,7 +439,7 @@ func (t Task) Equal(u Task) bool {
 // permanent reports a start error that another attempt on this node will
 // not mend.
 func permanent(err error) bool {
-	return errors.Is(err, ErrInvalidTask) || errors.Is(err, ErrUnknownUser)
+	return errors.Is(err, ErrInvalidTask) || errors.Is(err, ErrUnknownUser) || errors.Is(err, ErrRootDenied)
 }
 
 // runTask is the goroutine of runner r: it starts (or has adopted) the

@@ -20,6 +20,10 @@ var (
 	// ErrUnknownUser means Task.User does not exist on this node. Another
 	// node may have it, so the supervisor hands the task back at once.
 	ErrUnknownUser = errors.New("unknown user")
+	// ErrRootDenied means the task would run as root on a node whose
+	// driver refuses that (ExecConfig.DenyRoot). Another node may allow
+	// it.
+	ErrRootDenied = errors.New("running as root is not allowed on this node")
 	// ErrGone means a State no longer names a live process: it exited, its
 	// pid was reused by another process, or the node rebooted.
 	ErrGone = errors.New("process gone")

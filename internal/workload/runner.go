@@ -40,7 +40,11 @@ type RunnerConfig struct {
 	PortLo, PortHi int
 	// NoSubreaper: see config.Config.NoSubreaper.
 	NoSubreaper bool
-	Log         *slog.Logger
+	// User runs the instances that name no user (empty: the agent's);
+	// DenyRoot refuses to run any as root. See supervisor.ExecConfig.
+	User     string
+	DenyRoot bool
+	Log      *slog.Logger
 }
 
 // Runner runs the allocations the scheduler gives this node.
@@ -74,7 +78,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	} else if err := supervisor.BecomeSubreaper(); err != nil {
 		r.cfg.Log.Warn("workloads: cannot become the child subreaper; orphaned grandchildren of instances go to init", "err", err)
 	}
-	drv, err := supervisor.NewExec(supervisor.ExecConfig{})
+	drv, err := supervisor.NewExec(supervisor.ExecConfig{User: r.cfg.User, DenyRoot: r.cfg.DenyRoot, Logger: r.cfg.Log})
 	if err != nil {
 		return fmt.Errorf("workloads: %w", err)
 	}

@@ -362,3 +362,57 @@ func TestRollingUpdate(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkloadsRunUnprivileged: a node with the default workload settings,
+// its agent running as root, runs an instance that names no user as
+// nobody, and refuses one that asks for root, saying how to allow it.
+func TestWorkloadsRunUnprivileged(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("the defaults differ only for an agent running as root")
+	}
+	c := clustertest.Start(t, 1, clustertest.Options{Voters: 1, Flags: []string{"--workload-user=", "--workload-allow-root=false"}})
+	cliEnv(t, c)
+	ctx := ctxT(t, time.Minute)
+	addr := "--addr=" + c.Nodes[0].API
+	spec := filepath.Join(t.TempDir(), "who.yaml")
+	if err := os.WriteFile(spec, []byte(`services:
+  - name: who
+    run: {command: [sh, -c, 'id -un; exec sleep 600']}
+    count: 1
+  - name: boss
+    run: {command: [sleep, '600'], user: root}
+    count: 1
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustTandem(t, "deploy", "-f", spec, addr, "--wait", "0")
+	c.Eventually(30*time.Second, "who runs as nobody", func() error {
+		d, err := c.Client().Service(ctx, "who")
+		if err != nil {
+			return err
+		}
+		if len(d.Allocations) != 1 {
+			return fmt.Errorf("%d allocations", len(d.Allocations))
+		}
+		b, err := os.ReadFile(filepath.Join(c.Nodes[0].DataDir, "workloads", "logs", d.Allocations[0].ID+".stdout.log"))
+		if err != nil {
+			return err
+		}
+		if string(b) != "nobody\n" {
+			return fmt.Errorf("it printed %q", b)
+		}
+		return nil
+	})
+	c.Eventually(30*time.Second, "boss is refused, saying how to allow root", func() error {
+		d, err := c.Client().Service(ctx, "boss")
+		if err != nil {
+			return err
+		}
+		for _, a := range d.Allocations {
+			if a.Status != nil && strings.Contains(a.Status.Error, "--workload-allow-root") {
+				return nil
+			}
+		}
+		return fmt.Errorf("allocations %+v", d.Allocations)
+	})
+}

@@ -321,6 +321,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		wr, err := workload.NewRunner(workload.RunnerConfig{
 			Store: st, Catalog: cat, Node: a.cfg.Name, Address: a.cfg.Advertise,
 			Dir: filepath.Join(a.cfg.DataDir, "workloads"), PortLo: lo, PortHi: hi, NoSubreaper: a.cfg.NoSubreaper,
+			LeaseTTL: a.cfg.LeaseTTL.D(), LastRenewal: cm.LastContact, Lease: cm.Lease,
 			Log: a.log.With("component", "workloads"),
 		})
 		if err != nil {

@@ -21,14 +21,15 @@ import (
 // compared with another's readings):
 //
 //   - The node's last renewal R is taken when the request was sent
-//     (cluster.Manager.LastContact). The store leader renewed the lease
-//     after R, so the lease lives until at least R + TTL on the leader's
-//     clock, and no one reads the node's alive key gone before then.
-//   - The scheduler replaces an at_most_one instance at D + margin, D
-//     being when it first read the alive key gone (Scheduler.lostAt hands
-//     Plan LostAt = D - TTL). D >= R + TTL, so the replacement is placed no
-//     earlier than R + TTL + margin.
-//   - The node kills its copy at R + fenceAfter(TTL) + one fence tick,
+//     (cluster.Manager.LastContact), so the store leader renewed the
+//     lease after R.
+//   - The scheduler replaces an at_most_one instance at D + TTL + margin,
+//     D being when it first read the node's alive key gone
+//     (Scheduler.lostAt hands Plan LostAt = D). The lease ended before D,
+//     whether it expired (at least a TTL after R) or was revoked early by
+//     the death watch (any time after R, as far as the node can tell), so
+//     the replacement is placed after R + TTL + margin.
+//   - The node kills its copy by R + fenceAfter(TTL) + one fence tick,
 //     on its own monotonic clock, and the kill (SIGKILL to the group, no
 //     grace) takes milliseconds.
 //
@@ -39,10 +40,11 @@ import (
 // the copy is gone. fenceAfter is not shorter so that one late renewal
 // (they are sent every TTL/4) does not kill anything.
 //
-// A lease that ends early (revoked by a stale store leader, or not found
-// at a renewal) is replaced by a new one at once; the node then fences at
-// once too, since the scheduler may have read the alive key gone without
-// the gap in renewals.
+// A lease that ends while the node still reaches the store (revoked by
+// the death watch or a stale store leader, not found at a renewal) is
+// replaced by a new one within a renewal interval; the node fences as
+// soon as its lease changes, well within the TTL + margin the scheduler
+// waits.
 
 // fenceAfter is how long after its last lease renewal a node is cut off
 // and kills its at_most_one instances.
@@ -91,18 +93,25 @@ func (r *Runner) runFence(ctx context.Context, start time.Time) {
 	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	var lastSweep time.Time
 	for {
-		changed := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-leaseCh:
+		}
+		// A change of lease goes first, whichever woke the loop: a
+		// renewal of the new lease must not lift the fence before it.
+		changed := false
+		select {
 		case <-leaseCh:
 			var id clientv3.LeaseID
 			id, leaseCh = r.cfg.Lease()
 			// The first lease, or the same one again, is no loss.
 			changed = lease != 0 && id != lease
 			lease = id
+		default:
 		}
 		r.mu.Lock()
 		fencedAt := r.fencedAt
@@ -118,6 +127,11 @@ func (r *Runner) runFence(ctx context.Context, start time.Time) {
 			// Still cut off: kill whatever a reconcile that raced the
 			// fence started again.
 			r.killFenced()
+		case time.Since(lastSweep) > time.Second && r.leftovers():
+			// Removing a stopped allocation can fail just after the
+			// node came back (the store still electing): try again.
+			lastSweep = time.Now()
+			r.reconcile(ctx)
 		}
 	}
 }
@@ -158,6 +172,23 @@ func (r *Runner) killFenced() []string {
 		r.sup.Kill(ids...)
 	}
 	return ids
+}
+
+// leftovers reports whether an allocation to stop is still stored though
+// its process is gone (its removal from the store failed).
+func (r *Runner) leftovers() bool {
+	running := map[string]bool{}
+	for _, st := range r.sup.Status() {
+		running[st.Task.ID] = true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, a := range r.allocs {
+		if a.Desired == wire.DesiredStop && !running[id] {
+			return true
+		}
+	}
+	return false
 }
 
 // reportFenced writes the fenced state of allocation id, if the store can

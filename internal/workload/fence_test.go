@@ -62,18 +62,18 @@ func TestLostAt(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	s := &Scheduler{leaseTTL: 2 * time.Second}
 	old := cluster.NodeRecord{LastSeen: t0.Add(-time.Hour)}
-	if got := s.lostAt("n1", old, false, t0); !got.Equal(t0.Add(-2 * time.Second)) {
-		t.Fatalf("first read not alive: LostAt %s, want now - TTL", got)
+	if got := s.lostAt("n1", old, false, t0); !got.Equal(t0) {
+		t.Fatalf("first read not alive: LostAt %s, want now", got)
 	}
-	if got := s.lostAt("n1", old, false, t0.Add(5*time.Second)); !got.Equal(t0.Add(-2 * time.Second)) {
-		t.Fatalf("later read: LostAt %s, want the first read - TTL", got)
+	if got := s.lostAt("n1", old, false, t0.Add(5*time.Second)); !got.Equal(t0) {
+		t.Fatalf("later read: LostAt %s, want the first read", got)
 	}
 	later := cluster.NodeRecord{LastSeen: t0.Add(10 * time.Second)}
-	if got := s.lostAt("n1", later, false, t0.Add(11*time.Second)); !got.Equal(t0.Add(8 * time.Second)) {
-		t.Fatalf("autopilot saw it go down later: LostAt %s, want LastSeen - TTL", got)
+	if got := s.lostAt("n1", later, false, t0.Add(11*time.Second)); !got.Equal(t0.Add(10 * time.Second)) {
+		t.Fatalf("autopilot saw it go down later: LostAt %s, want LastSeen", got)
 	}
 	s.lostAt("n1", old, true, t0.Add(12*time.Second))
-	if got := s.lostAt("n1", old, false, t0.Add(20*time.Second)); !got.Equal(t0.Add(18 * time.Second)) {
-		t.Fatalf("alive again, then lost: LostAt %s, want the new read - TTL", got)
+	if got := s.lostAt("n1", old, false, t0.Add(20*time.Second)); !got.Equal(t0.Add(20 * time.Second)) {
+		t.Fatalf("alive again, then lost: LostAt %s, want the new read", got)
 	}
 }

@@ -338,14 +338,19 @@ func (s *Scheduler) planOnce(ctx context.Context, el *concurrency.Election) (tim
 const lossMargin = time.Second
 
 // lostAt is the latest time node's liveness lease can have been renewed,
-// as Plan's Node.LostAt, for a node read not alive at now. The
-// scheduler cannot know the node's last renewal, but it knows when it
-// read the node's alive key gone (a linearizable read): the lease had
-// expired by then, so its last renewal was at least a lease TTL earlier.
-// That is taken from the first read that found the node not alive (or
-// later: the node record's LastSeen, when autopilot saw the node go
-// down after that, i.e. it came back and went again between two reads).
-// The node record's LastSeen alone will not do: autopilot writes it a
+// as Plan's Node.LostAt, for a node read not alive at now. The scheduler
+// cannot know the node's last renewal, but it knows when it read the
+// node's alive key gone (a linearizable read): the lease had ended by
+// then, so it was last renewed before. That is taken from the first read
+// that found the node not alive (or later: the node record's LastSeen,
+// when autopilot saw the node go down after that, i.e. it came back and
+// went again between two reads).
+//
+// It is not that time less the TTL, although a lease that expires does
+// so a TTL after its last renewal: the death watch revokes the lease of a
+// node it finds dead (cluster.RunDeathWatch) much sooner, and a cut-off
+// node fences only half a TTL after its last renewal (fence.go).
+// Neither will the node record's LastSeen alone do: autopilot writes it a
 // moment after the lease ends, and until then it is zero or the time of
 // an older loss, which would replace an at_most_one instance at once.
 func (s *Scheduler) lostAt(node string, rec cluster.NodeRecord, alive bool, now time.Time) time.Time {
@@ -364,7 +369,7 @@ func (s *Scheduler) lostAt(node string, rec cluster.NodeRecord, alive bool, now 
 	if rec.LastSeen.After(since) {
 		since = rec.LastSeen
 	}
-	return since.Add(-s.leaseTTL)
+	return since
 }
 
 // rollback writes back the spec a stuck update replaced, as a new

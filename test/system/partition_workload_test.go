@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -96,10 +97,22 @@ exit $s`, lock, journal, clustertest.Binary(t))
 
 	cut := time.Now()
 	c.Isolate(victim)
+	var waits []string // the scheduler's reasons for holding the instance
 	c.Eventually(30*time.Second, "the replacement runs on another node", func() error {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		d, err := cl.Service(rctx, "solo")
+		cancel()
+		if err == nil {
+			for _, u := range d.Unplaced {
+				if !slices.Contains(waits, u.Reason) {
+					waits = append(waits, u.Reason)
+				}
+			}
+		}
 		return runsElsewhere(ctx, cl, "solo", victim.Name, 1)
 	})
 	passing := time.Since(cut)
+	t.Logf("the scheduler held the instance: %q", waits)
 	gone := goneAt.Load()
 	if gone == 0 {
 		t.Fatalf("the cut-off node still runs its at_most_one copy (process group %d) while the replacement runs", pgid)

@@ -322,6 +322,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			Store: st, Catalog: cat, Node: a.cfg.Name, Address: a.cfg.Advertise,
 			Dir: filepath.Join(a.cfg.DataDir, "workloads"), PortLo: lo, PortHi: hi, NoSubreaper: a.cfg.NoSubreaper,
 			User: workloadUser(a.cfg.WorkloadUser), DenyRoot: !a.cfg.WorkloadAllowRoot,
+			LeaseTTL: a.cfg.LeaseTTL.D(), LastRenewal: cm.LastContact, Lease: cm.Lease,
 			Log: a.log.With("component", "workloads"),
 		})
 		if err != nil {

@@ -54,6 +54,7 @@ func (m *Manager) RunLiveness(ctx context.Context) error {
 			}
 			wroteRecord = true
 		}
+		sent := time.Now()
 		lease, err := c.Grant(rctx, ttl)
 		var put *clientv3.PutResponse
 		if err == nil {
@@ -69,7 +70,7 @@ func (m *Manager) RunLiveness(ctx context.Context) error {
 			sleep(ctx, 200*time.Millisecond)
 			continue
 		}
-		m.lastContact.Store(time.Now().UnixNano())
+		m.contacted(sent)
 		// A lease is the cluster's, not a client's: when the store client
 		// is switched (a promotion, a store member's restart), the same
 		// lease is renewed through the new one.
@@ -103,11 +104,12 @@ func (m *Manager) keepAlive(ctx context.Context, id clientv3.LeaseID, rev int64,
 			return true
 		}
 		kctx, cancel := context.WithTimeout(ctx, every)
+		sent := time.Now()
 		resp, err := c.KeepAliveOnce(kctx, id)
 		cancel()
 		switch {
 		case err == nil && resp.TTL > 0:
-			m.lastContact.Store(time.Now().UnixNano())
+			m.contacted(sent)
 		case errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL <= 0):
 			return false
 		case ctx.Err() != nil:

@@ -59,7 +59,11 @@ type Manager struct {
 	mu   sync.Mutex
 	self NodeRecord
 
-	lastContact atomic.Int64 // unix nanos of the last keepalive answered
+	// epoch is when the Manager was made; lastContact is the time from it
+	// to the sending of the last lease grant or renewal that was answered
+	// (so LastContact carries a monotonic reading).
+	epoch       time.Time
+	lastContact atomic.Int64
 	leaseID     atomic.Int64
 	leaseMu     sync.Mutex
 	leaseCh     chan struct{} // closed when leaseID next changes
@@ -71,7 +75,7 @@ func New(st *store.Store, self NodeRecord, opts Options, log *slog.Logger) *Mana
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics()
 	}
-	return &Manager{st: st, self: self, opts: opts, log: log}
+	return &Manager{st: st, self: self, opts: opts, log: log, epoch: time.Now()}
 }
 
 // Self returns this node's record as last written.
@@ -81,14 +85,23 @@ func (m *Manager) Self() NodeRecord {
 	return m.self
 }
 
-// LastContact is when this node last had a keepalive answered by the store
-// leader; stale reads report the time since.
+// LastContact is when this node sent the last lease grant or renewal that
+// the store leader answered (zero before the first); stale reads report
+// the time since. It is taken when the request was sent, not when the
+// answer came, so the lease surely lives until LastContact + LeaseTTL on
+// the leader's clock. It carries a monotonic reading: time.Since on it
+// is immune to changes of the wall clock.
 func (m *Manager) LastContact() time.Time {
 	n := m.lastContact.Load()
 	if n == 0 {
 		return time.Time{}
 	}
-	return time.Unix(0, n)
+	return m.epoch.Add(time.Duration(n))
+}
+
+// contacted records a grant or renewal sent at sent and answered.
+func (m *Manager) contacted(sent time.Time) {
+	m.lastContact.Store(max(int64(sent.Sub(m.epoch)), 1))
 }
 
 // Info reads the cluster settings, falling back to the local target. opts

@@ -83,13 +83,14 @@
 // allocation, so a node that was only cut off stops its copy when it sees
 // the allocation gone; two copies may run until then. With at_most_one,
 // the instance is held (it still counts, and is listed as unplaced with
-// the time it waits for) until the node's last lease renewal + the lease
-// TTL + a margin, when the node has surely stopped it; only then is it
-// replaced, so two copies never run (provided a node stops its
-// at_most_one instances as soon as it cannot renew its lease, which it
-// notices well within the margin). Result.RetryAt says when to plan
-// again. A lost instance for which no replacement fits is kept: a node
-// that comes back resumes it.
+// the time it waits for) until the node's last lease renewal (Node.LostAt:
+// the loop around Plan gives the time it first found the lease gone) +
+// the lease TTL + a margin, when the node has surely stopped it; only then
+// is it replaced, so two copies never run (provided a node kills its
+// at_most_one instances when it cannot renew its lease, which it does
+// half a TTL after its last renewal: internal/workload/fence.go).
+// Result.RetryAt says when to plan again. A lost instance for which no
+// replacement fits is kept: a node that comes back resumes it.
 //
 // A draining node gets nothing new. Its instances are replaced elsewhere
 // first and stopped only once enough others run (add before remove): the

@@ -41,9 +41,9 @@ type Node struct {
 	Eligible bool
 	// Alive is true while the node's lease is live.
 	Alive bool
-	// LostAt is when the node's lease was last seen renewed (for a node
-	// that is not alive); at_most_one instances wait for LostAt + lease
-	// TTL + margin before they are replaced.
+	// LostAt is the latest time the node's lease can have been renewed
+	// (for a node that is not alive); at_most_one instances wait for
+	// LostAt + lease TTL + margin before they are replaced.
 	LostAt time.Time
 }
 

@@ -138,6 +138,7 @@ type runner struct {
 	handle  Handle // current process, or nil
 	started bool   // the goroutine runs
 	stopped bool   // stop is closed
+	kill    bool   // stop with SIGKILL at once (Kill), not after StopTimeout
 	status  TaskStatus
 }
 
@@ -269,6 +270,23 @@ func (s *Supervisor) stopRunner(r *runner) {
 		close(r.stop)
 	}
 	s.stopping[r] = true
+}
+
+// Kill drops the tasks ids from the desired set, as Apply without them
+// would, but ends their processes at once: SIGKILL to the whole group
+// right behind the SIGTERM, without waiting for StopTimeout. It does not
+// wait for them to end: watch EventStopped. A later Apply that gives a
+// task again starts it again.
+func (s *Supervisor) Kill(ids ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		delete(s.desired, id)
+		if r := s.runners[id]; r != nil {
+			r.kill = true
+		}
+	}
+	s.reconcile()
 }
 
 // StopAll stops every task and forgets the desired set, and returns once
@@ -525,8 +543,21 @@ func (s *Supervisor) runTask(ctx context.Context, r *runner) {
 			s.setStatus(r, func(st *TaskStatus) { st.State = TaskStopping })
 			// Finish the stop even if ctx ends: a half-stopped group
 			// would be nobody's.
-			if err := h.Stop(context.WithoutCancel(ctx)); err != nil {
+			sctx := context.WithoutCancel(ctx)
+			s.mu.Lock()
+			kill := r.kill
+			s.mu.Unlock()
+			if kill {
+				// A stop whose context has ended sends SIGKILL at once.
+				var cancel context.CancelFunc
+				sctx, cancel = context.WithCancel(sctx)
+				cancel()
+			}
+			if err := h.Stop(sctx); err != nil && !kill {
 				s.log.Warn("stop task", "task", r.task.ID, "err", err)
+			}
+			if kill {
+				<-h.Done() // the SIGKILLed group is gone: Exit is valid
 			}
 			ex := h.Exit()
 			s.setStatus(r, func(st *TaskStatus) { st.Pid, st.LastExit = 0, &ex })

@@ -35,6 +35,10 @@ const (
 	AllocRunning  = "running"
 	AllocBackoff  = "restarting"
 	AllocFailed   = "failed"
+	// AllocFenced: the node could not renew its liveness lease, so it
+	// killed this at_most_one instance; it starts again once the lease
+	// is renewed, if the allocation is still the node's.
+	AllocFenced = "fenced"
 )
 
 // AllocStatus is what the node running an allocation reports of it.

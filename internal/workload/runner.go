@@ -44,7 +44,16 @@ type RunnerConfig struct {
 	// DenyRoot refuses to run any as root. See supervisor.ExecConfig.
 	User     string
 	DenyRoot bool
-	Log      *slog.Logger
+	// LeaseTTL is the TTL of the node's liveness lease; LastRenewal
+	// returns when the last answered renewal of it was sent (zero before
+	// the first), with a monotonic reading; Lease returns the current
+	// lease and a channel closed when it changes (cluster.Manager's
+	// LastContact and Lease). With them the runner fences: see fence.go.
+	// Without them (nil) it never fences.
+	LeaseTTL    time.Duration
+	LastRenewal func() time.Time
+	Lease       func() (clientv3.LeaseID, <-chan struct{})
+	Log         *slog.Logger
 }
 
 // Runner runs the allocations the scheduler gives this node.
@@ -56,6 +65,9 @@ type Runner struct {
 	allocs map[string]wire.Allocation // by ID, as the store holds them
 	ports  map[string]map[string]int  // by alloc ID: the ports handed to it
 	ctx    context.Context
+	// fencedAt, when not zero, is when the node was cut off from its lease
+	// and killed its at_most_one instances (fence.go).
+	fencedAt time.Time
 }
 
 // NewRunner makes a node's runner.
@@ -73,6 +85,7 @@ func (r *Runner) statesFile() string { return filepath.Join(r.cfg.Dir, "processe
 // and follows this node's allocations until ctx ends. The processes keep
 // running after it returns: the next start adopts them.
 func (r *Runner) Run(ctx context.Context) error {
+	start := time.Now()
 	if r.cfg.NoSubreaper {
 		// inside another program: leave its orphans to it
 	} else if err := supervisor.BecomeSubreaper(); err != nil {
@@ -114,6 +127,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		r.cfg.Log.Warn("workloads: adopt the processes left running", "err", err)
 	}
 	r.reconcile(ctx)
+	fenceDone := make(chan struct{})
+	go func() {
+		defer close(fenceDone)
+		r.runFence(ctx, start)
+	}()
 
 	for ctx.Err() == nil {
 		wch := r.cfg.Store.Client().Watch(ctx, keys.NodeAllocsPrefix(r.cfg.Node), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
@@ -148,6 +166,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			sleep(ctx, 500*time.Millisecond)
 		}
 	}
+	<-fenceDone
 	r.saveStates()
 	<-supDone
 	return nil
@@ -188,7 +207,7 @@ func (r *Runner) desiredLocked() []supervisor.Task {
 	var out []supervisor.Task
 	for _, id := range slices.Sorted(maps.Keys(r.allocs)) {
 		a := r.allocs[id]
-		if a.Desired != wire.DesiredRun {
+		if a.Desired != wire.DesiredRun || r.fencedLocked(a) {
 			continue
 		}
 		t, err := r.taskLocked(a)

@@ -60,6 +60,9 @@ type Scheduler struct {
 	changed func() <-chan struct{}
 	log     *slog.Logger
 	now     func() time.Time
+	// downSince is, by node, when this holder first read the node not
+	// alive; reset when it starts leading (only lead's goroutine uses it).
+	downSince map[string]time.Time
 }
 
 // NewScheduler makes the scheduler of node name; changed wakes it when
@@ -100,6 +103,7 @@ func (s *Scheduler) lead(ctx context.Context, sess *concurrency.Session, el *con
 	defer tick.Stop()
 	var retry <-chan time.Time
 	lastErr := ""
+	s.downSince = map[string]time.Time{}
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		retryAt, err := s.planOnce(pctx, el)
@@ -231,7 +235,7 @@ func (s *Scheduler) planOnce(ctx context.Context, el *concurrency.Election) (tim
 			continue
 		}
 		nodes = append(nodes, scheduler.Node{
-			Name: name, Labels: rec.Labels, Eligible: true, Alive: sn.alive[name], LostAt: rec.LastSeen,
+			Name: name, Labels: rec.Labels, Eligible: true, Alive: sn.alive[name], LostAt: s.lostAt(name, rec, sn.alive[name], now),
 			Capacity: scheduler.Resources{CPUMillis: rec.CPUMillis, MemoryMB: rec.MemoryMB},
 		})
 	}
@@ -247,7 +251,7 @@ func (s *Scheduler) planOnce(ctx context.Context, el *concurrency.Election) (tim
 		allocs = append(allocs, scheduler.Alloc{ID: id, Service: e.a.Service, Node: e.a.Node, Generation: e.a.Generation,
 			State: allocState(e), Resources: e.a.Workload.Resources, PlacedAt: e.a.Created, HealthySince: sn.passingSince[id]})
 	}
-	res := scheduler.Plan(specs, nodes, allocs, now, scheduler.Options{LeaseTTL: s.leaseTTL, LossMargin: time.Second, HealthyDeadline: healthyDeadline})
+	res := scheduler.Plan(specs, nodes, allocs, now, scheduler.Options{LeaseTTL: s.leaseTTL, LossMargin: lossMargin, HealthyDeadline: healthyDeadline})
 	for _, p := range res.Place {
 		svc := sn.services[p.Service]
 		a := wire.Allocation{ID: p.ID, Service: p.Service, Node: p.Node, Generation: svc.Generation, Desired: wire.DesiredRun,
@@ -332,6 +336,46 @@ func (s *Scheduler) planOnce(ctx context.Context, el *concurrency.Election) (tim
 		}
 	}
 	return res.RetryAt, nil
+}
+
+// lossMargin is what Plan adds to the lease TTL past a lost node's last
+// possible renewal before it replaces an at_most_one instance: see
+// fenceAfter for what the node does meanwhile.
+const lossMargin = time.Second
+
+// lostAt is the latest time node's liveness lease can have been renewed,
+// as Plan's Node.LostAt, for a node read not alive at now. The scheduler
+// cannot know the node's last renewal, but it knows when it read the
+// node's alive key gone (a linearizable read): the lease had ended by
+// then, so it was last renewed before. That is taken from the first read
+// that found the node not alive (or later: the node record's LastSeen,
+// when autopilot saw the node go down after that, i.e. it came back and
+// went again between two reads).
+//
+// It is not that time less the TTL, although a lease that expires does
+// so a TTL after its last renewal: the death watch revokes the lease of a
+// node it finds dead (cluster.RunDeathWatch) much sooner, and a cut-off
+// node fences only half a TTL after its last renewal (fence.go).
+// Neither will the node record's LastSeen alone do: autopilot writes it a
+// moment after the lease ends, and until then it is zero or the time of
+// an older loss, which would replace an at_most_one instance at once.
+func (s *Scheduler) lostAt(node string, rec cluster.NodeRecord, alive bool, now time.Time) time.Time {
+	if alive {
+		delete(s.downSince, node)
+		return time.Time{}
+	}
+	if s.downSince == nil {
+		s.downSince = map[string]time.Time{}
+	}
+	since, ok := s.downSince[node]
+	if !ok {
+		since = now
+		s.downSince[node] = now
+	}
+	if rec.LastSeen.After(since) {
+		since = rec.LastSeen
+	}
+	return since
 }
 
 // rollback writes back the spec a stuck update replaced, as a new

@@ -295,6 +295,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.apiAddr, a.st, a.view, a.dns, a.proxy = apiAddr, st, v, dnsSrv, px
 	a.mu.Unlock()
 
+	// Every node, workloads or not, acknowledges the drain of an instance
+	// that stops once its proxy is done with it.
+	drainAcker, err := workload.NewDrainAcker(workload.DrainAckerConfig{
+		Store: st, Node: a.cfg.Name, View: v, Proxy: px, Lease: cm.Lease, Log: a.log.With("component", "workloads"),
+	})
+	if err != nil {
+		return err
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx, apiLn) })
 	if a.tls != nil {
@@ -335,6 +344,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// go to another node) rather than answering "no such service".
 	g.Go(func() error { return portHint(whenSynced(gctx, v, dnsSrv.Run), "--dns-port") })
 	g.Go(func() error { return portHint(whenSynced(gctx, v, px.Run), "--proxy-port") })
+	g.Go(func() error { return drainAcker.Run(gctx) })
 	g.Go(func() error {
 		return pxMetrics.RunStats(gctx, 5*time.Second, func(ctx context.Context, w map[string]proxy.Window) error {
 			lease := cm.LeaseID()

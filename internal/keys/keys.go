@@ -138,3 +138,22 @@ func HistoryKey(svc string) string { return Prefix + "history/" + svc }
 
 // HistoryPrefix holds every service's HistoryKey.
 const HistoryPrefix = Prefix + "history/"
+
+// DrainPrefix holds the drains of instances about to stop: a node that
+// stops an instance first writes a request under requests/<alloc id>
+// (workload.DrainRequest), then every alive node acknowledges it under
+// acks/<alloc id>/<node>, bound to its liveness lease, once its proxy no
+// longer routes to the instance and has nothing in flight to it.
+const DrainPrefix = Prefix + "drain/"
+
+// DrainRequestsPrefix holds every drain request.
+const DrainRequestsPrefix = DrainPrefix + "requests/"
+
+// DrainRequestKey is the drain request of allocation id.
+func DrainRequestKey(id string) string { return DrainRequestsPrefix + id }
+
+// DrainAcksPrefix holds the nodes' acknowledgements of allocation id's drain.
+func DrainAcksPrefix(id string) string { return DrainPrefix + "acks/" + id + "/" }
+
+// DrainAckKey is node's acknowledgement of allocation id's drain.
+func DrainAckKey(id, node string) string { return DrainAcksPrefix(id) + node }

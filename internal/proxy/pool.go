@@ -80,6 +80,7 @@ type table struct {
 	domain  string // "tandem" (no trailing dot)
 	metrics *Metrics
 	cur     atomic.Pointer[routes]
+	gone    leaving // backends dropped with requests maybe still in flight
 }
 
 func newTable(cat Catalog, domain string, metrics *Metrics) *table {
@@ -221,13 +222,16 @@ func (t *table) rebuild() {
 			kept[b] = true
 		}
 	}
+	var dropped []*Backend
 	for _, p := range old.pools {
 		for _, b := range p.Backends {
 			if !kept[b] {
 				b.drain(p.headerTimeout)
+				dropped = append(dropped, b)
 			}
 		}
 	}
+	t.gone.add(dropped)
 }
 
 // timeouts are a service's proxy timeouts, defaults filled in.

@@ -10,7 +10,7 @@
 //
 // A service spec runs instances when it has a run command; run.command is
 // the only required field. The values shown for spread, restart, update,
-// stop_timeout and on_node_loss are the defaults:
+// stop_timeout, drain_timeout and on_node_loss are the defaults:
 //
 //	run:
 //	  command: [/usr/local/bin/web, --verbose]  # no shell; PATH lookup without a slash
@@ -25,6 +25,7 @@
 //	restart: {delay: 500ms, max_delay: 30s}
 //	update: {max_parallel: 1, min_healthy: 2s, auto_rollback: true}
 //	stop_timeout: 10s
+//	drain_timeout: 30s
 //	on_node_loss: overlap                        # or at_most_one
 //
 // A bad spec is refused whole, with every problem naming its field:

@@ -35,6 +35,7 @@ const (
 	DefaultMaxParallel  = 1
 	DefaultMinHealthy   = 2 * time.Second
 	DefaultStopTimeout  = 10 * time.Second
+	DefaultDrainTimeout = 30 * time.Second
 )
 
 // MaxCount is the most instances one service may run.
@@ -80,6 +81,10 @@ type Workload struct {
 	// StopTimeout is how long a stopping instance has between SIGTERM and
 	// SIGKILL (default 10s).
 	StopTimeout config.Duration `json:"stop_timeout,omitempty"`
+	// DrainTimeout bounds how long a stopping instance waits, before its
+	// SIGTERM, for every alive node's proxy to have dropped it and
+	// finished the requests in flight to it (default 30s).
+	DrainTimeout config.Duration `json:"drain_timeout,omitempty"`
 	// OnNodeLoss is overlap (default) or at_most_one: see the constants.
 	OnNodeLoss string `json:"on_node_loss,omitempty"`
 	// Generation is set by tandem, not by the user: it grows each time the
@@ -179,6 +184,9 @@ func (w *Workload) Normalize() {
 	if w.StopTimeout == 0 {
 		w.StopTimeout = config.Duration(DefaultStopTimeout)
 	}
+	if w.DrainTimeout == 0 {
+		w.DrainTimeout = config.Duration(DefaultDrainTimeout)
+	}
 }
 
 var (
@@ -275,6 +283,7 @@ func (w *Workload) validate() error {
 	for field, d := range map[string]config.Duration{
 		"restart.delay": w.Restart.Delay, "restart.max_delay": w.Restart.MaxDelay,
 		"update.min_healthy": w.Update.MinHealthy, "stop_timeout": w.StopTimeout,
+		"drain_timeout": w.DrainTimeout,
 	} {
 		if d < 0 {
 			bad(field, "%s is negative", d)

@@ -66,6 +66,7 @@ func TestValidate(t *testing.T) {
 		{"negative max parallel", func(w *Workload) { w.Update.MaxParallel = -1 }, "update.max_parallel: -1 is negative"},
 		{"negative min healthy", func(w *Workload) { w.Update.MinHealthy = config.Duration(-1) }, "update.min_healthy: -1ns is negative"},
 		{"negative stop timeout", func(w *Workload) { w.StopTimeout = config.Duration(-time.Second) }, "stop_timeout: -1s is negative"},
+		{"negative drain timeout", func(w *Workload) { w.DrainTimeout = config.Duration(-time.Second) }, "drain_timeout: -1s is negative"},
 		{"unknown on_node_loss", func(w *Workload) { w.OnNodeLoss = "at-most-one" }, `on_node_loss: unknown policy "at-most-one"`},
 	}
 	for _, tt := range tests {
@@ -117,6 +118,7 @@ func TestNormalize(t *testing.T) {
 	want.Restart = RestartPolicy{Delay: config.Duration(500 * time.Millisecond), MaxDelay: config.Duration(30 * time.Second)}
 	want.Update = UpdatePolicy{MaxParallel: 1, MinHealthy: config.Duration(2 * time.Second), AutoRollback: &yes}
 	want.StopTimeout = config.Duration(10 * time.Second)
+	want.DrainTimeout = config.Duration(30 * time.Second)
 	if !reflect.DeepEqual(w, want) {
 		t.Fatalf("normalized:\n%+v\nwant\n%+v", w, want)
 	}
@@ -151,6 +153,7 @@ spread: zone
 restart: {delay: 1s, max_delay: 1m}
 update: {max_parallel: 2, min_healthy: 5s, auto_rollback: false}
 stop_timeout: 20s
+drain_timeout: 5s
 on_node_loss: at_most_one
 `
 	var w Workload
@@ -161,7 +164,7 @@ on_node_loss: at_most_one
 		t.Fatal(err)
 	}
 	if w.Count != 3 || w.Run.Env["MODE"] != "prod" || w.Resources.MemoryMB != 128 || w.Constraints[0] != "zone!=c" ||
-		w.Restart.MaxDelay.D() != time.Minute || w.Update.Rollback() || w.StopTimeout.D() != 20*time.Second || w.OnNodeLoss != AtMostOne {
+		w.Restart.MaxDelay.D() != time.Minute || w.Update.Rollback() || w.StopTimeout.D() != 20*time.Second || w.DrainTimeout.D() != 5*time.Second || w.OnNodeLoss != AtMostOne {
 		t.Fatalf("decoded %+v", w)
 	}
 	checkRoundTrip(t, w)

@@ -68,6 +68,8 @@ type Runner struct {
 	// fencedAt, when not zero, is when the node was cut off from its lease
 	// and killed its at_most_one instances (fence.go).
 	fencedAt time.Time
+
+	drains drains // instances drained before they stop (drain.go)
 }
 
 // NewRunner makes a node's runner.
@@ -169,6 +171,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	<-fenceDone
 	r.saveStates()
 	<-supDone
+	r.drains.wg.Wait()
 	return nil
 }
 
@@ -280,10 +283,16 @@ func (r *Runner) freePortLocked() (int, error) {
 	return 0, fmt.Errorf("no free port left in %d-%d (--workload-ports)", r.cfg.PortLo, r.cfg.PortHi)
 }
 
-// reconcile makes the processes match the allocations: it deregisters the
-// instances of allocations to stop, then applies the desired set (which
-// stops the others), and forgets allocations that are stopped.
+// reconcile makes the processes match the allocations: an instance to
+// stop that runs is drained first (it keeps running until every alive
+// node's proxy has dropped it and finished its requests to it: drain.go),
+// the desired set is applied (which stops the others), and allocations
+// that are stopped are forgotten. Calls are serialized: the watch loop
+// and the drains that end both reconcile.
 func (r *Runner) reconcile(ctx context.Context) {
+	r.drains.rec.Lock()
+	defer r.drains.rec.Unlock()
+	status := r.sup.Status()
 	r.mu.Lock()
 	desired := r.desiredLocked()
 	var stopping []wire.Allocation
@@ -293,10 +302,7 @@ func (r *Runner) reconcile(ctx context.Context) {
 		}
 	}
 	r.mu.Unlock()
-	for _, a := range stopping {
-		// Out of every proxy's view first, then stopped.
-		r.deregister(ctx, a.Service, a.ID)
-	}
+	desired = append(desired, r.hold(ctx, stopping, status)...)
 	if err := r.sup.Apply(desired); err != nil {
 		r.cfg.Log.Warn("workloads: apply", "err", err)
 	}
@@ -316,10 +322,10 @@ func (r *Runner) reconcile(ctx context.Context) {
 func (r *Runner) forget(ctx context.Context, a wire.Allocation) {
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	_, err := r.cfg.Store.Client().Txn(dctx).Then(
+	_, err := r.cfg.Store.Client().Txn(dctx).Then(append([]clientv3.Op{
 		clientv3.OpDelete(keys.AllocKey(r.cfg.Node, a.ID)),
 		clientv3.OpDelete(keys.AllocStatusKey(r.cfg.Node, a.ID)),
-	).Commit()
+	}, drainKeysOps(a.ID)...)...).Commit()
 	if err != nil {
 		r.cfg.Log.Warn("workloads: remove a stopped allocation", "id", a.ID, "err", err)
 		return

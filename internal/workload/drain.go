@@ -40,9 +40,10 @@ type draining struct {
 // running while they drain, and starts a drain for each one that runs
 // and has none yet. status is the supervisor's, read before this
 // reconcile applies anything. An allocation whose task does not run
-// (starting, backing off, failed) has nothing to drain: it is only taken
-// out of the catalog.
-func (r *Runner) hold(ctx context.Context, stopping []wire.Allocation, status []supervisor.TaskStatus) []supervisor.Task {
+// (starting, backing off, failed) has nothing to drain, and one the fence
+// keeps from running (fenced) must not be held: they are only taken out
+// of the catalog.
+func (r *Runner) hold(ctx context.Context, stopping []wire.Allocation, fenced map[string]bool, status []supervisor.TaskStatus) []supervisor.Task {
 	runs := map[string]supervisor.TaskStatus{}
 	for _, st := range status {
 		if st.State == supervisor.TaskRunning && st.Pid > 0 {
@@ -59,13 +60,13 @@ func (r *Runner) hold(ctx context.Context, stopping []wire.Allocation, status []
 	for _, a := range stopping {
 		stops[a.ID] = true
 		if d := r.drains.by[a.ID]; d != nil {
-			if !d.done {
+			if !d.done && !fenced[a.ID] {
 				held = append(held, d.task)
 			}
 			continue
 		}
 		st, ok := runs[a.ID]
-		if !ok {
+		if !ok || fenced[a.ID] {
 			r.deregister(ctx, a.Service, a.ID)
 			continue
 		}

@@ -296,13 +296,15 @@ func (r *Runner) reconcile(ctx context.Context) {
 	r.mu.Lock()
 	desired := r.desiredLocked()
 	var stopping []wire.Allocation
+	fenced := map[string]bool{}
 	for _, a := range r.allocs {
 		if a.Desired == wire.DesiredStop {
 			stopping = append(stopping, a)
+			fenced[a.ID] = r.fencedLocked(a)
 		}
 	}
 	r.mu.Unlock()
-	desired = append(desired, r.hold(ctx, stopping, status)...)
+	desired = append(desired, r.hold(ctx, stopping, fenced, status)...)
 	if err := r.sup.Apply(desired); err != nil {
 		r.cfg.Log.Warn("workloads: apply", "err", err)
 	}

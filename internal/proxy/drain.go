@@ -21,6 +21,14 @@ func (l *leaving) add(bs []*Backend) {
 	if l.bs == nil {
 		l.bs = map[*Backend]struct{}{}
 	}
+	// Forget the earlier ones with nothing in flight, so the set stays
+	// small on a node that never asks (no instance stops) while backends
+	// come and go.
+	for b := range l.bs {
+		if b.Inflight() <= 0 {
+			delete(l.bs, b)
+		}
+	}
 	for _, b := range bs {
 		l.bs[b] = struct{}{}
 	}
